@@ -1,0 +1,44 @@
+# Set-up for a fresh machine: `make run` serves the app, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install run test bench lint format train clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train]"
+	touch $(STAMP)
+
+run: install
+	$(PY) app.py
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/trace_overhead.py
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# Rebuild the bundled models from scratch (about an hour on two CPU cores).
+train: install
+	$(PY) -m explorer.training --family decoder --steps 1600 --out models/tiny-gpt2
+	$(PY) -m explorer.training --family encoder --steps 3000 --out models/tiny-bert
+	$(PY) -m explorer.training --family encoder_decoder --steps 1500 --out models/tiny-t5
+	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,70 @@
+"""The catalogue of known models (data in ``models/catalogue.json``) and where bundled ones live."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from explorer.core.spec import Family
+
+MODELS_DIR = Path(os.environ.get("EXPLORER_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    key: str
+    source: str  # bundled folder name, or hub id
+    family: Family
+    layers: int
+    heads: int
+    description: str
+    bundled: bool = False
+
+    @property
+    def location(self) -> str:
+        """What ``from_pretrained`` is given: a folder for bundled models, else the hub id."""
+        return str(MODELS_DIR / self.source) if self.bundled else self.source
+
+
+@dataclass(frozen=True)
+class TokenizerEntry:
+    key: str
+    source: str
+    kind: str
+    description: str
+    bundled: bool = False
+
+    @property
+    def location(self) -> str:
+        return str(MODELS_DIR / self.source) if self.bundled else self.source
+
+
+@cache
+def _data() -> dict:
+    return json.loads((MODELS_DIR / "catalogue.json").read_text(encoding="utf-8"))
+
+
+@cache
+def catalogue() -> dict[str, CatalogueEntry]:
+    return {m["key"]: CatalogueEntry(**m) for m in _data()["models"]}
+
+
+@cache
+def tokenizer_catalogue() -> dict[str, TokenizerEntry]:
+    return {t["key"]: TokenizerEntry(**t) for t in _data()["tokenizers"]}
+
+
+def bundled_keys() -> list[str]:
+    return [k for k, e in catalogue().items() if e.bundled]
+
+
+def default_model_key() -> str:
+    return _data()["default_model"]
+
+
+def hosted_mode() -> bool:
+    """In hosted mode (``EXPLORER_HOSTED=1``, e.g. a public Space) only catalogue keys load."""
+    return os.environ.get("EXPLORER_HOSTED", "").lower() in ("1", "true", "yes")

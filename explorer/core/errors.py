@@ -1,0 +1,13 @@
+"""Errors whose message is one sentence to show a user as it is."""
+
+
+class ExplorerError(Exception):
+    """Base class: ``str(err)`` is a complete, user-facing sentence."""
+
+
+class ModelLoadError(ExplorerError):
+    """A model or tokenizer could not be loaded."""
+
+
+class InputError(ExplorerError):
+    """A text or setting cannot be used as given."""

@@ -1,0 +1,226 @@
+"""One loader for a catalogue key, a hub id or a local ``save_pretrained`` folder.
+
+Every model is loaded with eager attention (fused attention returns no weights), from
+safetensors only, with ``trust_remote_code=False``. Every failure becomes a ``ModelLoadError``
+whose message is one sentence a user can act on, naming what is available instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+)
+from transformers.models.auto import modeling_auto
+
+from explorer.core.errors import ModelLoadError
+from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, tokenizer_catalogue
+from explorer.core.spec import ModelSpec, family_of, spec_from_config
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for instrumented runs: shared and read-only once in the pool."""
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+
+    @property
+    def nbytes(self) -> int:
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def pick_device() -> torch.device:
+    """``EXPLORER_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU."""
+    wanted = os.environ.get("EXPLORER_DEVICE", "").strip()
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _available() -> str:
+    return ", ".join(bundled_keys())
+
+
+_hub_reachable_cache: tuple[float, bool] | None = None
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (remembered for a minute).
+
+    Checked up front because the hub client otherwise retries an unreachable host for ~30 s.
+    """
+    global _hub_reachable_cache
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    now = time.monotonic()
+    if _hub_reachable_cache and now - _hub_reachable_cache[0] < 60:
+        return _hub_reachable_cache[1]
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            ok = True
+    except OSError:
+        ok = False
+    _hub_reachable_cache = (now, ok)
+    return ok
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str  # the name the UI shows
+    location: str  # what from_pretrained receives
+    kind: str  # "bundled", "catalogue", "folder" or "hub"
+    description: str = ""
+
+
+def resolve(name: str) -> Source:
+    """Turn what a user typed into a loadable source, or raise ``ModelLoadError``."""
+    name = (name or "").strip()
+    entries = catalogue()
+    if not name:
+        raise ModelLoadError(f"No model given. Available offline: {_available()}.")
+    if len(name) > MAX_NAME:
+        raise ModelLoadError(f"A model name is at most {MAX_NAME} characters. Available offline: {_available()}.")
+    if name in entries:
+        e = entries[name]
+        return Source(e.key, e.location, "bundled" if e.bundled else "catalogue", e.description)
+    by_source = {e.source: e for e in entries.values() if not e.bundled}
+    if name in by_source:
+        e = by_source[name]
+        return Source(e.key, e.location, "catalogue", e.description)
+    if hosted_mode():
+        raise ModelLoadError(
+            f"'{name}' is not in the catalogue, and this hosted app loads catalogue models only: "
+            f"{', '.join(entries)}."
+        )
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Source(name, str(path), "folder")
+    if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
+        raise ModelLoadError(
+            f"Unknown model '{name}': not a catalogue key, an existing folder or a hub id. "
+            f"Available offline: {_available()}."
+        )
+    return Source(name, name, "hub")
+
+
+def _check_folder(folder: Path, what: str = "model") -> None:
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"The folder '{folder}' has no config.json, so it is not a saved transformers {what}.")
+    if not any(folder.glob("*.safetensors")):
+        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+            raise ModelLoadError(
+                f"The folder '{folder}' holds only pickled .bin weights; LLM Explorer loads safetensors only "
+                "(pickle files can run code). Re-save it with model.save_pretrained(folder)."
+            )
+        raise ModelLoadError(f"The folder '{folder}' has a config.json but no model.safetensors weights.")
+
+
+def _hub_kwargs(source: Source) -> dict:
+    """For hub ids: use only the local cache when the hub cannot be reached."""
+    if source.kind in ("hub", "catalogue") and not hub_reachable():
+        return {"local_files_only": True}
+    return {}
+
+
+def _explain(err: Exception, source: Source) -> ModelLoadError:
+    text = str(err)
+    offline = source.kind in ("hub", "catalogue") and not hub_reachable()
+    if "safetensors" in text.lower() and ("bin" in text.lower() or "does not appear" in text):
+        return ModelLoadError(
+            f"'{source.key}' has no safetensors weights (only pickled .bin files), and LLM Explorer "
+            f"loads safetensors only. Available offline: {_available()}."
+        )
+    if offline:
+        return ModelLoadError(
+            f"'{source.key}' is not downloaded yet and the Hugging Face Hub cannot be reached (no network). "
+            f"Available offline: {_available()}."
+        )
+    if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
+        return ModelLoadError(
+            f"No model '{source.key}' exists on the Hugging Face Hub (or it is private). "
+            f"Available offline: {_available()}."
+        )
+    if "does not recognize this architecture" in text or "Unrecognized" in text:
+        return ModelLoadError(
+            f"'{source.key}' is not a model type this version of transformers knows. "
+            f"Try a GPT-2, BERT or T5 style model, or one of: {_available()}."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return ModelLoadError(f"'{source.key}' could not be loaded: {first[:300]}")
+
+
+def _model_class(family: str, config):
+    if family == "decoder":
+        return AutoModelForCausalLM
+    if family == "encoder_decoder":
+        return AutoModelForSeq2SeqLM
+    if config.model_type in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return AutoModelForMaskedLM
+    return AutoModel
+
+
+def load(name: str, device: torch.device | None = None) -> LoadedModel:
+    """Load a model and its tokenizer, eager attention, safetensors only, in eval mode, frozen."""
+    source = resolve(name)
+    if source.kind in ("folder", "bundled"):
+        folder = Path(source.location)
+        if source.kind == "bundled" and not folder.is_dir():
+            raise ModelLoadError(f"The bundled model folder '{folder}' is missing; is the repository complete?")
+        _check_folder(folder)
+    kwargs = {"trust_remote_code": False, **_hub_kwargs(source)}
+    try:
+        config = AutoConfig.from_pretrained(source.location, **kwargs)
+        family = family_of(config)
+        cls = _model_class(family, config)
+        model = cls.from_pretrained(
+            source.location, config=config, attn_implementation="eager", use_safetensors=True, dtype=torch.float32,
+            **kwargs,
+        )  # fmt: skip
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as err:  # transformers raises OSError, ValueError, KeyError, ... : explain them all
+        raise _explain(err, source) from err
+    device = device or pick_device()
+    model.to(device).eval().requires_grad_(False)
+    has_head = cls is not AutoModel
+    spec = spec_from_config(
+        source.key, source.location, config, has_head, description=source.description, bundled=source.kind == "bundled"
+    )
+    return LoadedModel(spec, model, tokenizer, device)
+
+
+def load_tokenizer(name: str):
+    """A tokenizer alone: a tokenizer-catalogue key (e.g. ``gpt2-bpe``), or any model name ``load`` takes."""
+    entries = tokenizer_catalogue()
+    if name in entries:
+        source = Source(name, entries[name].location, "bundled" if entries[name].bundled else "catalogue")
+    else:
+        source = resolve(name)
+    try:
+        return AutoTokenizer.from_pretrained(source.location, trust_remote_code=False, **_hub_kwargs(source))
+    except Exception as err:
+        raise _explain(err, source) from err

@@ -1,0 +1,162 @@
+"""The instrumented run: one forward pass that keeps every attention map and hidden state.
+
+``run(lm, text)`` tokenizes, runs the model once with ``output_attentions`` and
+``output_hidden_states`` (the model is loaded with eager attention, so weights are real) and
+returns a frozen ``Trace``. ``RunCache`` keeps recent traces so re-plots never re-run the model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from explorer.core.errors import InputError
+from explorer.core.loading import LoadedModel
+from explorer.core.tokens import decoded_offsets, token_rows
+from explorer.core.trace import Trace
+
+MAX_CHARS = 20_000  # longer texts are refused before tokenizing
+MAX_TOKENS = 512  # longer inputs are cut to this many tokens (and the trace says so)
+MAX_NEW_TOKENS = 64
+
+
+def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
+    """Refuse what cannot be tokenized meaningfully, with a sentence saying why."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InputError(f"The {what} must be a string, not {type(text).__name__}.")
+    if not allow_empty and not text.strip():
+        raise InputError(f"The {what} is empty: type a few words.")
+    if len(text) > MAX_CHARS:
+        raise InputError(f"The {what} has {len(text):,} characters; at most {MAX_CHARS:,} can be analysed at once.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(f"The {what} holds an invalid character (a lone surrogate at position {err.start}).") from err
+    return text
+
+
+def _max_positions(lm: LoadedModel) -> int:
+    config = lm.model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or MAX_TOKENS
+    return min(MAX_TOKENS, int(limit))
+
+
+def _encode(lm: LoadedModel, text: str, add_special_tokens: bool = True):
+    enc = lm.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    limit = _max_positions(lm)
+    truncated = len(ids) > limit
+    if truncated:
+        ids, offsets = ids[:limit], offsets[:limit]
+    if not ids:
+        raise InputError("The text produced no tokens.")
+    return ids, offsets, truncated
+
+
+def _stack(layers) -> np.ndarray:
+    """A tuple of per-layer (1, ...) tensors -> one (L, ...) float32 array."""
+    return torch.cat(layers, dim=0).float().cpu().numpy()
+
+
+@torch.no_grad()
+def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20) -> Trace:
+    """Run ``lm`` once on ``text`` and keep everything (see ``Trace``).
+
+    For encoder-decoders, ``text`` is the source; the target stream is ``target`` when given,
+    else the model's own greedy output of up to ``max_new_tokens`` tokens.
+    """
+    text = check_text(text)
+    family = lm.spec.family
+    ids, offsets, truncated = _encode(lm, text)
+    x = torch.tensor([ids], device=lm.device)
+    meta = {"truncated": truncated, "max_tokens": _max_positions(lm)}
+    if family in ("decoder", "encoder"):
+        out = lm.model(input_ids=x, output_attentions=True, output_hidden_states=True)
+        logits = out.logits[0].float().cpu().numpy() if getattr(out, "logits", None) is not None else None
+        return Trace(
+            lm.spec.key, family, {"input": text}, {"input": token_rows(lm.tokenizer, ids, offsets)},
+            {"self": _stack(out.attentions)}, {"input": _stack(out.hidden_states)}, logits, meta,
+        )  # fmt: skip
+    start = lm.model.config.decoder_start_token_id
+    if target is not None:
+        target = check_text(target, "target text", allow_empty=True)
+        tgt = lm.tokenizer(text_target=target, add_special_tokens=False)["input_ids"][: _max_positions(lm) - 1]
+        dec = [start, *tgt]
+        meta["target_source"] = "given"
+    else:
+        steps = int(np.clip(max_new_tokens, 1, MAX_NEW_TOKENS))
+        gen = lm.model.generate(input_ids=x, max_new_tokens=steps, do_sample=False, num_beams=1)
+        dec = gen[0].tolist()
+        meta["target_source"] = "generated"
+    y = torch.tensor([dec], device=lm.device)
+    out = lm.model(input_ids=x, decoder_input_ids=y, output_attentions=True, output_hidden_states=True)
+    target_text = lm.tokenizer.decode(dec, skip_special_tokens=True)
+    return Trace(
+        lm.spec.key,
+        family,
+        {"source": text, "target": target_text},
+        {
+            "source": token_rows(lm.tokenizer, ids, offsets),
+            "target": token_rows(lm.tokenizer, dec, decoded_offsets(lm.tokenizer, dec)),
+        },
+        {
+            "encoder_self": _stack(out.encoder_attentions),
+            "decoder_self": _stack(out.decoder_attentions),
+            "cross": _stack(out.cross_attentions),
+        },
+        {"source": _stack(out.encoder_hidden_states), "target": _stack(out.decoder_hidden_states)},
+        out.logits[0].float().cpu().numpy(),
+        meta,
+    )
+
+
+class RunCache:
+    """Recent traces keyed by (model, inputs, settings), bounded by bytes, least recently used first out.
+
+    Thread-safe; two requests for the same key at once run the model once.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, Trace] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(lm: LoadedModel, text: str, target: str | None, max_new_tokens: int) -> tuple:
+        generated = lm.spec.family == "encoder_decoder" and target is None
+        return (lm.spec.key, lm.spec.source, text, target, max_new_tokens if generated else None)
+
+    def get(self, lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20) -> Trace:
+        key = self.key(lm, text, target, max_new_tokens)
+        with self._lock:
+            if key in self._items:
+                self.hits += 1
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    self.hits += 1
+                    return self._items[key]
+            trace = run(lm, text, target, max_new_tokens)
+            with self._lock:
+                self.misses += 1
+                self._items[key] = trace
+                self._evict()
+                self._key_locks.pop(key, None)
+        return trace
+
+    def _evict(self) -> None:
+        while len(self._items) > 1 and sum(t.nbytes for t in self._items.values()) > self.max_bytes:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,81 @@
+"""From tokenizer output to ``Token`` rows: pieces, visible display text and character offsets."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from explorer.core.trace import Token, visible
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@cache
+def byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet inverted: the printable stand-in character -> the byte it encodes."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars, n = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def is_byte_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [getattr(backend, "pre_tokenizer", None), getattr(backend, "decoder", None)]
+    return any("ByteLevel" in repr(p) for p in parts if p is not None)
+
+
+def piece_bytes(piece: str) -> bytes | None:
+    """The raw bytes behind a byte-level BPE piece (``"Ġworld"`` -> ``b" world"``), or None."""
+    table = byte_decoder()
+    try:
+        return bytes(table[c] for c in piece)
+    except KeyError:
+        return None
+
+
+def display_piece(piece: str, byte_level: bool, special: bool) -> str:
+    """What a token stands for, with whitespace visible: ``Ġworld`` -> ``␣world``, ``▁the`` -> ``␣the``.
+
+    A byte-level piece holding part of a UTF-8 character shows its bytes: ``<e2 80>``.
+    """
+    if special:
+        return piece
+    if byte_level:
+        raw = piece_bytes(piece)
+        if raw is not None:
+            try:
+                return visible(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                return "<" + " ".join(f"{b:02x}" for b in raw) + ">"
+    fallback = _BYTE_FALLBACK.match(piece)
+    if fallback:
+        byte = int(fallback.group(1), 16)
+        return visible(chr(byte)) if byte < 0x80 else f"<{byte:02x}>"
+    return visible(piece.replace("▁", " "))
+
+
+def token_rows(tokenizer, ids: list[int], offsets: list[tuple[int, int]] | None) -> tuple[Token, ...]:
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special_ids = set(tokenizer.all_special_ids)
+    byte_level = is_byte_level(tokenizer)
+    rows = []
+    for i, (tid, piece) in enumerate(zip(ids, pieces)):
+        special = tid in special_ids
+        start, end = offsets[i] if offsets else (0, 0)
+        rows.append(Token(int(tid), str(piece), display_piece(str(piece), byte_level, special), start, end, special))
+    return tuple(rows)
+
+
+def decoded_offsets(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
+    """Offsets of each token in the decoded text of ``ids`` (for generated text, which has no source string)."""
+    offsets, prev = [], 0
+    for i in range(len(ids)):
+        length = len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))
+        offsets.append((prev, max(prev, length)))
+        prev = max(prev, length)
+    return offsets

@@ -1,0 +1,72 @@
+"""``python -m explorer.training --family decoder --steps 2000 --out models/tiny-gpt2``"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from explorer.training import card, recipes  # noqa: E402
+from explorer.training.corpus import build_corpus  # noqa: E402
+from explorer.training.data import token_stream  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Train one of the bundled models from scratch.")
+    parser.add_argument("--family", choices=list(recipes.RECIPES), required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_file = (args.out / "train.log").open("a", encoding="utf-8")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_file.write(msg + "\n")
+        log_file.flush()
+
+    recipe = recipes.RECIPES[args.family]
+    corpus = build_corpus()
+    log(f"corpus: {corpus.describe()}")
+    tokenizer = recipes.train_tokenizer(args.family, corpus.train)
+    stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
+    log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
+    torch.manual_seed(args.seed)
+    model = recipes.build_model(args.family, tokenizer)
+    log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
+
+    def checkpoint(step: int) -> None:
+        model.save_pretrained(args.out)
+        tokenizer.save_pretrained(args.out)
+        log(f"checkpoint at step {step}")
+
+    start = time.time()
+    next_batch = recipes.batch_maker(args.family, tokenizer, stream, recipe)
+    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=args.seed, checkpoint=checkpoint)
+    wall = time.time() - start
+    metrics = recipes.evaluate(args.family, model, tokenizer, corpus, stream)
+    log(f"held-out: {metrics}")
+    metrics.update(
+        steps=args.steps, batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr, threads=args.threads,
+        wall_time_s=round(wall, 1), final_train_loss=float(sum(losses[-50:]) / len(losses[-50:])),
+        tokenizer=recipe.tokenizer_kind, train_tokens=int(len(stream)),
+    )  # fmt: skip
+    model.save_pretrained(args.out)  # safetensors by default
+    tokenizer.save_pretrained(args.out)
+    sample_list = card.samples(args.family, model, tokenizer)
+    for s in sample_list:
+        log(f"sample: {s['prompt']!r} -> {s['output']!r}")
+    card.write_card(args.out, args.family, metrics, model, tokenizer, corpus.describe(), sample_list)
+    log(f"done in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Batches for the three training objectives: causal LM, masked LM and T5 span corruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def token_stream(tokenizer, docs: list[str], separator_id: int) -> np.ndarray:
+    """All documents tokenized (no special tokens) and joined by ``separator_id``: shape (N,)."""
+    ids: list[int] = []
+    for doc in docs:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        ids.append(separator_id)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def random_windows(stream: np.ndarray, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``batch`` random windows of ``length`` tokens: shape (batch, length)."""
+    starts = rng.integers(0, len(stream) - length, size=batch)
+    return np.stack([stream[s : s + length] for s in starts])
+
+
+def causal_lm_batch(stream, batch, length, rng) -> dict[str, torch.Tensor]:
+    ids = torch.from_numpy(random_windows(stream, batch, length, rng))
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+def mask_tokens(
+    ids: np.ndarray, tokenizer, rng: np.random.Generator, rate: float = 0.15, keep_special: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's masking: pick ``rate`` of the tokens; of those 80% -> [MASK], 10% random, 10% kept.
+
+    Returns (inputs, labels) with labels -100 where nothing is predicted.
+    """
+    special = np.isin(ids, tokenizer.all_special_ids) if keep_special else np.zeros_like(ids, bool)
+    picked = (rng.random(ids.shape) < rate) & ~special
+    labels = np.where(picked, ids, -100)
+    inputs = ids.copy()
+    roll = rng.random(ids.shape)
+    inputs[picked & (roll < 0.8)] = tokenizer.mask_token_id
+    random_ids = rng.integers(len(tokenizer.all_special_ids), len(tokenizer), size=ids.shape)
+    swap = picked & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = random_ids[swap]
+    return inputs, labels
+
+
+def masked_lm_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
+    body = random_windows(stream, batch, length - 2, rng)
+    cls = np.full((batch, 1), tokenizer.cls_token_id)
+    sep = np.full((batch, 1), tokenizer.sep_token_id)
+    ids = np.concatenate([cls, body, sep], axis=1)
+    inputs, labels = mask_tokens(ids, tokenizer, rng)
+    return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+
+
+def span_corrupt(
+    ids: np.ndarray, sentinel_ids: list[int], rng: np.random.Generator, density: float = 0.15, mean_span: float = 3.0
+) -> tuple[list[int], list[int]]:
+    """T5's span corruption of one sequence.
+
+    Example: ids "a b c d e f" with span "c d" -> input "a b <X0> e f", target "<X0> c d <X1>".
+    Returns (input ids, target ids) without the final </s>.
+    """
+    n = len(ids)
+    n_noise = max(1, round(n * density))
+    n_spans = max(1, round(n_noise / mean_span))
+    # Split noise and non-noise lengths into n_spans random positive parts each (T5's recipe).
+    noise_lengths = _random_partition(n_noise, n_spans, rng)
+    keep_lengths = _random_partition(n - n_noise, n_spans, rng)
+    inputs, targets, pos = [], [], 0
+    for k in range(n_spans):
+        inputs.extend(ids[pos : pos + keep_lengths[k]])
+        pos += keep_lengths[k]
+        inputs.append(sentinel_ids[k])
+        targets.append(sentinel_ids[k])
+        targets.extend(ids[pos : pos + noise_lengths[k]])
+        pos += noise_lengths[k]
+    targets.append(sentinel_ids[n_spans])
+    return [int(i) for i in inputs], [int(t) for t in targets]
+
+
+def _random_partition(total: int, parts: int, rng: np.random.Generator) -> list[int]:
+    if parts >= total:
+        return [1] * total + [0] * (parts - total)
+    cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False))
+    return list(np.diff(np.concatenate([[0], cuts, [total]])))
+
+
+def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
+    sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)]
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pairs = [span_corrupt(w, sentinels, rng) for w in random_windows(stream, batch, length - 1, rng)]
+    src_len = max(len(s) for s, _ in pairs) + 1
+    tgt_len = max(len(t) for _, t in pairs) + 1
+    src = torch.full((batch, src_len), pad)
+    mask = torch.zeros((batch, src_len), dtype=torch.long)
+    labels = torch.full((batch, tgt_len), -100)
+    for i, (s, t) in enumerate(pairs):
+        src[i, : len(s) + 1] = torch.tensor(s + [eos])
+        mask[i, : len(s) + 1] = 1
+        labels[i, : len(t) + 1] = torch.tensor(t + [eos])
+    return {"input_ids": src, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,230 @@
+"""The recipe for the three bundled models: configs, one training loop, evaluation.
+
+``python -m explorer.training --family decoder --steps 2000 --out models/tiny-gpt2`` builds the
+corpus, trains the tokenizer and the model, evaluates on held-out text and writes the card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from explorer.training import data, tokenizer_recipes
+from explorer.training.corpus import Corpus
+
+VOCAB_SIZE = 8192
+SEQ_LEN = 128
+
+
+@dataclass
+class Recipe:
+    family: str
+    tokenizer_kind: str
+    batch: int = 16
+    seq_len: int = SEQ_LEN
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    notes: list[str] = field(default_factory=list)
+
+
+RECIPES = {
+    "decoder": Recipe("decoder", "byte-level BPE"),
+    "encoder": Recipe("encoder", "WordPiece (lower-cased)", lr=1e-3, warmup=200),
+    "encoder_decoder": Recipe("encoder_decoder", "Unigram with 100 sentinels", lr=1e-3, warmup=200),
+}
+
+
+def train_tokenizer(family: str, texts: list[str]):
+    trainers = {
+        "decoder": tokenizer_recipes.train_byte_level_bpe,
+        "encoder": tokenizer_recipes.train_wordpiece,
+        "encoder_decoder": tokenizer_recipes.train_unigram,
+    }
+    return trainers[family](texts, VOCAB_SIZE)
+
+
+def build_model(family: str, tokenizer) -> torch.nn.Module:
+    """About 5M parameters each, so fp32 weights stay under 25 MB."""
+    if family == "decoder":
+        config = GPT2Config(
+            vocab_size=len(tokenizer), n_positions=512, n_embd=256, n_layer=4, n_head=4,
+            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        return GPT2LMHeadModel(config)
+    if family == "encoder":
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=1024, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        return BertForMaskedLM(config)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=256, d_kv=64, d_ff=1024, num_layers=3, num_decoder_layers=3,
+        num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return T5ForConditionalGeneration(config)
+
+
+def batch_maker(family: str, tokenizer, stream: np.ndarray, recipe: Recipe):
+    if family == "decoder":
+        return partial(data.causal_lm_batch, stream, recipe.batch, recipe.seq_len)
+    if family == "encoder":
+        return partial(data.masked_lm_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer)
+    return partial(data.span_corruption_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer)
+
+
+def separator_id(family: str, tokenizer) -> int:
+    return tokenizer.sep_token_id if family == "encoder" else tokenizer.eos_token_id
+
+
+def training_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss, except for masked LM: there the vocabulary projection runs only at
+    the ~15% masked positions, which makes a step of the small BERT about a third cheaper."""
+    if isinstance(model, BertForMaskedLM):
+        hidden = model.bert(input_ids=batch["input_ids"]).last_hidden_state  # (B, T, d)
+        picked = batch["labels"] != -100  # (B, T)
+        logits = model.cls(hidden[picked])  # (n_masked, vocab)
+        return torch.nn.functional.cross_entropy(logits, batch["labels"][picked])
+    return model(**batch).loss
+
+
+def lr_at(step: int, steps: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, steps - recipe.warmup)
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model, next_batch, steps: int, recipe: Recipe, log, seed: int = 0, checkpoint=None) -> list[float]:
+    """Plain AdamW loop; returns the loss of every step. ``checkpoint(step)`` is called every 250 steps."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+    )
+    model.train()
+    losses, start = [], time.time()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, recipe)
+        loss = training_loss(model, next_batch(rng))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 25 == 0 or step == steps - 1:
+            recent = np.mean(losses[-25:])
+            log(f"step {step:5d}  loss {recent:.3f}  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - start:7.0f} s")
+        if checkpoint and step and step % 250 == 0:
+            checkpoint(step)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, docs: list[str], seq_len: int = 256) -> dict[str, float]:
+    """Held-out cross-entropy of a causal LM, per token and per UTF-8 byte of the text."""
+    stream = data.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    n_bytes = sum(len(d.encode("utf-8")) + 1 for d in docs)  # +1: the separator stands for "\n"
+    total_nll, n_tokens = 0.0, 0
+    for start in range(0, len(stream) - 1, seq_len):
+        ids = torch.from_numpy(stream[start : start + seq_len + 1])[None]
+        logits = model(ids[:, :-1]).logits
+        nll = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum")
+        total_nll += nll.item()
+        n_tokens += ids.shape[1] - 1
+    return {
+        "held_out_loss": total_nll / n_tokens,
+        "bits_per_byte": total_nll / math.log(2) / n_bytes,
+        "held_out_tokens": n_tokens,
+        "held_out_bytes": n_bytes,
+    }
+
+
+@torch.no_grad()
+def fill_mask_accuracy(model, tokenizer, docs: list[str], seq_len: int = SEQ_LEN, seed: int = 1234) -> dict[str, float]:
+    """Top-1 / top-5 accuracy on 15% of held-out tokens, each replaced by [MASK]."""
+    rng = np.random.default_rng(seed)
+    stream = data.token_stream(tokenizer, docs, tokenizer.sep_token_id)
+    hits1 = hits5 = total = 0
+    for start in range(0, len(stream) - seq_len, seq_len - 2):
+        body = stream[start : start + seq_len - 2]
+        ids = np.concatenate([[tokenizer.cls_token_id], body, [tokenizer.sep_token_id]])
+        special = np.isin(ids, tokenizer.all_special_ids)
+        picked = (rng.random(ids.shape) < 0.15) & ~special
+        if not picked.any():
+            continue
+        inputs = np.where(picked, tokenizer.mask_token_id, ids)
+        logits = model(torch.from_numpy(inputs)[None]).logits[0]
+        top5 = logits[torch.from_numpy(picked)].topk(5, dim=-1).indices.numpy()
+        truth = ids[picked]
+        hits1 += int((top5[:, 0] == truth).sum())
+        hits5 += int((top5 == truth[:, None]).any(axis=1).sum())
+        total += int(picked.sum())
+    return {"top1_accuracy": hits1 / total, "top5_accuracy": hits5 / total, "masked_tokens": total}
+
+
+@torch.no_grad()
+def span_infill_loss(model, tokenizer, train_stream, docs: list[str], seq_len: int = SEQ_LEN, seed: int = 1234):
+    """Held-out span-corruption loss per target token, beside a unigram baseline.
+
+    The baseline predicts every target token from its frequency among training targets, ignoring
+    the input: what a model that learned nothing about context would score.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.ones(len(tokenizer))  # add-one smoothing
+    base_rng = np.random.default_rng(seed + 1)
+    for _ in range(200):
+        batch = data.span_corruption_batch(train_stream, 16, seq_len, base_rng, tokenizer)
+        labels = batch["labels"][batch["labels"] != -100].numpy()
+        np.add.at(counts, labels, 1)
+    unigram_logp = np.log(counts / counts.sum())
+    stream = data.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    nll = base_nll = 0.0
+    n = 0
+    for start in range(0, len(stream) - seq_len, seq_len):
+        windows = stream[start : start + seq_len][None]
+        # A stream exactly one window long: the window drawn is always this one.
+        batch = data.span_corruption_batch(windows[0], 1, seq_len, rng, tokenizer)
+        out = model(**batch)
+        labels = batch["labels"][0]
+        k = int((labels != -100).sum())
+        nll += out.loss.item() * k
+        base_nll += -unigram_logp[labels[labels != -100].numpy()].sum()
+        n += k
+    return {"held_out_loss": nll / n, "unigram_baseline_loss": base_nll / n, "target_tokens": n}
+
+
+def evaluate(family: str, model, tokenizer, corpus: Corpus, train_stream) -> dict[str, float]:
+    model.eval()
+    if family == "decoder":
+        return bits_per_byte(model, tokenizer, corpus.held_out)
+    if family == "encoder":
+        return fill_mask_accuracy(model, tokenizer, corpus.held_out)
+    return span_infill_loss(model, tokenizer, train_stream, corpus.held_out)
+
+
+def write_metrics(out: Path, metrics: dict) -> None:
+    (out / "card.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

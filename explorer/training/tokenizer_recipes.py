@@ -1,0 +1,69 @@
+"""Train the three tokenizers of the bundled models with the ``tokenizers`` library.
+
+Each is trained with the same pre-tokenization its transformers class uses, then handed to
+that class as a vocabulary (and merges), so the saved tokenizer is the standard one:
+- byte-level BPE for the GPT-2-style decoder (``GPT2Tokenizer``),
+- WordPiece, lower-cased, for the BERT-style encoder (``BertTokenizer``),
+- Unigram with sentinel tokens for the T5-style encoder-decoder (``T5Tokenizer``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import BertTokenizer, GPT2Tokenizer, T5Tokenizer
+
+T5_EXTRA_IDS = 100
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int) -> GPT2Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return GPT2Tokenizer(vocab=model["vocab"], merges=merges)
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int) -> BertTokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=True)
+
+
+def train_unigram(texts: Iterable[str], vocab_size: int) -> T5Tokenizer:
+    """A SentencePiece-style Unigram vocabulary: <pad>=0, </s>=1, <unk>=2, pieces, sentinels."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        ]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size - T5_EXTRA_IDS,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    vocab = [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(T5_EXTRA_IDS))]
+    return T5Tokenizer(vocab=vocab, extra_ids=T5_EXTRA_IDS)
