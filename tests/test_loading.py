@@ -1,0 +1,105 @@
+"""The loader on save_pretrained folders, the bundled catalogue, and every failure it must explain."""
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from explorer.core.catalogue import bundled_keys, catalogue
+from explorer.core.errors import ModelLoadError
+from explorer.core.loading import load, pick_device, resolve
+from explorer.core.pool import ModelPool
+from tests.tiny_models import TINY
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_a_save_pretrained_folder_loads_with_eager_attention_and_its_family(tiny, name):
+    lm = tiny[name]
+    assert lm.spec.family == TINY[name]
+    assert lm.model.config._attn_implementation == "eager"
+    assert not lm.model.training
+    assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_catalogue_names_bundled_and_known_hub_models_of_each_family():
+    entries = catalogue()
+    for key in ["gpt2", "distilgpt2", "smollm2-135m", "bert-base-uncased", "distilbert-base-uncased", "t5-small", "flan-t5-small"]:
+        assert key in entries
+    assert {entries[k].family for k in bundled_keys()} == {"decoder", "encoder", "encoder_decoder"}
+
+
+def _message(name: str) -> str:
+    with pytest.raises(ModelLoadError) as err:
+        load(name)
+    text = str(err.value)
+    assert "Traceback" not in text and "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("name", ["", "   ", "no such model!", "../../etc/passwd", "x" * 500])
+def test_unknown_names_get_one_sentence_naming_what_is_available(name):
+    text = _message(name)
+    assert "tiny-gpt2" in text
+
+
+def test_an_unreachable_hub_id_says_there_is_no_network():
+    text = _message("someone/some-model-that-is-not-cached")
+    assert "no network" in text and "tiny-gpt2" in text
+
+
+def test_a_catalogue_hub_model_that_is_not_downloaded_says_so():
+    text = _message("gpt2")
+    assert "no network" in text
+
+
+def test_a_folder_without_config_is_explained(tmp_path):
+    (tmp_path / "weights.txt").write_text("nothing here")
+    assert "no config.json" in _message(str(tmp_path))
+
+
+def test_a_folder_without_weights_is_explained(tiny_dir, tmp_path):
+    shutil.copy(tiny_dir["gpt2"] / "config.json", tmp_path / "config.json")
+    assert "no model.safetensors" in _message(str(tmp_path))
+
+
+def test_a_bin_only_checkpoint_is_refused(tiny_dir, tmp_path):
+    folder = tmp_path / "bin-only"
+    shutil.copytree(tiny_dir["gpt2"], folder)
+    weights = load_file(folder / "model.safetensors")
+    torch.save(weights, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    text = _message(str(folder))
+    assert "safetensors only" in text
+
+
+def test_hosted_mode_loads_catalogue_keys_only(tiny_dir, monkeypatch):
+    monkeypatch.setenv("EXPLORER_HOSTED", "1")
+    text = _message(str(tiny_dir["gpt2"]))
+    assert "catalogue" in text
+    assert resolve("tiny-gpt2").kind == "bundled"
+
+
+def test_device_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("EXPLORER_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")
+    monkeypatch.delenv("EXPLORER_DEVICE")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_pool_shares_one_model_and_evicts_the_least_recently_used(tiny_dir):
+    pool = ModelPool(max_bytes=1)  # room for one model only
+    gpt = pool.get(str(tiny_dir["gpt2"]))
+    assert pool.get(str(tiny_dir["gpt2"])) is gpt
+    pool.get(str(tiny_dir["bert"]))
+    assert pool.loaded() == [str(tiny_dir["bert"])]
+    roomy = ModelPool(max_bytes=2**30)
+    for name in ("gpt2", "bert", "t5"):
+        roomy.get(str(tiny_dir[name]))
+    roomy.get(str(tiny_dir["gpt2"]))
+    assert roomy.loaded()[-1] == str(tiny_dir["gpt2"])
+
+
+def test_pool_errors_are_explained_not_raised_raw():
+    with pytest.raises(ModelLoadError):
+        ModelPool().get("definitely not a model")
