@@ -78,7 +78,10 @@ def test_encoder_decoder_has_three_kinds_with_cross_attention_target_by_source(t
 def test_encoder_decoder_with_a_given_target(tiny):
     lm = tiny["t5"]
     trace = run(lm, TEXT, target="a drink")
-    expected = [lm.model.config.decoder_start_token_id, *lm.tokenizer(text_target="a drink", add_special_tokens=False)["input_ids"]]
+    expected = [
+        lm.model.config.decoder_start_token_id,
+        *lm.tokenizer(text_target="a drink", add_special_tokens=False)["input_ids"],
+    ]
     assert [t.id for t in trace.tokens["target"]] == expected
     assert trace.logits.shape == (len(expected), lm.model.config.vocab_size)
 

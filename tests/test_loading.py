@@ -24,7 +24,15 @@ def test_a_save_pretrained_folder_loads_with_eager_attention_and_its_family(tiny
 
 def test_catalogue_names_bundled_and_known_hub_models_of_each_family():
     entries = catalogue()
-    for key in ["gpt2", "distilgpt2", "smollm2-135m", "bert-base-uncased", "distilbert-base-uncased", "t5-small", "flan-t5-small"]:
+    for key in [
+        "gpt2",
+        "distilgpt2",
+        "smollm2-135m",
+        "bert-base-uncased",
+        "distilbert-base-uncased",
+        "t5-small",
+        "flan-t5-small",
+    ]:
         assert key in entries
     assert {entries[k].family for k in bundled_keys()} == {"decoder", "encoder", "encoder_decoder"}
 

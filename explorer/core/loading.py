@@ -25,10 +25,13 @@ from transformers import (
     AutoTokenizer,
 )
 from transformers.models.auto import modeling_auto
+from transformers.utils import logging as hf_logging
 
-from explorer.core.errors import ModelLoadError
 from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, tokenizer_catalogue
+from explorer.core.errors import ModelLoadError
 from explorer.core.spec import ModelSpec, family_of, spec_from_config
+
+hf_logging.disable_progress_bar()  # per-weight progress bars belong in a terminal, not in server logs
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 MAX_NAME = 200
@@ -112,8 +115,7 @@ def resolve(name: str) -> Source:
         return Source(e.key, e.location, "catalogue", e.description)
     if hosted_mode():
         raise ModelLoadError(
-            f"'{name}' is not in the catalogue, and this hosted app loads catalogue models only: "
-            f"{', '.join(entries)}."
+            f"'{name}' is not in the catalogue, and this hosted app loads catalogue models only: {', '.join(entries)}."
         )
     path = Path(name).expanduser()
     if path.is_dir():

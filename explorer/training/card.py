@@ -50,7 +50,11 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
 DESCRIPTIONS = {
     "decoder": ("GPT-2-architecture decoder", "causal language modelling (next-token prediction)", "GPT2LMHeadModel"),
     "encoder": ("BERT encoder with a masked-LM head", "masked language modelling (15%, 80/10/10)", "BertForMaskedLM"),
-    "encoder_decoder": ("T5 encoder-decoder", "T5 span corruption (15% noise, mean span 3)", "T5ForConditionalGeneration"),
+    "encoder_decoder": (
+        "T5 encoder-decoder",
+        "T5 span corruption (15% noise, mean span 3)",
+        "T5ForConditionalGeneration",
+    ),
 }
 
 
@@ -89,14 +93,14 @@ tags: [llm-explorer, {family}]
 
 Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe:
 
-    python -m explorer.training --family {family} --steps {metrics['steps']} --out {out}
+    python -m explorer.training --family {family} --steps {metrics["steps"]} --out {out}
 
-- Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters, hidden size {getattr(cfg, 'hidden_size', None) or cfg.d_model}, vocabulary {len(tokenizer):,}
-- Tokenizer: {metrics['tokenizer']}, trained on the same corpus
+- Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
+- Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out
-- Training: {metrics['steps']} steps of {metrics['batch']} × {metrics['seq_len']} tokens, AdamW, peak lr {metrics['lr']},
-  {metrics['wall_time_s'] / 60:.1f} min on {metrics['threads']} CPU thread(s); final training loss {metrics['final_train_loss']:.3f}
+- Training: {metrics["steps"]} steps of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
+  {metrics["wall_time_s"] / 60:.1f} min on {metrics["threads"]} CPU thread(s); final training loss {metrics["final_train_loss"]:.3f}
 
 ## Measured quality (held-out text)
 

@@ -1,0 +1,1 @@
+"""Pure computations over traces and models (no gradio)."""

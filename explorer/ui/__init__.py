@@ -1,0 +1,1 @@
+"""Gradio only here: the app factory and one module per tab."""

@@ -1,0 +1,76 @@
+"""What every tab builds from: the shared model pool and run cache, and the per-session selection."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import wraps
+
+from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, hosted_mode
+from explorer.core.errors import ExplorerError
+from explorer.core.loading import LoadedModel
+from explorer.core.pool import ModelPool, default_pool
+from explorer.core.run import RunCache
+from explorer.core.trace import Trace
+
+log = logging.getLogger("explorer")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A session's current analysis: small, kept in ``gr.State``; the trace itself stays in the cache."""
+
+    model: str
+    text: str
+    target: str | None = None
+    max_new_tokens: int = 20
+
+
+@dataclass
+class AppContext:
+    """Shared, read-only services. One per process; sessions differ only by their ``Selection``."""
+
+    pool: ModelPool = field(default_factory=default_pool)
+    cache: RunCache = field(default_factory=RunCache)
+    default_model: str = field(default_factory=default_model_key)
+    default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
+
+    def model_choices(self) -> list[str]:
+        keys = bundled_keys()
+        return keys + [k for k in catalogue() if k not in keys]
+
+    @property
+    def hosted(self) -> bool:
+        return hosted_mode()
+
+    def model(self, selection: Selection) -> LoadedModel:
+        return self.pool.get(selection.model)
+
+    def trace(self, selection: Selection) -> Trace:
+        """The trace for a selection: from the cache, or one model run if it was evicted."""
+        lm = self.model(selection)
+        return self.cache.get(lm, selection.text, selection.target, selection.max_new_tokens)
+
+
+def user_message(err: Exception) -> str:
+    """The one sentence a user sees for an error; unexpected ones are logged with their traceback."""
+    if isinstance(err, ExplorerError):
+        return str(err)
+    log.exception("unexpected error")
+    return f"Something went wrong ({type(err).__name__}); the error was logged. Try another text or model."
+
+
+def guarded(fallback):
+    """Wrap an event handler so that any error becomes ``fallback(message)`` instead of a traceback."""
+
+    def decorate(fn):
+        @wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:  # every error reaches the user as a sentence
+                return fallback(user_message(err))
+
+        return wrapper
+
+    return decorate
