@@ -128,3 +128,53 @@ def test_run_cache_stays_within_its_byte_budget(tiny):
         cache.get(lm, text)
     assert len(cache) < 4
     assert sum(t.nbytes for t in cache._items.values()) <= cache.max_bytes
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_generation_trace_rows_are_what_each_new_token_attended_to(tiny, name):
+    lm = tiny[name]
+    trace = run(lm, "To be, or not", generate=5)
+    prompt = trace.meta["prompt_tokens"]
+    ids = [t.id for t in trace.tokens["input"]]
+    assert len(ids) == prompt + 5
+    expected = lm.model.generate(torch.tensor([ids[:prompt]]), max_new_tokens=5, do_sample=False)
+    assert ids == expected[0].tolist()
+    with torch.no_grad():  # attention of the last token when it was the newest one
+        for p in (prompt, prompt + 4):
+            step = lm.model(torch.tensor([ids[: p + 1]]), output_attentions=True).attentions
+            for layer in range(trace.n_layers):
+                np.testing.assert_allclose(
+                    trace.attentions["self"][layer, :, p, : p + 1], step[layer][0, :, -1].numpy(), atol=1e-5
+                )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pre_softmax_scores_give_back_the_attention_weights(tiny, traces, name):
+    from explorer.core.scores import attention_scores
+
+    lm, trace = tiny[name], traces[name]
+    scores = attention_scores(lm, trace)
+    assert set(scores) == set(trace.attentions)
+    for kind, s in scores.items():
+        np.testing.assert_allclose(torch.from_numpy(s).softmax(-1).numpy(), trace.attentions[kind], atol=1e-5)
+        if kind in ("decoder_self",) or (kind == "self" and trace.family == "decoder"):
+            upper = np.triu(np.ones(s.shape[-2:], bool), k=1)
+            assert np.all(np.isneginf(s[..., upper])) and np.all(np.isfinite(s[..., ~upper]))
+
+
+def test_scores_are_query_key_products_scaled_by_root_d(tiny, traces):
+    from explorer.core.scores import attention_scores
+
+    lm, trace = tiny["gpt2"], traces["gpt2"]
+    scores = attention_scores(lm, trace)["self"]
+    ids = torch.tensor([[t.id for t in trace.tokens["input"]]])
+    with torch.no_grad():
+        hidden = lm.model.transformer.wte(ids) + lm.model.transformer.wpe(torch.arange(ids.shape[1]))[None]
+        block = lm.model.transformer.h[0]
+        q, k, _ = block.attn.c_attn(block.ln_1(hidden)).split(lm.model.config.n_embd, dim=2)
+        head_dim = lm.model.config.n_embd // lm.model.config.n_head
+        q = q.view(1, -1, lm.model.config.n_head, head_dim).transpose(1, 2)
+        k = k.view(1, -1, lm.model.config.n_head, head_dim).transpose(1, 2)
+        expected = (q @ k.transpose(-1, -2))[0] / head_dim**0.5
+    lower = np.tril(np.ones(scores.shape[-2:], bool))
+    np.testing.assert_allclose(scores[0][:, lower], expected.numpy()[:, lower], atol=1e-5)

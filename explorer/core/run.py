@@ -58,23 +58,46 @@ def _encode(lm: LoadedModel, text: str, add_special_tokens: bool = True):
     return ids, offsets, truncated
 
 
+def _continue(lm: LoadedModel, ids: list[int], offsets: list, text: str, steps: int):
+    """Greedy continuation of a decoder's input: (all ids, all offsets, prompt + continuation text)."""
+    steps = int(np.clip(steps, 1, MAX_NEW_TOKENS))
+    steps = min(steps, _max_positions(lm) - len(ids))
+    if steps <= 0:
+        return ids, offsets, text
+    x = torch.tensor([ids], device=lm.device)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    new = lm.model.generate(input_ids=x, max_new_tokens=steps, do_sample=False, num_beams=1, pad_token_id=pad)
+    new = new[0, len(ids) :].tolist()
+    continuation = lm.tokenizer.decode(new, skip_special_tokens=False)
+    base = len(text)
+    new_offsets = [(base + a, base + b) for a, b in decoded_offsets(lm.tokenizer, new)]
+    return ids + new, offsets + new_offsets, text + continuation
+
+
 def _stack(layers) -> np.ndarray:
     """A tuple of per-layer (1, ...) tensors -> one (L, ...) float32 array."""
     return torch.cat(layers, dim=0).float().cpu().numpy()
 
 
 @torch.no_grad()
-def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20) -> Trace:
+def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20, generate: int = 0) -> Trace:
     """Run ``lm`` once on ``text`` and keep everything (see ``Trace``).
 
     For encoder-decoders, ``text`` is the source; the target stream is ``target`` when given,
     else the model's own greedy output of up to ``max_new_tokens`` tokens.
+    For decoders, ``generate`` > 0 first extends the text greedily by that many tokens; the trace
+    then covers prompt and continuation (``meta["prompt_tokens"]`` marks the boundary). Under a
+    causal mask, row i of each attention map is exactly what token i attended to when generated.
     """
     text = check_text(text)
     family = lm.spec.family
     ids, offsets, truncated = _encode(lm, text)
     x = torch.tensor([ids], device=lm.device)
     meta = {"truncated": truncated, "max_tokens": _max_positions(lm)}
+    if family == "decoder" and generate > 0:
+        ids, offsets, text = _continue(lm, ids, offsets, text, generate)
+        meta["prompt_tokens"] = x.shape[1]
+        x = torch.tensor([ids], device=lm.device)
     if family in ("decoder", "encoder"):
         out = lm.model(input_ids=x, output_attentions=True, output_hidden_states=True)
         logits = out.logits[0].float().cpu().numpy() if getattr(out, "logits", None) is not None else None
@@ -129,12 +152,15 @@ class RunCache:
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(lm: LoadedModel, text: str, target: str | None, max_new_tokens: int) -> tuple:
+    def key(lm: LoadedModel, text: str, target: str | None, max_new_tokens: int, generate: int) -> tuple:
         generated = lm.spec.family == "encoder_decoder" and target is None
-        return (lm.spec.key, lm.spec.source, text, target, max_new_tokens if generated else None)
+        extended = generate if lm.spec.family == "decoder" else 0
+        return (lm.spec.key, lm.spec.source, text, target, max_new_tokens if generated else None, extended)
 
-    def get(self, lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20) -> Trace:
-        key = self.key(lm, text, target, max_new_tokens)
+    def get(
+        self, lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20, generate: int = 0
+    ) -> Trace:
+        key = self.key(lm, text, target, max_new_tokens, generate)
         with self._lock:
             if key in self._items:
                 self.hits += 1
@@ -146,7 +172,7 @@ class RunCache:
                 if key in self._items:
                     self.hits += 1
                     return self._items[key]
-            trace = run(lm, text, target, max_new_tokens)
+            trace = run(lm, text, target, max_new_tokens, generate)
             with self._lock:
                 self.misses += 1
                 self._items[key] = trace
