@@ -10,6 +10,7 @@ host slows both alike; medians and their ratio are printed. Target: ratio <= 1.1
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -17,8 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see explorer/__init__.py)
 
-import explorer  # noqa: E402,F401  (passive OpenMP waiting)
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
@@ -87,7 +88,9 @@ def main() -> None:
             for n in (16, 64, 256):
                 plain, instrumented = measure(lm, n, args.repeats)
                 flag = "  (target <= 1.15)" if n == 64 else ""
-                print(f"{label:<22}{n:>7}{plain * 1e3:>10.2f}{instrumented * 1e3:>9.2f}{instrumented / plain:>7.2f}{flag}")
+                print(
+                    f"{label:<22}{n:>7}{plain * 1e3:>10.2f}{instrumented * 1e3:>9.2f}{instrumented / plain:>7.2f}{flag}"
+                )
 
 
 if __name__ == "__main__":
