@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -23,6 +25,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the model, tokenizer and card already in --out"
+    )
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -34,13 +40,22 @@ def main(argv=None) -> None:
         log_file.flush()
 
     recipe = recipes.RECIPES[args.family]
+    if args.lr:
+        recipe = dataclasses.replace(recipe, lr=args.lr)
     corpus = build_corpus()
     log(f"corpus: {corpus.describe()}")
-    tokenizer = recipes.train_tokenizer(args.family, corpus.train)
+    previous = {}
+    if args.resume:
+        previous = json.loads((args.out / "card.json").read_text())
+        tokenizer, model = recipes.load_trained(args.family, args.out)
+        recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
+        log(f"resuming from {args.out} after {previous['steps']} steps")
+    else:
+        tokenizer = recipes.train_tokenizer(args.family, corpus.train)
+        torch.manual_seed(args.seed)
+        model = recipes.build_model(args.family, tokenizer)
     stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
     log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
-    torch.manual_seed(args.seed)
-    model = recipes.build_model(args.family, tokenizer)
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
 
     def checkpoint(step: int) -> None:
@@ -50,14 +65,18 @@ def main(argv=None) -> None:
 
     start = time.time()
     next_batch = recipes.batch_maker(args.family, tokenizer, stream, recipe)
-    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=args.seed, checkpoint=checkpoint)
+    seed = args.seed + previous.get("steps", 0)  # a resumed run draws fresh batches
+    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint)
     wall = time.time() - start
     metrics = recipes.evaluate(args.family, model, tokenizer, corpus, stream)
     log(f"held-out: {metrics}")
     metrics.update(
-        steps=args.steps, batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr, threads=args.threads,
-        wall_time_s=round(wall, 1), final_train_loss=float(sum(losses[-50:]) / len(losses[-50:])),
-        tokenizer=recipe.tokenizer_kind, train_tokens=int(len(stream)),
+        steps=args.steps + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
+        threads=args.threads, wall_time_s=round(wall + previous.get("wall_time_s", 0), 1),
+        final_train_loss=float(sum(losses[-50:]) / len(losses[-50:])), tokenizer=recipe.tokenizer_kind,
+        train_tokens=int(len(stream)),
+        stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
+                {"steps": args.steps, "lr": recipe.lr}],
     )  # fmt: skip
     model.save_pretrained(args.out)  # safetensors by default
     tokenizer.save_pretrained(args.out)

@@ -81,6 +81,12 @@ def write_card(out: Path, family: str, metrics: dict, model, tokenizer, corpus_t
     n_params = sum(p.numel() for p in model.parameters())
     metrics = {**metrics, "parameters": n_params, "family": family}
     (out / "card.json").write_text(json.dumps({**metrics, "samples": sample_list}, indent=2) + "\n")
+    stages = metrics.get("stages") or [{"steps": metrics["steps"], "lr": metrics["lr"]}]
+    commands = "\n".join(
+        f"    python -m explorer.training --family {family} --steps {st['steps']} --out {out}"
+        + (f" --resume --lr {st['lr']}" if i else "")
+        for i, st in enumerate(stages)
+    )
     sample_md = "\n".join(f"- `{s['prompt']}` → {s['output']!r}" for s in sample_list)
     cfg = model.config
     text = f"""---
@@ -93,13 +99,13 @@ tags: [llm-explorer, {family}]
 
 Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe:
 
-    python -m explorer.training --family {family} --steps {metrics["steps"]} --out {out}
+{commands}
 
 - Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
 - Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out
-- Training: {metrics["steps"]} steps of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
+- Training: {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
   {metrics["wall_time_s"] / 60:.1f} min on {metrics["threads"]} CPU thread(s); final training loss {metrics["final_train_loss"]:.3f}
 
 ## Measured quality (held-out text)

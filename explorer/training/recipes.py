@@ -81,6 +81,14 @@ def build_model(family: str, tokenizer) -> torch.nn.Module:
     return T5ForConditionalGeneration(config)
 
 
+def load_trained(family: str, folder: Path):
+    """(tokenizer, model) saved by an earlier run, to continue training."""
+    from transformers import AutoTokenizer
+
+    classes = {"decoder": GPT2LMHeadModel, "encoder": BertForMaskedLM, "encoder_decoder": T5ForConditionalGeneration}
+    return AutoTokenizer.from_pretrained(folder), classes[family].from_pretrained(folder)
+
+
 def batch_maker(family: str, tokenizer, stream: np.ndarray, recipe: Recipe):
     if family == "decoder":
         return partial(data.causal_lm_batch, stream, recipe.batch, recipe.seq_len)
