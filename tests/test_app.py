@@ -35,7 +35,7 @@ def array(value) -> np.ndarray:
 
 def test_the_app_exposes_named_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/analyze", "/tokens", "/attention"} <= set(endpoints)
+    assert {"/analyze", "/tokens", "/attention", "/head_statistics", "/generation_attention"} <= set(endpoints)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
@@ -46,7 +46,7 @@ def test_analyze_then_tokens_and_attention_for_each_family(client, tiny_dir, nam
     shown = [row[1] for row in table["data"]]
     assert any("tiger" in piece or "ti" in piece for piece in shown)
     kind = "cross" if name == "t5" else "self"
-    weights = array(plot_data(client.predict(kind, api_name="/attention"))[0]["z"])
+    weights = array(plot_data(client.predict(kind, 1, 2, "weights", api_name="/attention"))[0]["z"])
     assert weights.ndim == 2 and min(weights.shape) > 1
     rows = np.nan_to_num(weights).sum(axis=1)  # masked cells are NaN
     np.testing.assert_allclose(rows, 1.0, atol=1e-3)
@@ -71,3 +71,24 @@ def test_odd_unicode_and_binary_looking_text_are_analysed(client, tiny_dir):
     for text in ["😀👩‍👩‍👧 e\u0301 \x00\x01\x7f \u200b", "".join(chr(i) for i in range(1, 300))]:
         status = client.predict(str(tiny_dir["gpt2"]), text, "", api_name="/analyze")
         assert "⚠️" not in status, status
+
+
+def test_scores_rollout_statistics_and_generation_views(client, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be, that is the question.", "", api_name="/analyze")
+    scores = array(plot_data(client.predict("self", 1, 0, "scores", api_name="/attention"))[0]["z"])
+    upper = np.triu(np.ones(scores.shape, bool), k=1)
+    assert np.all(np.isnan(scores[upper])) and np.all(np.isfinite(scores[~upper]))  # masked cells drawn grey
+    rollout = array(plot_data(client.predict("self", 1, 0, "rollout", api_name="/attention"))[0]["z"])
+    np.testing.assert_allclose(np.nan_to_num(rollout).sum(axis=1), 1.0, atol=1e-3)
+    figure, table = client.predict("self", "previous_token", api_name="/head_statistics")
+    assert len(table["data"]) == 2 * 4  # layers x heads of the tiny model
+    assert array(plot_data(figure)[0]["z"]).shape == (2, 4)
+    step, text, figure = client.predict(1, 1, 5, 3, api_name="/generation_attention")
+    assert step["maximum"] == 5 and step["value"] == 3
+    assert "**[" in text  # the token of this step is highlighted
+
+
+def test_generation_view_explains_itself_for_other_families(client, tiny_dir):
+    client.predict(str(tiny_dir["bert"]), "The tiger jumped.", "", api_name="/analyze")
+    _, text, _ = client.predict(1, 1, 5, 3, api_name="/generation_attention")
+    assert "decoders" in text

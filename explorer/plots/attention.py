@@ -15,12 +15,16 @@ def attention_heatmap(
     key_labels: list[str],
     title: str = "",
     causal: bool = False,
+    value_name: str = "weight",
 ) -> go.Figure:
-    """Heatmap of one head: rows are query tokens, columns key tokens, colour the weight.
+    """Heatmap of one head: rows are query tokens, columns key tokens, colour the value.
 
-    ``weights`` has shape (queries, keys). With ``causal`` the masked cells above the diagonal are
-    drawn grey and hover says "masked", so the triangle of a decoder reads as "cannot look ahead".
-    Axes are positions with token ticks, so repeated tokens keep their own rows.
+    ``weights`` has shape (queries, keys): attention weights in [0, 1], or with another
+    ``value_name`` (e.g. pre-softmax scores) any real values on a diverging scale centred on 0.
+    Masked cells — above the diagonal with ``causal``, or any non-finite value such as the
+    ``-inf`` of a masked score — are drawn grey and hover says "masked", so a decoder's triangle
+    reads as "cannot look ahead". Axes are positions with token ticks, so repeated tokens keep
+    their own rows.
     """
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 2 or weights.shape != (len(query_labels), len(key_labels)):
@@ -28,33 +32,33 @@ def attention_heatmap(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
-    masked = np.triu(np.ones((n_q, n_k), bool), k=1) if causal else np.zeros((n_q, n_k), bool)
+    masked = ~np.isfinite(weights)
+    if causal:
+        masked |= np.triu(np.ones((n_q, n_k), bool), k=1)
     shown = np.where(masked, np.nan, weights)
     hover = np.array(
         [
             [
                 f"query {i}: {query_labels[i]}<br>key {j}: {key_labels[j]}<br>"
-                + ("masked (future token)" if masked[i, j] else f"weight {weights[i, j]:.3f}")
+                + ("masked (future token)" if masked[i, j] else f"{value_name} {weights[i, j]:.3f}")
                 for j in range(n_k)
             ]
             for i in range(n_q)
         ]
     )
+    finite = shown[np.isfinite(shown)]
+    if value_name == "weight":
+        scale = {"zmin": 0, "zmax": max(1e-9, float(finite.max()) if finite.size else 1.0), "colorscale": "Blues"}
+    else:
+        bound = max(1e-9, float(np.abs(finite).max()) if finite.size else 1.0)
+        scale = {"zmin": -bound, "zmax": bound, "colorscale": "RdBu_r"}
     fig = go.Figure(
         go.Heatmap(
-            z=shown,
-            x=list(range(n_k)),
-            y=list(range(n_q)),
-            zmin=0,
-            zmax=max(1e-9, float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0),
-            colorscale="Blues",
-            text=hover,
-            hoverinfo="text",
-            colorbar={"title": "weight"},
-            hoverongaps=False,
+            z=shown, x=list(range(n_k)), y=list(range(n_q)), text=hover, hoverinfo="text",
+            colorbar={"title": value_name}, hoverongaps=False, **scale,
         )
-    )
-    if causal and masked.any():
+    )  # fmt: skip
+    if masked.any():
         fig.add_trace(
             go.Heatmap(
                 z=np.where(masked, 1.0, np.nan), x=list(range(n_k)), y=list(range(n_q)),

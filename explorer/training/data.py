@@ -45,7 +45,11 @@ def mask_tokens(
     return inputs, labels
 
 
-def masked_lm_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
+def masked_lm_batch(stream, batch, length, rng, tokenizer, long_every: int = 5) -> dict[str, torch.Tensor]:
+    """Masked-LM windows of ``length`` tokens; one batch in ``long_every`` has half as many windows of
+    twice the length, so positions up to ``2 * length`` are trained too at the same cost per step."""
+    if long_every and rng.integers(long_every) == 0:
+        batch, length = max(1, batch // 2), 2 * length
     body = random_windows(stream, batch, length - 2, rng)
     cls = np.full((batch, 1), tokenizer.cls_token_id)
     sep = np.full((batch, 1), tokenizer.sep_token_id)

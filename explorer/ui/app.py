@@ -64,13 +64,16 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             ctx.trace(selection)  # loads the model and runs it once; later views read the cache
             return selection, summary(ctx, selection)
 
+        def then_views(event, named: bool = True) -> None:
+            for fn, inputs, outputs, api_name in shared._listeners:
+                event.then(fn, inputs, outputs, api_name=api_name if named else False)
+
+        run_model = {"concurrency_limit": 2, "concurrency_id": "model_run"}
         triggers = [button.click, text.submit, target.submit, model.change, demo.load]
-        event = gr.on(
-            triggers, analyze, [model, text, target], [state, status], api_name="analyze",
-            concurrency_limit=2, concurrency_id="model_run",
-        )  # fmt: skip
-        for fn, inputs, outputs, api_name in shared._listeners:
-            event.then(fn, inputs, outputs, api_name=api_name)
+        then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
+        for preset, preset_text in shared._presets:
+            chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
+            then_views(chosen.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
     return demo
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from functools import wraps
 
@@ -11,6 +12,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.loading import LoadedModel
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
+from explorer.core.scores import attention_scores
 from explorer.core.trace import Trace
 
 log = logging.getLogger("explorer")
@@ -24,6 +26,7 @@ class Selection:
     text: str
     target: str | None = None
     max_new_tokens: int = 20
+    generate: int = 0  # decoders: extend the text by this many greedy tokens first
 
 
 @dataclass
@@ -34,6 +37,8 @@ class AppContext:
     cache: RunCache = field(default_factory=RunCache)
     default_model: str = field(default_factory=default_model_key)
     default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
+    _scores: dict = field(default_factory=dict, repr=False)
+    _scores_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def model_choices(self) -> list[str]:
         keys = bundled_keys()
@@ -49,7 +54,19 @@ class AppContext:
     def trace(self, selection: Selection) -> Trace:
         """The trace for a selection: from the cache, or one model run if it was evicted."""
         lm = self.model(selection)
-        return self.cache.get(lm, selection.text, selection.target, selection.max_new_tokens)
+        return self.cache.get(lm, selection.text, selection.target, selection.max_new_tokens, selection.generate)
+
+    def scores(self, selection: Selection) -> dict:
+        """Pre-softmax scores for a selection (one extra forward pass, remembered for recent selections)."""
+        with self._scores_lock:
+            if selection in self._scores:
+                return self._scores[selection]
+        scores = attention_scores(self.model(selection), self.trace(selection))
+        with self._scores_lock:
+            self._scores[selection] = scores
+            while len(self._scores) > 8:
+                self._scores.pop(next(iter(self._scores)))
+        return scores
 
 
 def user_message(err: Exception) -> str:

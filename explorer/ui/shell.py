@@ -16,7 +16,14 @@ class Shared:
     text: gr.Textbox
     status: gr.Markdown
     _listeners: list = field(default_factory=list)
+    _presets: list = field(default_factory=list)
 
-    def on_analyzed(self, fn, inputs, outputs, api_name: str | None = None) -> None:
+    def on_analyzed(self, fn, inputs, outputs, api_name: str | bool = False) -> None:
         """Run ``fn`` after every successful analysis (model, text or target changed)."""
         self._listeners.append((fn, inputs, outputs, api_name))
+
+    def preset_button(self, label: str, text: str) -> gr.Button:
+        """A button that puts ``text`` in the text box and analyzes it."""
+        button = gr.Button(label, size="sm", variant="secondary")
+        self._presets.append((button, text))
+        return button

@@ -1,22 +1,44 @@
-"""Attention tab: one head of one layer as a heatmap, for every attention kind the model has."""
+"""Attention tab: one head, every head, token links, head statistics and attention during generation.
+
+Everything here re-plots from the cached trace; only the pre-softmax scores (one extra forward
+pass) and "during generation" (one generate + forward) run the model, once per selection.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
+import numpy as np
 import plotly.graph_objects as go
 
-from explorer.core.trace import KIND_NAMES
-from explorer.plots.attention import attention_heatmap
+from explorer.analysis.attention import (
+    STAT_COLUMNS,
+    STATISTICS,
+    attention_rollout,
+    average_heads,
+    head_statistics,
+    head_statistics_table,
+)
+from explorer.core.trace import KIND_NAMES, Trace
+from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
 from explorer.ui.context import AppContext, Selection, guarded
 
-EXPLANATION = (
-    "Each token's **query** is compared with every token's **key** (a dot product scaled by √d); a softmax "
-    "turns the scores of each row into weights that sum to 1, and the row's output is the weighted mix of "
-    "the **values**. A decoder may not look ahead, so its grid is empty above the diagonal. Each layer has "
-    "several **heads**, each free to learn its own pattern. T5 adds **cross-attention**: target tokens "
-    "looking at the source."
-)
-CAUSAL_KINDS = {"decoder_self"}
+EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
+1/√d<sub>k</sub> (so scores do not grow with the head width). A **softmax** turns each row of scores into \
+weights that sum to 1, and the token's output is the weighted mix of the **values**. A decoder may not \
+look ahead: a **mask** sets future scores to −∞, so its grid is empty above the diagonal. Each layer has \
+several **heads**, each free to learn its own pattern (the previous token, the first token, the same \
+word...). T5 adds **cross-attention**: target tokens looking at the source. Try the preset below and \
+look for the head where *it* attends to *tiger*."""
+TIGER = "The tiger jumped out of a tree to get a drink because it was thirsty."
+VALUES = {
+    "weights": "attention weights (after softmax)",
+    "scores": "pre-softmax scores Q·Kᵀ/√d (masked cells grey)",
+    "rollout": "attention rollout through layers 0..L (Abnar & Zuidema)",
+}
+MAX_GENERATE = 32
+MAX_INDEX = 63
 
 
 def message_figure(text: str) -> go.Figure:
@@ -26,55 +48,211 @@ def message_figure(text: str) -> go.Figure:
     return fig
 
 
-def build(ctx: AppContext, shared) -> None:
+def is_causal(trace: Trace, kind: str) -> bool:
+    return kind == "decoder_self" or (kind == "self" and trace.family == "decoder")
+
+
+def _pick(trace: Trace, kind, layer, head) -> tuple[str, int, int]:
+    kind = kind if kind in trace.kinds else trace.kinds[0]
+    layer = int(min(max(0, layer or 0), trace.n_layers - 1))
+    head = int(min(max(0, head or 0), trace.n_heads - 1))
+    return kind, layer, head
+
+
+def head_figure(ctx: AppContext, selection: Selection, kind, layer, head, values) -> go.Figure:
+    trace = ctx.trace(selection)
+    kind, layer, head = _pick(trace, kind, layer, head)
+    q_stream, k_stream = trace.streams_of(kind)
+    q_labels, k_labels = trace.labels(q_stream), trace.labels(k_stream)
+    where = f"{selection.model} · {KIND_NAMES[kind]} · layer {layer}"
+    if values == "scores":
+        scores = ctx.scores(selection)[kind][layer, head]
+        title = f"{where} · head {head} · pre-softmax scores"
+        return attention_heatmap(scores, q_labels, k_labels, title, is_causal(trace, kind), value_name="score")
+    if values == "rollout":
+        if q_stream != k_stream:
+            return message_figure("Rollout follows attention through one stream's layers; pick a self-attention kind.")
+        rolled = attention_rollout(trace.attentions[kind])[layer]
+        title = f"{where} · rollout of all heads, layers 0–{layer}"
+        return attention_heatmap(rolled, q_labels, k_labels, title, is_causal(trace, kind))
+    title = f"{where} · head {head}"
+    return attention_heatmap(trace.attn(layer, head, kind), q_labels, k_labels, title, is_causal(trace, kind))
+
+
+def statistics_of(trace: Trace, kind: str) -> dict[str, np.ndarray]:
+    q_stream, k_stream = trace.streams_of(kind)
+    return head_statistics(trace.attentions[kind], is_causal(trace, kind), same_stream=q_stream == k_stream)
+
+
+def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small views)
     with gr.Tab("Attention", id="attention"):
         gr.Markdown(EXPLANATION)
+        shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER)
         with gr.Row():
             kind = gr.Radio(
-                [(name, k) for k, name in KIND_NAMES.items()], value="self", label="Attention kind", scale=2
+                [(name, k) for k, name in KIND_NAMES.items()], value="self", label="Attention kind", scale=3
             )
-            layer = gr.Slider(0, 1, value=0, step=1, label="Layer", scale=1)
-            head = gr.Slider(0, 1, value=0, step=1, label="Head", scale=1)
-        plot = gr.Plot(label="Attention weights")
+            # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
+            layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Layer", scale=1)
+            head = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Head", scale=1)
+        with gr.Tabs():
+            with gr.Tab("One head"):
+                values = gr.Radio([(v, k) for k, v in VALUES.items()], value="weights", label="Show")
+                head_plot = gr.Plot(label="One head")
+            with gr.Tab("All heads"):
+                gr.Markdown("Every layer (rows) × head (columns) at a glance. Pick one to open it in *One head*.")
+                open_head = gr.Dropdown([], label="Open head", interactive=True)
+                grid_plot = gr.Plot(label="All heads")
+            with gr.Tab("Token links"):
+                gr.Markdown(
+                    "Lines from each query token (left) to the keys it attends to (right); thicker = more weight."
+                )
+                with gr.Row():
+                    query = gr.Dropdown([("all tokens", -1)], value=-1, label="From token", interactive=True)
+                    heads = gr.CheckboxGroup([], label="Average these heads (none: the head selected above)")
+                links_plot = gr.Plot(label="Token links")
+            with gr.Tab("Head statistics"):
+                statistic = gr.Dropdown(
+                    [(f"{k}: {v}", k) for k, v in STATISTICS.items()], value="previous_token", label="Statistic"
+                )
+                stat_plot = gr.Plot(label="Statistic per head")
+                stat_table = gr.Dataframe(
+                    headers=STAT_COLUMNS, interactive=False, label="All heads (click a column to sort)"
+                )
+            with gr.Tab("During generation"):
+                gr.Markdown(
+                    "A decoder writes one token at a time. Generate a few tokens, then step through them: each "
+                    "step shows what the new token attended to (the selected layer and head) when it was written."
+                )
+                with gr.Row():
+                    n_new = gr.Slider(1, MAX_GENERATE, value=8, step=1, label="Tokens to generate")
+                    generate = gr.Button("Generate")
+                step = gr.Slider(1, MAX_GENERATE, value=1, step=1, label="Step")
+                step_text = gr.Markdown()
+                step_plot = gr.Plot(label="Attention of the new token")
+    selectors = [shared.state, kind, layer, head]
 
-    def figure(selection: Selection, kind_value: str, layer_value, head_value) -> go.Figure:
-        trace = ctx.trace(selection)
-        kind_value = kind_value if kind_value in trace.kinds else trace.kinds[0]
-        layer_i = int(min(max(0, layer_value or 0), trace.n_layers - 1))
-        head_i = int(min(max(0, head_value or 0), trace.n_heads - 1))
-        q_stream, k_stream = trace.streams_of(kind_value)
-        causal = kind_value in CAUSAL_KINDS or (kind_value == "self" and trace.family == "decoder")
-        title = f"{selection.model} · {KIND_NAMES[kind_value]} · layer {layer_i} · head {head_i}"
-        return attention_heatmap(
-            trace.attn(layer_i, head_i, kind_value), trace.labels(q_stream), trace.labels(k_stream), title, causal
-        )
-
-    @guarded(lambda msg: message_figure(msg))
-    def redraw(selection: Selection | None, kind_value: str, layer_value, head_value):
-        """Re-plot from the cached trace: moving a selector never re-runs the model."""
+    @guarded(message_figure)
+    def draw_head(selection, kind_v, layer_v, head_v, values_v):
         if selection is None:
             return message_figure("Analyze a text to see its attention.")
-        return figure(selection, kind_value, layer_value, head_value)
+        return head_figure(ctx, selection, kind_v, layer_v, head_v, values_v)
 
-    @guarded(lambda msg: (gr.skip(), gr.skip(), gr.skip(), message_figure(msg)))
-    def reset(selection: Selection | None, kind_value: str, layer_value, head_value):
-        """After a new analysis: fit the selectors to the model, then plot."""
+    @guarded(lambda msg: (gr.skip(), message_figure(msg)))
+    def draw_grid(selection, kind_v):
         if selection is None:
-            return gr.skip(), gr.skip(), gr.skip(), message_figure("Analyze a text to see its attention.")
+            return gr.skip(), message_figure("Analyze a text first.")
         trace = ctx.trace(selection)
-        kind_value = kind_value if kind_value in trace.kinds else trace.kinds[0]
-        layer_value = min(int(layer_value or 0), trace.n_layers - 1)
-        head_value = min(int(head_value or 0), trace.n_heads - 1)
+        kind_v, _, _ = _pick(trace, kind_v, 0, 0)
+        choices = [f"L{l} H{h}" for l in range(trace.n_layers) for h in range(trace.n_heads)]  # noqa: E741
+        fig = attention_grid(trace.attentions[kind_v], f"{selection.model} · {KIND_NAMES[kind_v]}")
+        return gr.update(choices=choices, value=None), fig
+
+    def open_selected(choice):
+        if not choice:
+            return gr.skip(), gr.skip()
+        layer_s, head_s = choice.split()
+        return int(layer_s[1:]), int(head_s[1:])
+
+    @guarded(lambda msg: (gr.skip(), gr.skip(), message_figure(msg)))
+    def draw_links(selection, kind_v, layer_v, head_v, query_v, heads_v):
+        if selection is None:
+            return gr.skip(), gr.skip(), message_figure("Analyze a text first.")
+        trace = ctx.trace(selection)
+        kind_v, layer_v, head_v = _pick(trace, kind_v, layer_v, head_v)
+        q_stream, k_stream = trace.streams_of(kind_v)
+        q_labels = trace.labels(q_stream)
+        chosen = [int(h) for h in heads_v or [] if int(h) < trace.n_heads] or [head_v]
+        weights = average_heads(trace.attentions[kind_v][layer_v], chosen)
+        selected = query_v if query_v is not None and 0 <= query_v < len(q_labels) else None
+        which = f"head {chosen[0]}" if len(chosen) == 1 else f"mean of heads {', '.join(map(str, chosen))}"
+        fig = token_links(weights, q_labels, trace.labels(k_stream), selected, f"layer {layer_v} · {which}")
+        query_choices = [("all tokens", -1)] + [(f"{i}: {label}", i) for i, label in enumerate(q_labels)]
+        heads_choices = [(f"head {h}", h) for h in range(trace.n_heads)]
         return (
-            gr.update(choices=[(KIND_NAMES[k], k) for k in trace.kinds], value=kind_value),
-            gr.update(maximum=trace.n_layers - 1, value=layer_value),
-            gr.update(maximum=trace.n_heads - 1, value=head_value),
-            figure(selection, kind_value, layer_value, head_value),
+            gr.update(choices=query_choices, value=selected if selected is not None else -1),
+            gr.update(choices=heads_choices, value=[h for h in chosen if heads_v]),
+            fig,
         )
 
-    inputs = [shared.state, kind, layer, head]
-    shared.on_analyzed(reset, inputs, [kind, layer, head, plot], api_name=False)
-    for control in (kind, layer, head):
-        control.change(
-            redraw, inputs, plot, api_name="attention" if control is kind else False, trigger_mode="always_last"
+    @guarded(lambda msg: (message_figure(msg), []))
+    def draw_statistics(selection, kind_v, statistic_v):
+        if selection is None:
+            return message_figure("Analyze a text first."), []
+        trace = ctx.trace(selection)
+        kind_v, _, _ = _pick(trace, kind_v, 0, 0)
+        stats = statistics_of(trace, kind_v)
+        fig = statistic_heatmap(stats[statistic_v], f"{statistic_v} · {KIND_NAMES[kind_v]}", STATISTICS[statistic_v])
+        return fig, head_statistics_table(stats)
+
+    def generation_selection(selection: Selection, n) -> Selection:
+        return dataclasses.replace(selection, generate=int(np.clip(n or 1, 1, MAX_GENERATE)))
+
+    @guarded(lambda msg: (gr.skip(), msg, message_figure(msg)))
+    def draw_step(selection, layer_v, head_v, n, step_v):
+        if selection is None:
+            return gr.skip(), "", message_figure("Analyze a text first.")
+        if ctx.model(selection).spec.family != "decoder":
+            note = "Step-by-step generation is shown for decoders (GPT-style models); pick one above."
+            return gr.skip(), note, message_figure(note)
+        trace = ctx.trace(generation_selection(selection, n))
+        prompt = trace.meta.get("prompt_tokens", len(trace.tokens["input"]))
+        made = len(trace.tokens["input"]) - prompt
+        if made <= 0:
+            return gr.skip(), "The text already fills the model's context.", message_figure("Nothing generated.")
+        step_v = int(min(max(1, step_v or 1), made))
+        _, layer_v, head_v = _pick(trace, "self", layer_v, head_v)
+        position = prompt + step_v - 1
+        labels = trace.labels("input")
+        weights = trace.attn(layer_v, head_v, "self")[: position + 1, : position + 1]
+        shown = " ".join(
+            f"**[{label}]**" if i == position else label for i, label in enumerate(labels[: prompt + made])
         )
+        fig = token_links(weights, labels[: position + 1], labels[: position + 1], position,
+                          f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v}")  # fmt: skip
+        return gr.update(maximum=made, value=step_v), shown, fig
+
+    def refresh_all(selection, kind_v, layer_v, head_v, values_v, query_v, heads_v, statistic_v):
+        """After a new analysis: fit the selectors to the model, then redraw every view."""
+        if selection is None:
+            empty = message_figure("Analyze a text to see its attention.")
+            return (gr.skip(),) * 3 + (empty,) + (gr.skip(), empty) + (gr.skip(), gr.skip(), empty) + (empty, [])
+        try:
+            trace = ctx.trace(selection)
+        except Exception:  # the analysis itself reported the error; leave the views as they were
+            return (gr.skip(),) * 12
+        kind_v, layer_v, head_v = _pick(trace, kind_v, layer_v, head_v)
+        return (
+            gr.update(choices=[(KIND_NAMES[k], k) for k in trace.kinds], value=kind_v),
+            gr.update(maximum=trace.n_layers - 1, value=layer_v),
+            gr.update(maximum=trace.n_heads - 1, value=head_v),
+            draw_head(selection, kind_v, layer_v, head_v, values_v),
+            *draw_grid(selection, kind_v),
+            *draw_links(selection, kind_v, layer_v, head_v, -1, []),
+            *draw_statistics(selection, kind_v, statistic_v),
+        )
+
+    shared.on_analyzed(
+        refresh_all,
+        [*selectors, values, query, heads, statistic],
+        [kind, layer, head, head_plot, open_head, grid_plot, query, heads, links_plot, stat_plot, stat_table],
+    )
+    always_last = {"trigger_mode": "always_last"}
+    for control in (kind, layer, head, values):  # named endpoint: (kind, layer, head, values) -> figure
+        name = "attention" if control is values else False
+        control.change(draw_head, [*selectors, values], head_plot, api_name=name, **always_last)
+    kind.change(draw_grid, [shared.state, kind], [open_head, grid_plot], api_name=False)
+    open_head.change(open_selected, open_head, [layer, head], api_name=False)
+    for control in (kind, layer, head, query, heads):
+        control.change(
+            draw_links, [*selectors, query, heads], [query, heads, links_plot], api_name=False, **always_last
+        )
+    for control in (kind, statistic):
+        name = "head_statistics" if control is statistic else False
+        control.change(draw_statistics, [shared.state, kind, statistic], [stat_plot, stat_table], api_name=name)
+    step_inputs = [shared.state, layer, head, n_new, step]
+    generate.click(lambda: 1, None, step, api_name=False).then(
+        draw_step, step_inputs, [step, step_text, step_plot], api_name="generation_attention"
+    )
+    for control in (step, layer, head):
+        control.change(draw_step, step_inputs, [step, step_text, step_plot], api_name=False, **always_last)
