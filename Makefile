@@ -22,8 +22,13 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# bertviz (compared in bench/attention.py) only needs IPython to render; its other
+# requirements (boto3, sentencepiece, ...) send pip's resolver into a long backtrack.
 bench: install
+	$(PY) -m pip install --quiet --no-deps bertviz==1.4.1
+	$(PY) -m pip install --quiet -c constraints.txt ipython
 	$(PY) bench/trace_overhead.py
+	$(PY) bench/attention.py
 
 lint: install
 	$(PY) -m ruff check .

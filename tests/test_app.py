@@ -12,8 +12,13 @@ from explorer.ui.context import AppContext
 
 
 @pytest.fixture(scope="module")
-def client(tiny_dir):
-    demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
+def ctx(tiny_dir):
+    return AppContext(default_model=str(tiny_dir["gpt2"]))
+
+
+@pytest.fixture(scope="module")
+def client(ctx):
+    demo = build_app(ctx)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
@@ -35,7 +40,8 @@ def array(value) -> np.ndarray:
 
 def test_the_app_exposes_named_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/analyze", "/tokens", "/attention", "/head_statistics", "/generation_attention"} <= set(endpoints)
+    views = {"/attention", "/attention_grid", "/token_links", "/head_statistics", "/generation_attention"}
+    assert {"/analyze", "/tokens", *views} <= set(endpoints)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
@@ -92,3 +98,17 @@ def test_generation_view_explains_itself_for_other_families(client, tiny_dir):
     client.predict(str(tiny_dir["bert"]), "The tiger jumped.", "", api_name="/analyze")
     _, text, _ = client.predict(1, 1, 5, 3, api_name="/generation_attention")
     assert "decoders" in text
+
+
+def test_grid_and_token_links_then_no_view_change_reruns_the_model(client, ctx, tiny_dir):
+    client.predict(str(tiny_dir["t5"]), "The tiger jumped out of a tree.", "", api_name="/analyze")
+    runs = ctx.cache.misses
+    choices, grid = client.predict("cross", api_name="/attention_grid")
+    assert len(plot_data(grid)) == 1 and "L1 H3" in [c[0] for c in choices["choices"]]
+    _, _, links = client.predict("cross", 1, 2, 3, [], api_name="/token_links")
+    lines = [t for t in plot_data(links) if t.get("mode") == "lines"]
+    assert lines and all(y == 3 for t in lines for y in t["y"][0::3])  # every line starts at query 3
+    for layer, head in [(0, 0), (1, 3), (0, 2)]:
+        client.predict("encoder_self", layer, head, "weights", api_name="/attention")
+    client.predict("decoder_self", "entropy", api_name="/head_statistics")
+    assert ctx.cache.misses == runs

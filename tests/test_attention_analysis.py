@@ -14,7 +14,7 @@ from explorer.analysis.attention import (
     head_statistics,
     head_statistics_table,
 )
-from explorer.plots.attention import attention_grid, statistic_heatmap, token_links
+from explorer.plots.attention import attention_grid, grid_block, statistic_heatmap, token_links
 
 T = 5
 
@@ -194,20 +194,22 @@ def heatmaps(fig: go.Figure) -> list:
     return [t for t in fig.data if isinstance(t, go.Heatmap)]
 
 
-def test_attention_grid_has_one_heatmap_per_head():
+def test_attention_grid_tiles_every_head_in_its_block():
     weights = random_attention((3, 4, T, T), causal=True)
     fig = attention_grid(weights, title="grid")
-    maps = heatmaps(fig)
-    assert len(maps) == 12
-    np.testing.assert_allclose(np.asarray(maps[4 * 2 + 1].z), weights[2, 1], atol=5e-4)  # layer 2, head 1
-    assert "layer 2, head 1" in maps[4 * 2 + 1].hovertemplate
-    assert [a.text for a in fig.layout.annotations][:2] == ["L0 H0", "L0 H1"]
-    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0, 1)
+    assert len(heatmaps(fig)) == 1
+    for layer, head in [(0, 0), (2, 1), (1, 3)]:
+        np.testing.assert_allclose(grid_block(fig, layer, head, T, T), weights[layer, head], atol=5e-4)
+    assert list(fig.layout.xaxis.ticktext) == ["H0", "H1", "H2", "H3"]
+    assert list(fig.layout.yaxis.ticktext) == ["L0", "L1", "L2"]
+    assert np.isnan(np.asarray(fig.data[0].z)[T, 0])  # the blank line between layer blocks
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 1)
 
 
 def test_attention_grid_takes_the_first_64_tokens_and_says_so():
-    fig = attention_grid(random_attention((1, 2, 80, 80)), title="long")
-    assert all(np.asarray(m.z).shape == (64, 64) for m in heatmaps(fig))
+    weights = random_attention((1, 2, 80, 80))
+    fig = attention_grid(weights, title="long")
+    np.testing.assert_allclose(grid_block(fig, 0, 1, 64, 64), weights[0, 1, :64, :64], atol=5e-4)
     assert "64 of 80" in fig.layout.title.text
 
 
@@ -274,3 +276,24 @@ def test_statistic_heatmap_shows_the_values():
 def test_statistic_heatmap_rejects_non_2d():
     with pytest.raises(ValueError):
         statistic_heatmap(np.zeros((2, 3, 4)), "entropy")
+
+
+def test_causal_heatmap_greys_the_future_with_one_shape_and_stays_small_at_256_tokens():
+    from explorer.plots.attention import attention_heatmap
+
+    n = 256
+    weights = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    labels = [f"t{i}" for i in range(n)]
+    fig = attention_heatmap(weights, labels, labels, causal=True)
+    assert len(fig.layout.shapes) == 1 and len(fig.data) == 1
+    assert np.isnan(fig.data[0].z[0, 1]) and fig.data[0].z[1, 0] == np.float32(0.5)
+    assert len(fig.to_json()) < 1_000_000
+
+
+def test_grid_of_a_12_by_12_head_model_at_256_tokens_stays_under_a_megabyte():
+    from explorer.plots.attention import attention_grid
+
+    weights = np.full((12, 12, 256, 256), 1 / 256)
+    fig = attention_grid(weights)
+    assert len(fig.to_json()) < 1_000_000
+    assert "first 32 of 256" in fig.layout.title.text

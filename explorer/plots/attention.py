@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 MASKED_COLOR = "rgba(200, 200, 200, 0.35)"
 
@@ -35,36 +34,25 @@ def attention_heatmap(
     masked = ~np.isfinite(weights)
     if causal:
         masked |= np.triu(np.ones((n_q, n_k), bool), k=1)
-    shown = np.where(masked, np.nan, weights)
-    hover = np.array(
-        [
-            [
-                f"query {i}: {query_labels[i]}<br>key {j}: {key_labels[j]}<br>"
-                + ("masked (future token)" if masked[i, j] else f"{value_name} {weights[i, j]:.3f}")
-                for j in range(n_k)
-            ]
-            for i in range(n_q)
-        ]
-    )
+    shown = np.where(masked, np.nan, weights).astype(np.float32)  # typed array: half the bytes of float64
     finite = shown[np.isfinite(shown)]
     if value_name == "weight":
         scale = {"zmin": 0, "zmax": max(1e-9, float(finite.max()) if finite.size else 1.0), "colorscale": "Blues"}
     else:
         bound = max(1e-9, float(np.abs(finite).max()) if finite.size else 1.0)
         scale = {"zmin": -bound, "zmax": bound, "colorscale": "RdBu_r"}
+    if max(n_q, n_k) <= HOVER_TEXT_MAX_TOKENS:
+        hover = {"text": _hover_text(weights, masked, query_labels, key_labels, value_name), "hoverinfo": "text"}
+    else:  # per-cell strings would be megabytes: hover names positions, the ticks name tokens
+        hover = {"hovertemplate": f"query %{{y}}<br>key %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
     fig = go.Figure(
         go.Heatmap(
-            z=shown, x=list(range(n_k)), y=list(range(n_q)), text=hover, hoverinfo="text",
-            colorbar={"title": value_name}, hoverongaps=False, **scale,
+            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar={"title": value_name}, hoverongaps=False,
+            **scale, **hover,
         )
     )  # fmt: skip
     if masked.any():
-        fig.add_trace(
-            go.Heatmap(
-                z=np.where(masked, 1.0, np.nan), x=list(range(n_k)), y=list(range(n_q)),
-                colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]], showscale=False, hoverinfo="skip",
-            )
-        )  # fmt: skip
+        _shade(fig, masked)
     tick_font = {"size": 11 if max(n_q, n_k) <= 40 else 8}
     fig.update_layout(
         title=title,
@@ -79,60 +67,98 @@ def attention_heatmap(
     return fig
 
 
+def _hover_text(weights, masked, query_labels, key_labels, value_name) -> np.ndarray:
+    return np.array(
+        [
+            [
+                f"query {i}: {query_labels[i]}<br>key {j}: {key_labels[j]}<br>"
+                + ("masked (future token)" if masked[i, j] else f"{value_name} {weights[i, j]:.3f}")
+                for j in range(weights.shape[1])
+            ]
+            for i in range(weights.shape[0])
+        ]
+    )
+
+
+def _shade(fig: go.Figure, masked: np.ndarray) -> None:
+    """Grey out masked cells: one triangle for a causal mask, else a light overlay heatmap."""
+    n_q, n_k = masked.shape
+    if n_q == n_k and np.array_equal(masked, np.triu(np.ones((n_q, n_k), bool), k=1)):
+        # the staircase just above the diagonal, cell by cell, closed along the top-right edges
+        steps = " ".join(f"L {i + 0.5},{i - 0.5} L {i + 0.5},{i + 0.5}" for i in range(n_q - 1))
+        path = f"M 0.5,-0.5 {steps} L {n_k - 0.5},{n_q - 1.5} L {n_k - 0.5},-0.5 Z"
+        fig.add_shape(type="path", path=path, fillcolor=MASKED_COLOR, line={"width": 0}, layer="above")
+        return
+    fig.add_trace(
+        go.Heatmap(
+            z=np.where(masked, 1.0, np.nan).astype(np.float32), x=list(range(n_k)), y=list(range(n_q)),
+            colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]], showscale=False, hoverinfo="skip",
+        )
+    )  # fmt: skip
+
+
 GRID_MAX_TOKENS = 64
+GRID_MAX_CELLS = 150_000  # at most ~850 kB of base64 float32 sent to the browser
+HOVER_TEXT_MAX_TOKENS = 64  # beyond this, hover shows positions instead of per-cell token text
 LINK_MIN_WEIGHT = 0.01
 LINK_BINS = 20  # lines are drawn in this many weight bands, one trace each, to keep the figure light
 LINK_COLOR = "31, 119, 180"
 
 
-def attention_grid(weights: np.ndarray, title: str = "") -> go.Figure:
-    """Every head at once: one small heatmap per (layer, head) of (L, H, Q, K), rows layers, columns heads.
+def grid_token_limit(n_layers: int, n_heads: int) -> int:
+    """Tokens per side each small heatmap may show so the grid stays within ``GRID_MAX_CELLS`` cells."""
+    per_head = GRID_MAX_CELLS / max(1, n_layers * n_heads)
+    return int(np.clip(np.sqrt(per_head), 8, GRID_MAX_TOKENS))
 
-    Made for spotting a head worth a closer look. All cells share one 0..1 colour scale; above
-    ``GRID_MAX_TOKENS`` queries or keys only the first ones are drawn, and the title says so.
+
+def attention_grid(weights: np.ndarray, title: str = "") -> go.Figure:
+    """Every head at once: (L, H, Q, K) tiled into one heatmap, a block per (layer, head).
+
+    Rows of blocks are layers, columns heads, separated by a blank line; ticks name them. Made for
+    spotting a head worth a closer look. One trace instead of L × H subplots keeps the figure fast
+    to build and small to send. All cells share one 0..1 colour scale. Beyond
+    ``grid_token_limit`` only the first queries and keys are drawn, and the title says so.
     """
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 4 or 0 in weights.shape:
         raise ValueError(f"weights must have shape (layers, heads, queries, keys), got {weights.shape}")
     n_layers, n_heads, n_q, n_k = weights.shape
-    if n_q > GRID_MAX_TOKENS or n_k > GRID_MAX_TOKENS:
-        shown_q, shown_k = min(n_q, GRID_MAX_TOKENS), min(n_k, GRID_MAX_TOKENS)
+    limit = grid_token_limit(n_layers, n_heads)
+    if n_q > limit or n_k > limit:
+        shown_q, shown_k = min(n_q, limit), min(n_k, limit)
         title = f"{title} (first {shown_q} of {n_q} queries × first {shown_k} of {n_k} keys)".strip()
-        weights = weights[:, :, :GRID_MAX_TOKENS, :GRID_MAX_TOKENS]
-    shown = weights.astype(np.float32)  # sent to the browser as a typed array: half the bytes of float64
-    fig = make_subplots(
-        rows=n_layers,
-        cols=n_heads,
-        subplot_titles=[f"L{layer} H{head}" for layer in range(n_layers) for head in range(n_heads)],
-        horizontal_spacing=min(0.02, 0.5 / max(n_heads - 1, 1)),
-        vertical_spacing=min(0.04, 0.5 / max(n_layers - 1, 1)),
-    )
-    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    fig.add_traces(  # all heads in one call rather than one add_trace per head
-        [
-            go.Heatmap(
-                z=shown[layer, head],
-                coloraxis="coloraxis",
-                name=f"L{layer} H{head}",
-                hovertemplate=f"layer {layer}, head {head}<br>query %{{y}}, key %{{x}}<br>weight %{{z:.3f}}<extra></extra>",
-            )
-            for layer, head in heads
-        ],
-        rows=[layer + 1 for layer, _ in heads],
-        cols=[head + 1 for _, head in heads],
-    )
-    cell = int(np.clip(840 / max(n_layers, n_heads), 60, 160))
-    fig.update_xaxes(showticklabels=False, ticks="")
-    fig.update_yaxes(showticklabels=False, ticks="", autorange="reversed")
-    fig.update_annotations(font_size=9 if max(n_layers, n_heads) > 6 else 11)
+        weights = weights[:, :, :limit, :limit]
+        n_q, n_k = shown_q, shown_k
+    tiled = np.full((n_layers * (n_q + 1) - 1, n_heads * (n_k + 1) - 1), np.nan, dtype=np.float32)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            r, c = layer * (n_q + 1), head * (n_k + 1)
+            tiled[r : r + n_q, c : c + n_k] = weights[layer, head]
+    fig = go.Figure(
+        go.Heatmap(
+            z=tiled, zmin=0, zmax=1, colorscale="Blues", hoverongaps=False,
+            colorbar={"title": "weight", "thickness": 12},
+            hovertemplate="weight %{z:.3f}<extra>see the axes for layer and head</extra>",
+        )
+    )  # fmt: skip
+    cell = int(np.clip(900 / max(n_layers, n_heads), 50, 160))
     fig.update_layout(
         title=title,
-        coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1, "colorbar": {"title": "weight", "thickness": 12}},
-        height=80 + n_layers * cell,
-        margin={"l": 20, "r": 20, "t": 70, "b": 20},
-        plot_bgcolor="white",
-    )
+        xaxis={"tickvals": [h * (n_k + 1) + (n_k - 1) / 2 for h in range(n_heads)],
+               "ticktext": [f"H{h}" for h in range(n_heads)], "side": "top", "showgrid": False, "zeroline": False},
+        yaxis={"tickvals": [layer * (n_q + 1) + (n_q - 1) / 2 for layer in range(n_layers)],
+               "ticktext": [f"L{layer}" for layer in range(n_layers)], "autorange": "reversed",
+               "showgrid": False, "zeroline": False},
+        height=100 + n_layers * cell, width=None,
+        margin={"l": 50, "r": 20, "t": 80, "b": 20}, plot_bgcolor="white",
+    )  # fmt: skip
     return fig
+
+
+def grid_block(fig: go.Figure, layer: int, head: int, n_q: int, n_k: int) -> np.ndarray:
+    """The (Q, K) block of one head inside an ``attention_grid`` figure (its inverse, for tests and exports)."""
+    z = np.asarray(fig.data[0].z)
+    return z[layer * (n_q + 1) : layer * (n_q + 1) + n_q, head * (n_k + 1) : head * (n_k + 1) + n_k]
 
 
 def token_links(

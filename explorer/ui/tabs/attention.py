@@ -95,23 +95,28 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
             layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Layer", scale=1)
             head = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Head", scale=1)
-        with gr.Tabs():
-            with gr.Tab("One head"):
+        with gr.Tabs() as views:
+            with gr.Tab("One head", id="one_head") as head_tab:
                 values = gr.Radio([(v, k) for k, v in VALUES.items()], value="weights", label="Show")
                 head_plot = gr.Plot(label="One head")
-            with gr.Tab("All heads"):
+            with gr.Tab("All heads") as grid_tab:
                 gr.Markdown("Every layer (rows) × head (columns) at a glance. Pick one to open it in *One head*.")
                 open_head = gr.Dropdown([], label="Open head", interactive=True)
                 grid_plot = gr.Plot(label="All heads")
-            with gr.Tab("Token links"):
+            with gr.Tab("Token links") as links_tab:
                 gr.Markdown(
                     "Lines from each query token (left) to the keys it attends to (right); thicker = more weight."
                 )
                 with gr.Row():
-                    query = gr.Dropdown([("all tokens", -1)], value=-1, label="From token", interactive=True)
-                    heads = gr.CheckboxGroup([], label="Average these heads (none: the head selected above)")
+                    # Choices are filled per model when the view is drawn; API calls may pass any index.
+                    query = gr.Dropdown(
+                        [("all tokens", -1)], value=-1, label="From token", interactive=True, allow_custom_value=True
+                    )
+                    heads = gr.CheckboxGroup(
+                        list(range(MAX_INDEX + 1)), label="Average these heads (none: the head selected above)"
+                    )
                 links_plot = gr.Plot(label="Token links")
-            with gr.Tab("Head statistics"):
+            with gr.Tab("Head statistics") as stats_tab:
                 statistic = gr.Dropdown(
                     [(f"{k}: {v}", k) for k, v in STATISTICS.items()], value="previous_token", label="Statistic"
                 )
@@ -119,7 +124,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
                 stat_table = gr.Dataframe(
                     headers=STAT_COLUMNS, interactive=False, label="All heads (click a column to sort)"
                 )
-            with gr.Tab("During generation"):
+            with gr.Tab("During generation") as gen_tab:
                 gr.Markdown(
                     "A decoder writes one token at a time. Generate a few tokens, then step through them: each "
                     "step shows what the new token attended to (the selected layer and head) when it was written."
@@ -130,6 +135,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
                 step = gr.Slider(1, MAX_GENERATE, value=1, step=1, label="Step")
                 step_text = gr.Markdown()
                 step_plot = gr.Plot(label="Attention of the new token")
+    active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
     selectors = [shared.state, kind, layer, head]
 
     @guarded(message_figure)
@@ -148,11 +154,14 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         fig = attention_grid(trace.attentions[kind_v], f"{selection.model} · {KIND_NAMES[kind_v]}")
         return gr.update(choices=choices, value=None), fig
 
-    def open_selected(choice):
+    def open_selected(choice, selection, kind_v, values_v):
+        """Open the head picked in the grid in the one-head view."""
         if not choice:
-            return gr.skip(), gr.skip()
+            return (gr.skip(),) * 5
         layer_s, head_s = choice.split()
-        return int(layer_s[1:]), int(head_s[1:])
+        layer_v, head_v = int(layer_s[1:]), int(head_s[1:])
+        figure = draw_head(selection, kind_v, layer_v, head_v, values_v)
+        return layer_v, head_v, gr.Tabs(selected="one_head"), "head", figure
 
     @guarded(lambda msg: (gr.skip(), gr.skip(), message_figure(msg)))
     def draw_links(selection, kind_v, layer_v, head_v, query_v, heads_v):
@@ -164,7 +173,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         q_labels = trace.labels(q_stream)
         chosen = [int(h) for h in heads_v or [] if int(h) < trace.n_heads] or [head_v]
         weights = average_heads(trace.attentions[kind_v][layer_v], chosen)
-        selected = query_v if query_v is not None and 0 <= query_v < len(q_labels) else None
+        query_v = int(query_v) if str(query_v).lstrip("-").isdigit() else -1
+        selected = query_v if 0 <= query_v < len(q_labels) else None
         which = f"head {chosen[0]}" if len(chosen) == 1 else f"mean of heads {', '.join(map(str, chosen))}"
         fig = token_links(weights, q_labels, trace.labels(k_stream), selected, f"layer {layer_v} · {which}")
         query_choices = [("all tokens", -1)] + [(f"{i}: {label}", i) for i, label in enumerate(q_labels)]
@@ -212,47 +222,81 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
                           f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v}")  # fmt: skip
         return gr.update(maximum=made, value=step_v), shown, fig
 
-    def refresh_all(selection, kind_v, layer_v, head_v, values_v, query_v, heads_v, statistic_v):
-        """After a new analysis: fit the selectors to the model, then redraw every view."""
+    def refresh_all(selection, kind_v, layer_v, head_v, active_v, values_v, statistic_v, n_v, step_v):
+        """After a new analysis: fit the selectors to the model, then redraw the view on screen only."""
+        outputs = 3 + 1 + 2 + 3 + 2 + 3
         if selection is None:
-            empty = message_figure("Analyze a text to see its attention.")
-            return (gr.skip(),) * 3 + (empty,) + (gr.skip(), empty) + (gr.skip(), gr.skip(), empty) + (empty, [])
+            return (gr.skip(),) * outputs
         try:
             trace = ctx.trace(selection)
         except Exception:  # the analysis itself reported the error; leave the views as they were
-            return (gr.skip(),) * 12
+            return (gr.skip(),) * outputs
         kind_v, layer_v, head_v = _pick(trace, kind_v, layer_v, head_v)
+        views = {
+            "head": lambda: (draw_head(selection, kind_v, layer_v, head_v, values_v),),
+            "grid": lambda: draw_grid(selection, kind_v),
+            "links": lambda: draw_links(selection, kind_v, layer_v, head_v, -1, []),
+            "statistics": lambda: draw_statistics(selection, kind_v, statistic_v),
+            "generation": lambda: draw_step(selection, layer_v, head_v, n_v, step_v),
+        }
+        sizes = {"head": 1, "grid": 2, "links": 3, "statistics": 2, "generation": 3}
+        drawn = []
+        for view, size in sizes.items():
+            drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
         return (
             gr.update(choices=[(KIND_NAMES[k], k) for k in trace.kinds], value=kind_v),
             gr.update(maximum=trace.n_layers - 1, value=layer_v),
             gr.update(maximum=trace.n_heads - 1, value=head_v),
-            draw_head(selection, kind_v, layer_v, head_v, values_v),
-            *draw_grid(selection, kind_v),
-            *draw_links(selection, kind_v, layer_v, head_v, -1, []),
-            *draw_statistics(selection, kind_v, statistic_v),
+            *drawn,
         )
 
+    def on_screen(view: str, fn, n_outputs: int):
+        """``fn`` for events of a view's own controls: skipped while another sub-tab is on screen."""
+
+        def gated(active_v, *args):
+            if active_v != view:
+                return gr.skip() if n_outputs == 1 else (gr.skip(),) * n_outputs
+            return fn(*args)
+
+        return gated
+
+    def showing(view: str, fn):
+        """``fn`` for a sub-tab's select event: draw it and remember it is on screen."""
+
+        def select(*args):
+            out = fn(*args)
+            return (*out, view) if isinstance(out, tuple) else (out, view)
+
+        return select
+
+    head_out, grid_out = [head_plot], [open_head, grid_plot]
+    links_out, stats_out = [query, heads, links_plot], [stat_plot, stat_table]
+    step_out = [step, step_text, step_plot]
+    head_in, grid_in = [*selectors, values], [shared.state, kind]
+    links_in, stats_in = [*selectors, query, heads], [shared.state, kind, statistic]
+    step_in = [shared.state, layer, head, n_new, step]
     shared.on_analyzed(
         refresh_all,
-        [*selectors, values, query, heads, statistic],
-        [kind, layer, head, head_plot, open_head, grid_plot, query, heads, links_plot, stat_plot, stat_table],
+        [*selectors, active, values, statistic, n_new, step],
+        [kind, layer, head, *head_out, *grid_out, *links_out, *stats_out, *step_out],
     )
-    always_last = {"trigger_mode": "always_last"}
-    for control in (kind, layer, head, values):  # named endpoint: (kind, layer, head, values) -> figure
-        name = "attention" if control is values else False
-        control.change(draw_head, [*selectors, values], head_plot, api_name=name, **always_last)
-    kind.change(draw_grid, [shared.state, kind], [open_head, grid_plot], api_name=False)
-    open_head.change(open_selected, open_head, [layer, head], api_name=False)
+    # Selecting a sub-tab draws it; these are also the named API endpoints for gradio_client users.
+    head_tab.select(showing("head", draw_head), head_in, [*head_out, active], api_name="attention")
+    grid_tab.select(showing("grid", draw_grid), grid_in, [*grid_out, active], api_name="attention_grid")
+    links_tab.select(showing("links", draw_links), links_in, [*links_out, active], api_name="token_links")
+    stats_tab.select(showing("statistics", draw_statistics), stats_in, [*stats_out, active], api_name="head_statistics")
+    gen_tab.select(showing("generation", draw_step), step_in, [*step_out, active], api_name="generation_attention")
+    always_last = {"trigger_mode": "always_last", "api_name": False}
+    for control in (kind, layer, head, values):
+        control.change(on_screen("head", draw_head, 1), [active, *head_in], head_out, **always_last)
+    kind.change(on_screen("grid", draw_grid, 2), [active, *grid_in], grid_out, **always_last)
+    open_head.input(
+        open_selected, [open_head, shared.state, kind, values], [layer, head, views, active, head_plot], api_name=False
+    )
     for control in (kind, layer, head, query, heads):
-        control.change(
-            draw_links, [*selectors, query, heads], [query, heads, links_plot], api_name=False, **always_last
-        )
+        control.change(on_screen("links", draw_links, 3), [active, *links_in], links_out, **always_last)
     for control in (kind, statistic):
-        name = "head_statistics" if control is statistic else False
-        control.change(draw_statistics, [shared.state, kind, statistic], [stat_plot, stat_table], api_name=name)
-    step_inputs = [shared.state, layer, head, n_new, step]
-    generate.click(lambda: 1, None, step, api_name=False).then(
-        draw_step, step_inputs, [step, step_text, step_plot], api_name="generation_attention"
-    )
+        control.change(on_screen("statistics", draw_statistics, 2), [active, *stats_in], stats_out, **always_last)
+    generate.click(lambda: 1, None, step, api_name=False).then(draw_step, step_in, step_out, api_name=False)
     for control in (step, layer, head):
-        control.change(draw_step, step_inputs, [step, step_text, step_plot], api_name=False, **always_last)
+        control.change(on_screen("generation", draw_step, 3), [active, *step_in], step_out, **always_last)
