@@ -29,6 +29,8 @@ def main(argv=None) -> None:
         "--resume", action="store_true", help="continue from the model, tokenizer and card already in --out"
     )
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's)")
+    parser.add_argument("--dropout", type=float, help="encoder dropout (default: the recipe's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -40,8 +42,8 @@ def main(argv=None) -> None:
         log_file.flush()
 
     recipe = recipes.RECIPES[args.family]
-    if args.lr:
-        recipe = dataclasses.replace(recipe, lr=args.lr)
+    overrides = {k: getattr(args, k) for k in ("lr", "warmup", "dropout") if getattr(args, k) is not None}
+    recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
     log(f"corpus: {corpus.describe()}")
     previous = {}
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
     else:
         tokenizer = recipes.train_tokenizer(args.family, corpus.train)
         torch.manual_seed(args.seed)
-        model = recipes.build_model(args.family, tokenizer)
+        model = recipes.build_model(args.family, tokenizer, recipe.dropout)
     stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
     log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")

@@ -40,6 +40,7 @@ class Recipe:
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.01
+    dropout: float = 0.1
     notes: list[str] = field(default_factory=list)
 
 
@@ -62,7 +63,7 @@ def train_tokenizer(family: str, texts: list[str]):
     return trainers[family](texts, VOCAB_SIZE)
 
 
-def build_model(family: str, tokenizer) -> torch.nn.Module:
+def build_model(family: str, tokenizer, dropout: float = 0.1) -> torch.nn.Module:
     """About 5M parameters each, so fp32 weights stay under 25 MB."""
     if family == "decoder":
         config = GPT2Config(
@@ -74,6 +75,7 @@ def build_model(family: str, tokenizer) -> torch.nn.Module:
         config = BertConfig(
             vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
             intermediate_size=1024, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         )  # fmt: skip
         return BertForMaskedLM(config)
     config = T5Config(
