@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     else:
         tokenizer = recipes.train_tokenizer(args.family, corpus.train)
         torch.manual_seed(args.seed)
-        model = recipes.build_model(args.family, tokenizer, recipe.dropout)
+        model = recipes.build_model(args.family, tokenizer, recipe.dropout, recipe.sinusoidal_positions)
     stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
     log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         steps=args.steps + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
         threads=args.threads, wall_time_s=round(wall + previous.get("wall_time_s", 0), 1),
         final_train_loss=float(sum(losses[-50:]) / len(losses[-50:])), tokenizer=recipe.tokenizer_kind,
-        train_tokens=int(len(stream)),
+        train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
+        sinusoidal_positions=recipe.sinusoidal_positions,
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
                 {"steps": args.steps, "lr": recipe.lr}],
     )  # fmt: skip
