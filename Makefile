@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m pip install --quiet -c constraints.txt ipython
 	$(PY) bench/trace_overhead.py
 	$(PY) bench/attention.py
+	$(PY) bench/threads.py
 
 lint: install
 	$(PY) -m ruff check .
