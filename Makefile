@@ -30,6 +30,7 @@ bench: install
 	$(PY) bench/trace_overhead.py
 	$(PY) bench/attention.py
 	$(PY) bench/threads.py
+	$(PY) bench/tokenize.py
 
 lint: install
 	$(PY) -m ruff check .

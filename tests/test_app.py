@@ -112,3 +112,32 @@ def test_grid_and_token_links_then_no_view_change_reruns_the_model(client, ctx, 
         client.predict("encoder_self", layer, head, "weights", api_name="/attention")
     client.predict("decoder_self", "entropy", api_name="/head_statistics")
     assert ctx.cache.misses == runs
+
+
+def test_live_tokenization_escapes_html_and_counts(client, tiny_dir):
+    counts, html, _, table = client.predict(str(tiny_dir["gpt2"]), "Hi <script>x</script>\n", api_name="/tokenize")
+    assert "<script>" not in html and "&lt;" in html and "↵" in html
+    assert "characters" in counts and len(table["data"]) == int(counts.split("**")[1])
+
+
+def test_compare_tokenizers_reports_each_and_explains_missing_ones(client, tiny_dir):
+    table, html = client.predict(
+        str(tiny_dir["gpt2"]), "Hello world", ["current model", "gpt2-bpe"], "someone/not-cached",
+        api_name="/compare_tokenizers",
+    )  # fmt: skip
+    rows = {r[0]: r for r in table["data"]}
+    assert rows["gpt2-bpe"][1] == 2  # GPT-2: Hello, Ġworld
+    assert "no network" in html
+
+
+def test_bpe_replay_matches_the_tokenizer(client, tiny_dir):
+    note, steps = client.predict(str(tiny_dir["bert"]), "Hello", "Hello world", api_name="/bpe_replay")
+    assert "GPT-2" in note and "✓" in note  # a WordPiece model falls back to GPT-2's BPE, and says so
+    assert steps["data"][-1][-1] == "Ġworld"
+
+
+def test_train_your_own_bpe_and_its_bounds(client):
+    note, merges = client.predict("Genesis 1–10 (KJV, 32 kB)", "", 400, api_name="/train_bpe")
+    assert "merges" in note and len(merges["data"]) == 100
+    note, merges = client.predict("pasted text", "", 400, api_name="/train_bpe")
+    assert note.startswith("⚠️") and merges["data"] == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 from explorer.core.trace import Token, visible
 
@@ -29,6 +29,7 @@ def is_byte_level(tokenizer) -> bool:
     return any("ByteLevel" in repr(p) for p in parts if p is not None)
 
 
+@lru_cache(maxsize=65536)
 def piece_bytes(piece: str) -> bytes | None:
     """The raw bytes behind a byte-level BPE piece (``"Ġworld"`` -> ``b" world"``), or None."""
     table = byte_decoder()
@@ -38,6 +39,7 @@ def piece_bytes(piece: str) -> bytes | None:
         return None
 
 
+@lru_cache(maxsize=65536)  # pieces repeat: a vocabulary is small next to a long text
 def display_piece(piece: str, byte_level: bool, special: bool) -> str:
     """What a token stands for, with whitespace visible: ``Ġworld`` -> ``␣world``, ``▁the`` -> ``␣the``.
 

@@ -9,7 +9,7 @@ from functools import wraps
 
 from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, hosted_mode
 from explorer.core.errors import ExplorerError
-from explorer.core.loading import LoadedModel
+from explorer.core.loading import LoadedModel, load_tokenizer
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
 from explorer.core.scores import attention_scores
@@ -38,6 +38,7 @@ class AppContext:
     default_model: str = field(default_factory=default_model_key)
     default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
     _scores: dict = field(default_factory=dict, repr=False)
+    _tokenizers: dict = field(default_factory=dict, repr=False)
     _scores_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def model_choices(self) -> list[str]:
@@ -55,6 +56,20 @@ class AppContext:
         """The trace for a selection: from the cache, or one model run if it was evicted."""
         lm = self.model(selection)
         return self.cache.get(lm, selection.text, selection.target, selection.max_new_tokens, selection.generate)
+
+    def tokenizer(self, name: str):
+        """A tokenizer by model or tokenizer-catalogue name: a loaded model's own, else loaded alone (kept)."""
+        if name in self.pool.loaded():
+            return self.pool.get(name).tokenizer
+        with self._scores_lock:
+            if name in self._tokenizers:
+                return self._tokenizers[name]
+        tokenizer = load_tokenizer(name)
+        with self._scores_lock:
+            self._tokenizers[name] = tokenizer
+            while len(self._tokenizers) > 16:
+                self._tokenizers.pop(next(iter(self._tokenizers)))
+        return tokenizer
 
     def scores(self, selection: Selection) -> dict:
         """Pre-softmax scores for a selection (one extra forward pass, remembered for recent selections)."""

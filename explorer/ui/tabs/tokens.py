@@ -1,34 +1,205 @@
-"""Tokens tab: the token table of the current analysis."""
+"""Tokenization tab: live tokens, tokenizers compared, BPE replayed merge by merge, and a BPE you train."""
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
-from explorer.analysis.tokens import TOKEN_COLUMNS, token_table
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.analysis.bpe import replay_text, train_bpe
+from explorer.analysis.tokenization import compare_tokenizers, token_counts, token_spans_html
+from explorer.analysis.tokens import TOKEN_COLUMNS, token_rows_table, token_table
+from explorer.core.catalogue import tokenizer_catalogue
+from explorer.core.errors import InputError
+from explorer.core.run import check_text
+from explorer.core.tokens import is_byte_level, token_rows
+from explorer.ui.assets import presets, sample_texts
+from explorer.ui.context import AppContext, Selection, guarded, user_message
 
-EXPLANATION = (
-    "A model never sees letters: the tokenizer cuts the text into **tokens** from a fixed vocabulary and "
-    "each becomes an **id**. `␣` marks a space that belongs to the token, `↵` a newline; "
-    "byte-level pieces that hold part of a character are shown as bytes like `<e2 80>`."
-)
+EXPLANATION = """A model never sees letters: a **tokenizer** cuts the text into pieces from a fixed vocabulary \
+and each piece becomes an **id**. Whole words would need an endless vocabulary and still meet unknown words; \
+single letters make sequences long and meaningless. **Subwords** sit between: frequent words stay whole, rare \
+ones split into known parts. **BPE** (GPT-2) starts from bytes and repeatedly merges the most frequent \
+adjacent pair; **WordPiece** (BERT) picks merges by how much they raise the likelihood and marks word-inner \
+pieces with `##`; **Unigram** (T5) starts large and prunes the pieces that matter least. **Special tokens** \
+(`[CLS]`, `</s>`, `<|endoftext|>`) mark structure. Below, `␣` is a space inside a token, `↵` a newline, and \
+`<e2 80>` the raw bytes of a piece that holds part of a character."""
+COMPARE_DEFAULT = ["current model", "gpt2-bpe", "tiny-bert", "tiny-t5"]
+STEP_COLUMNS = ["word", "step", "merged pair", "rank", "symbols after"]
+MERGE_COLUMNS = ["rank", "pair", "new token"]
+MAX_REPLAY_WORDS = 200
 
 
-def build(ctx: AppContext, shared) -> None:
+def _stream_tokens(tokenizer, text: str):
+    enc = tokenizer(text, return_offsets_mapping=True)
+    return token_rows(tokenizer, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]])
+
+
+def _round(value) -> float | str:
+    return "–" if value is None else round(value, 2)
+
+
+def live_view(tokenizer, text: str) -> tuple[str, str, tuple]:
+    """(spans HTML, counts line, tokens) for a text under one tokenizer."""
+    tokens = _stream_tokens(tokenizer, text)
+    counts = token_counts(text, tokens)
+    line = (
+        f"**{counts['tokens']}** tokens · {counts['characters']} characters · {counts['bytes']} bytes · "
+        f"{_round(counts['chars_per_token'])} characters per token"
+    )
+    return token_spans_html(tokens, text, byte_level=is_byte_level(tokenizer)), line, tokens
+
+
+def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
+    other_tokenizers = [k for k in tokenizer_catalogue()] + ["tiny-gpt2", "tiny-bert", "tiny-t5"]
     with gr.Tab("Tokens", id="tokens"):
         gr.Markdown(EXPLANATION)
-        stream = gr.Radio(["input"], value="input", label="Token stream", visible=False)
-        table = gr.Dataframe(headers=TOKEN_COLUMNS, interactive=False, wrap=True, label="Tokens")
+        with gr.Row():
+            for label, text in presets("tokenization").items():
+                shared.preset_button(label, text)
+        with gr.Tabs():
+            with gr.Tab("Live"):
+                counts = gr.Markdown()
+                spans = gr.HTML()
+                stream = gr.Radio(["input"], value="input", label="Token stream", visible=False)
+                table = gr.Dataframe(headers=TOKEN_COLUMNS, interactive=False, wrap=True, label="Tokens")
+            with gr.Tab("Compare tokenizers"):
+                with gr.Row():
+                    chosen = gr.CheckboxGroup(
+                        ["current model", *other_tokenizers], value=COMPARE_DEFAULT, label="Tokenizers", scale=3
+                    )
+                    hub_id = gr.Textbox(label="Another tokenizer (hub id or folder)", scale=1)
+                compare_table = gr.Dataframe(
+                    headers=["tokenizer", "tokens", "chars/token", "bytes/token"], interactive=False, label="Counts"
+                )
+                compare_html = gr.HTML()
+            with gr.Tab("BPE replay"):
+                gr.Markdown(
+                    "Byte-level BPE, merge by merge: each word starts as bytes; at every step the adjacent pair "
+                    "with the **lowest rank** (learned earliest) is merged, until no pair in the merge list is left."
+                )
+                word = gr.Textbox(label="Word or phrase (empty: the whole text)", value="unbelievably")
+                replay_note = gr.Markdown()
+                replay_table = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, wrap=True, label="Merges")
+            with gr.Tab("Train your own BPE"):
+                with gr.Row():
+                    source = gr.Radio(
+                        ["pasted text", *sample_texts()], value=next(iter(sample_texts())), label="Train on"
+                    )
+                    vocab_size = gr.Slider(260, 5000, value=1000, step=10, label="Vocabulary size")
+                pasted = gr.Textbox(label="Pasted text (up to 2 MB)", lines=4)
+                train_button = gr.Button("Train", variant="primary")
+                train_note = gr.Markdown()
+                merges_table = gr.Dataframe(headers=MERGE_COLUMNS, interactive=False, label="First merges learned")
+                trained_spans = gr.HTML()
 
-    @guarded(lambda msg: (gr.skip(), [[None, msg, "", None, "", ""]]))
-    def show(selection: Selection | None, chosen: str):
-        if selection is None:
-            return gr.update(), []
+    def current_tokenizer(selection_or_model):
+        name = selection_or_model.model if isinstance(selection_or_model, Selection) else selection_or_model
+        return ctx.tokenizer(name)
+
+    @guarded(lambda msg: (f"⚠️ {msg}", "", gr.skip(), []))
+    def show_live(model_name: str, text: str, selection: Selection | None, chosen_stream: str):
+        """Live: the tokenizer alone, on every edit; the table follows the last analysis (all streams)."""
+        if not text:
+            return "Type a text to see its tokens.", "", gr.skip(), []
+        check_text(text)
+        html, line, tokens = live_view(current_tokenizer(model_name), text)
+        if selection is None or selection.text != text or selection.model != model_name:
+            return line, html, gr.update(visible=False), token_rows_table(tokens, text)
         trace = ctx.trace(selection)
         streams = list(trace.tokens)
-        chosen = chosen if chosen in streams else streams[0]
-        radio = gr.update(choices=streams, value=chosen, visible=len(streams) > 1)
-        return radio, token_table(trace, chosen)
+        chosen_stream = chosen_stream if chosen_stream in streams else streams[0]
+        radio = gr.update(choices=streams, value=chosen_stream, visible=len(streams) > 1)
+        return line, html, radio, token_table(trace, chosen_stream)
 
-    shared.on_analyzed(show, [shared.state, stream], [stream, table], api_name="tokens")
-    stream.change(show, [shared.state, stream], [stream, table], api_name=False)
+    @guarded(lambda msg: ([["⚠️", msg, "", ""]], ""))
+    def show_comparison(model_name: str, text: str, chosen_v: list[str], hub_v: str):
+        check_text(text)
+        names = [model_name if c == "current model" else c for c in chosen_v or []]
+        if hub_v and hub_v.strip():
+            names.append(hub_v.strip())
+        tokenizers, problems = {}, []
+        for name in dict.fromkeys(names):
+            try:
+                tokenizers[name] = current_tokenizer(name)
+            except Exception as err:  # one missing tokenizer must not hide the others
+                problems.append(f"{name}: {user_message(err)}")
+        rows = compare_tokenizers(text, tokenizers)
+        table_rows = [
+            [r["tokenizer"], r["tokens"], _round(r["chars_per_token"]), _round(r["bytes_per_token"])] for r in rows
+        ]
+        html = "".join(
+            f"<h4>{escape(r['tokenizer'])} — {r['tokens']} tokens</h4>"
+            + token_spans_html(_stream_tokens(tokenizers[r["tokenizer"]], text), text)
+            for r in rows
+        )
+        if problems:
+            html += "<p>⚠️ " + "<br>⚠️ ".join(escape(p) for p in problems) + "</p>"
+        return table_rows, html
+
+    @guarded(lambda msg: (f"⚠️ {msg}", []))
+    def show_replay(model_name: str, text: str, word_v: str):
+        target = (word_v or "").strip() or text
+        check_text(target, "word")
+        tokenizer = current_tokenizer(model_name)
+        note = f"Replaying **{model_name}**'s byte-level BPE."
+        if not is_byte_level(tokenizer):
+            tokenizer = ctx.tokenizer("gpt2-bpe")
+            note = f"**{model_name}** does not use byte-level BPE, so this replays GPT-2's BPE (gpt2-bpe)."
+        words = replay_text(tokenizer, target)
+        if len(words) > MAX_REPLAY_WORDS:
+            note += f" Showing the first {MAX_REPLAY_WORDS} of {len(words)} words."
+            words = words[:MAX_REPLAY_WORDS]
+        rows = []
+        for w in words:
+            rows.append([w.piece, 0, "(bytes)", "", " ".join(w.start_symbols)])
+            for i, step in enumerate(w.steps, 1):
+                rows.append([w.piece, i, " + ".join(step.pair), step.rank, " ".join(step.symbols)])
+        replayed = [t for w in words for t in w.tokens]
+        own = tokenizer.convert_ids_to_tokens(tokenizer(target, add_special_tokens=False)["input_ids"])
+        if len(words) < MAX_REPLAY_WORDS or len(replayed) == len(own):
+            same = replayed == own[: len(replayed)]
+            note += " The replay ends in exactly the tokenizer's own tokens ✓." if same else " ⚠️ The replay differs."
+        return note, rows
+
+    def train(source_v: str, pasted_v: str, vocab_v, progress=gr.Progress()):  # noqa: B008 (gradio idiom)
+        try:
+            text = pasted_v if source_v == "pasted text" else sample_texts()[source_v]
+            if not text or not text.strip():
+                raise InputError("Paste a text to train on, or pick a bundled one.")
+            trained = train_bpe(text, int(vocab_v), progress=lambda f, m: progress(f, desc=m))
+        except Exception as err:
+            return f"⚠️ {user_message(err)}", [], ""
+        rows = [[rank, " + ".join(pair), "".join(pair)] for rank, pair in enumerate(trained.merges[:100])]
+        note = (
+            f"Learned **{len(trained.merges)} merges** from {len(text):,} characters: a vocabulary of "
+            f"{trained.vocab_size} (256 bytes + merges + 1 special token). The first merges are the most "
+            "frequent pairs; below, the current text re-tokenized with this vocabulary."
+        )
+        return note, rows, trained
+
+    @guarded(lambda msg: f"⚠️ {msg}")
+    def show_trained(trained, text: str):
+        if not trained or isinstance(trained, str):
+            return ""
+        check_text(text)
+        html, line, _ = live_view(trained.tokenizer, text)
+        return f"<p>{line}</p>{html}"
+
+    trained_state = gr.State(None)
+    live_inputs = [shared.model, shared.text, shared.state, stream]
+    live_outputs = [counts, spans, stream, table]
+    shared.text.change(show_live, live_inputs, live_outputs, api_name="tokenize", trigger_mode="always_last")
+    shared.on_analyzed(show_live, live_inputs, live_outputs)
+    stream.change(show_live, live_inputs, live_outputs, api_name=False)
+    compare_inputs = [shared.model, shared.text, chosen, hub_id]
+    for trigger in (chosen.change, hub_id.submit):
+        trigger(show_comparison, compare_inputs, [compare_table, compare_html], api_name=False)
+    shared.on_analyzed(show_comparison, compare_inputs, [compare_table, compare_html], api_name="compare_tokenizers")
+    replay_inputs = [shared.model, shared.text, word]
+    word.submit(show_replay, replay_inputs, [replay_note, replay_table], api_name="bpe_replay")
+    shared.on_analyzed(show_replay, replay_inputs, [replay_note, replay_table])
+    train_button.click(
+        train, [source, pasted, vocab_size], [train_note, merges_table, trained_state], api_name="train_bpe",
+        concurrency_limit=1, concurrency_id="bpe_training",
+    ).then(show_trained, [trained_state, shared.text], trained_spans, api_name=False)  # fmt: skip
