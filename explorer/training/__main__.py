@@ -11,11 +11,25 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from explorer.training import card, recipes  # noqa: E402
 from explorer.training.corpus import build_corpus  # noqa: E402
 from explorer.training.data import token_stream  # noqa: E402
+
+
+def previous_run(out: Path, recipe) -> dict:
+    """What an earlier run in ``out`` did: its card, or, for a run stopped early, its last checkpoint."""
+    card_file = out / "card.json"
+    if card_file.exists():
+        return json.loads(card_file.read_text())
+    log = (out / "train.log").read_text().splitlines()
+    steps = [int(line.split()[-1]) for line in log if line.startswith("checkpoint at step")]
+    wall = [float(line.split()[-2]) for line in log if line.startswith("step ")]
+    if not steps:
+        raise SystemExit(f"{out} holds no finished run and no checkpoint to resume from")
+    return {"steps": steps[-1], "lr": recipe.lr, "wall_time_s": wall[-1] if wall else 0.0, "stopped_early": True}
 
 
 def main(argv=None) -> None:
@@ -48,7 +62,7 @@ def main(argv=None) -> None:
     log(f"corpus: {corpus.describe()}")
     previous = {}
     if args.resume:
-        previous = json.loads((args.out / "card.json").read_text())
+        previous = previous_run(args.out, recipe)
         tokenizer, model = recipes.load_trained(args.family, args.out)
         recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
         log(f"resuming from {args.out} after {previous['steps']} steps")
@@ -75,11 +89,12 @@ def main(argv=None) -> None:
     metrics.update(
         steps=args.steps + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
         threads=args.threads, wall_time_s=round(wall + previous.get("wall_time_s", 0), 1),
-        final_train_loss=float(sum(losses[-50:]) / len(losses[-50:])), tokenizer=recipe.tokenizer_kind,
+        final_train_loss=float(np.mean(losses[-50:])) if losses else previous.get("final_train_loss", float("nan")),
+        tokenizer=recipe.tokenizer_kind,
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
-        sinusoidal_positions=recipe.sinusoidal_positions,
+        sinusoidal_positions=recipe.sinusoidal_positions, stopped_early=previous.get("stopped_early", False),
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
-                {"steps": args.steps, "lr": recipe.lr}],
+                *([{"steps": args.steps, "lr": recipe.lr}] if args.steps else [])],
     )  # fmt: skip
     model.save_pretrained(args.out)  # safetensors by default
     tokenizer.save_pretrained(args.out)

@@ -107,6 +107,7 @@ Bundled with LLM Explorer so that every view works offline. Trained by the proje
 - Corpus: {corpus_text}; about 3% of documents held out
 - Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
+  {" (the first stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min on {metrics["threads"]} CPU thread(s); final training loss {metrics["final_train_loss"]:.3f}
 
 ## Measured quality (held-out text)
