@@ -49,7 +49,11 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
 
 DESCRIPTIONS = {
     "decoder": ("GPT-2-architecture decoder", "causal language modelling (next-token prediction)", "GPT2LMHeadModel"),
-    "encoder": ("BERT encoder with a masked-LM head", "masked language modelling (15%, 80/10/10)", "BertForMaskedLM"),
+    "encoder": (
+        "BERT-style encoder with a masked-LM head (layer norm before each sub-layer)",
+        "masked language modelling (15%, 80/10/10)",
+        "RobertaPreLayerNormForMaskedLM",
+    ),
     "encoder_decoder": (
         "T5 encoder-decoder",
         "T5 span corruption (15% noise, mean span 3)",
