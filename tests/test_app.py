@@ -141,3 +141,44 @@ def test_train_your_own_bpe_and_its_bounds(client):
     assert "merges" in note and len(merges["data"]) == 100
     note, merges = client.predict("pasted text", "", 400, api_name="/train_bpe")
     assert note.startswith("⚠️") and merges["data"] == []
+
+
+def test_next_token_distribution_through_the_settings(client, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be", "", api_name="/analyze")
+    note, figure = client.predict(10, "probabilities", 0.8, 20, 0.9, 0.0, 1.0, False, api_name="/next_token")
+    stages = [t["name"] for t in plot_data(figure)]
+    assert stages == ["model", "temperature", "top-k", "top-p"] and "entropy" in note
+    note, _ = client.predict(10, "probabilities", 1.0, 0, 1.0, 0.0, 1.0, False, api_name="/next_token")
+    assert f"**{400:,}** of {400:,} tokens survive" in note  # no filter: the whole tiny vocabulary
+
+
+def test_step_by_step_generation_with_undo_and_a_chosen_candidate(client, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be", "", api_name="/analyze")
+    knobs = (1.0, 0, 1.0, 0.0, 1.0, True)  # greedy
+    client.predict(None, 0, *knobs, api_name="/step_start")
+    _, table, candidates = client.predict(None, 0, *knobs, api_name="/step_next")
+    assert len(table["data"]) == 1 and table["data"][0][2] == "greedy" and table["data"][0][4] == 1
+    third = candidates["choices"][2][1]  # replace the greedy token by the third most probable one
+    _, table, _ = client.predict(third, 0, *knobs, api_name="/step_take")
+    assert len(table["data"]) == 1 and table["data"][0][2] == "clicked" and table["data"][0][4] == 3
+    client.predict(None, 0, *knobs, api_name="/step_next")
+    _, table, _ = client.predict(None, 0, *knobs, api_name="/step_undo")
+    assert len(table["data"]) == 1
+
+
+def test_strategies_compare_greedy_samples_and_a_beam_tree(client, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be", "", api_name="/analyze")
+    table, tree = client.predict(5, 2, 3, 1.0, 0, 1.0, 0, 1.0, 0.0, 1.0, False, api_name="/strategies")
+    names = [row[0] for row in table["data"]]
+    assert names[:3] == ["greedy", "sample 1", "sample 2"] and any(n.startswith("beam 1") for n in names)
+    statuses = {t.get("name") for t in plot_data(tree)}
+    assert {"kept", "pruned"} <= statuses
+
+
+def test_logit_lens_and_the_encoder_explains_itself(client, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be", "", api_name="/analyze")
+    grid = plot_data(client.predict(api_name="/logit_lens"))[0]
+    assert array(grid["z"]).shape[0] == 3  # embeddings + 2 layers
+    client.predict(str(tiny_dir["bert"]), "To be, or not to be", "", api_name="/analyze")
+    note, _ = client.predict(10, "probabilities", 1.0, 0, 1.0, 0.0, 1.0, False, api_name="/next_token")
+    assert note.startswith("⚠️") and "encoder" in note

@@ -1,0 +1,99 @@
+"""Decoding figures: a distribution through the decoding transforms, a beam-search tree, the logit lens."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+STATUS_COLORS = {"root": "#444", "kept": "#2a9d8f", "finished": "#1d4ed8", "pruned": "#bbbbbb"}
+
+
+def stage_bars(labels: list[str], stage_names: list[str], probs: np.ndarray, kept: np.ndarray) -> go.Figure:
+    """Grouped bars: the same candidate tokens (x) under each decoding stage (one colour per stage).
+
+    ``probs`` and ``kept`` are (stages, tokens); a token filtered out at a stage shows an empty bar
+    and "removed" on hover, so the user sees which tokens survive each filter.
+    """
+    probs, kept = np.asarray(probs, float), np.asarray(kept, bool)
+    if probs.shape != kept.shape or probs.shape != (len(stage_names), len(labels)):
+        raise ValueError(f"probs {probs.shape} and kept {kept.shape} must be ({len(stage_names)}, {len(labels)})")
+    fig = go.Figure()
+    for s, name in enumerate(stage_names):
+        text = [f"{p:.3f}" if k else "removed" for p, k in zip(probs[s], kept[s])]
+        fig.add_trace(
+            go.Bar(
+                x=list(range(len(labels))), y=np.where(kept[s], probs[s], 0.0), name=name, text=text,
+                hovertemplate="%{customdata}<br>" + name + ": %{text}<extra></extra>", customdata=labels,
+                textposition="none",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        barmode="group", height=380, margin={"l": 50, "r": 20, "t": 40, "b": 80}, plot_bgcolor="white",
+        xaxis={"tickvals": list(range(len(labels))), "ticktext": labels, "tickangle": -45},
+        yaxis={"title": "probability", "rangemode": "tozero"}, legend={"orientation": "h", "y": 1.12},
+    )  # fmt: skip
+    return fig
+
+
+def beam_tree(nodes: list[dict], title: str = "") -> go.Figure:
+    """Beam search as a tree: x is the step, each node a token, coloured by status (kept, finished, pruned).
+
+    ``nodes``: dicts with ``id``, ``parent``, ``step``, ``label``, ``score`` and ``status``. Nodes of a
+    step are stacked by score (best on top); lines join each node to its parent.
+    """
+    if not nodes:
+        raise ValueError("a beam tree needs at least its root")
+    y: dict[int, float] = {}
+    for step in sorted({n["step"] for n in nodes}):
+        layer = sorted((n for n in nodes if n["step"] == step), key=lambda n: -n["score"])
+        for i, n in enumerate(layer):
+            y[n["id"]] = -(i - (len(layer) - 1) / 2)
+    fig = go.Figure()
+    xs, ys = [], []
+    for n in nodes:
+        if n["parent"] is not None:
+            xs += [n["step"] - 1, n["step"], None]
+            ys += [y[n["parent"]], y[n["id"]], None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#cccccc", "width": 1}, hoverinfo="skip",
+                             showlegend=False))  # fmt: skip
+    for status, color in STATUS_COLORS.items():
+        group = [n for n in nodes if n["status"] == status]
+        if not group:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[n["step"] for n in group], y=[y[n["id"]] for n in group], mode="markers+text", name=status,
+                text=[n["label"] for n in group], textposition="middle right",
+                marker={"color": color, "size": 9}, customdata=[round(n["score"], 3) for n in group],
+                hovertemplate="%{text}<br>log-prob %{customdata}<extra>" + status + "</extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title=title, height=max(320, 40 * max(1, len({round(v, 2) for v in y.values()}))), plot_bgcolor="white",
+        xaxis={"title": "step", "dtick": 1}, yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 50, "b": 40},
+    )  # fmt: skip
+    return fig
+
+
+def logit_lens_grid(top_labels: np.ndarray, top_probs: np.ndarray, position_labels: list[str]) -> go.Figure:
+    """Layer × position grid: each cell the token that layer would predict next, coloured by its probability.
+
+    ``top_labels`` and ``top_probs`` are (layers + 1, positions); row 0 reads the embeddings.
+    """
+    top_probs = np.asarray(top_probs, float)
+    n_layers, n_pos = top_probs.shape
+    if np.shape(top_labels) != top_probs.shape or len(position_labels) != n_pos:
+        raise ValueError("labels, probabilities and positions must agree in shape")
+    fig = go.Figure(
+        go.Heatmap(
+            z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=top_labels, texttemplate="%{text}",
+            colorscale="Greens", zmin=0, zmax=1, colorbar={"title": "p(top)"},
+            hovertemplate="layer %{y}, after token %{x}<br>predicts %{text} (%{z:.2f})<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        height=max(320, 60 + 34 * n_layers), plot_bgcolor="white", margin={"l": 60, "r": 20, "t": 90, "b": 20},
+        xaxis={"tickvals": list(range(n_pos)), "ticktext": position_labels, "side": "top", "tickangle": -45},
+        yaxis={"title": "layer (0 = embeddings)", "dtick": 1},
+    )  # fmt: skip
+    return fig
