@@ -43,8 +43,8 @@ format: install
 # Rebuild the bundled models from scratch (about an hour on two CPU cores).
 train: install
 	$(PY) -m explorer.training --family decoder --steps 1600 --out models/tiny-gpt2
-	$(PY) -m explorer.training --family encoder --steps 3000 --out models/tiny-bert
-	$(PY) -m explorer.training --family encoder_decoder --steps 1500 --out models/tiny-t5
+	$(PY) -m explorer.training --family encoder --steps 1500 --out models/tiny-bert
+	$(PY) -m explorer.training --family encoder_decoder --steps 800 --out models/tiny-t5
 	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
 
 clean:

@@ -41,14 +41,14 @@ def array(value) -> np.ndarray:
 def test_the_app_exposes_named_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     views = {"/attention", "/attention_grid", "/token_links", "/head_statistics", "/generation_attention"}
-    assert {"/analyze", "/tokens", *views} <= set(endpoints)
+    assert {"/analyze", "/tokenize", "/next_token", "/strategies", "/logit_lens", *views} <= set(endpoints)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
 def test_analyze_then_tokens_and_attention_for_each_family(client, tiny_dir, name):
     status = client.predict(str(tiny_dir[name]), "The tiger jumped out of a tree.", "", api_name="/analyze")
     assert "⚠️" not in status and "layers" in status
-    _, table = client.predict(api_name="/tokens")
+    _, _, _, table = client.predict(str(tiny_dir[name]), "The tiger jumped out of a tree.", api_name="/tokenize")
     shown = [row[1] for row in table["data"]]
     assert any("tiger" in piece or "ti" in piece for piece in shown)
     kind = "cross" if name == "t5" else "self"
