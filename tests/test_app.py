@@ -182,3 +182,15 @@ def test_logit_lens_and_the_encoder_explains_itself(client, tiny_dir):
     client.predict(str(tiny_dir["bert"]), "To be, or not to be", "", api_name="/analyze")
     note, _ = client.predict(10, "probabilities", 1.0, 0, 1.0, 0.0, 1.0, False, api_name="/next_token")
     assert note.startswith("⚠️") and "encoder" in note
+
+
+def test_fill_in_for_an_encoder_and_an_encoder_decoder(client, tiny_dir):
+    client.predict(str(tiny_dir["bert"]), "the tiger jumped out of a tree.", "", api_name="/analyze")
+    note, figure = client.predict(2, 12, api_name="/fill_in")  # mask the third token
+    assert "**[" in note and len(plot_data(figure)[0]["x"]) == 10
+    client.predict(str(tiny_dir["t5"]), "The tiger <extra_id_0> out of a tree.", "", api_name="/analyze")
+    note, _ = client.predict(None, 6, api_name="/fill_in")
+    assert note.startswith("The tiger [") and "The model wrote" in note  # a random model fills with noise
+    client.predict(str(tiny_dir["gpt2"]), "The tiger jumped.", "", api_name="/analyze")
+    note, _ = client.predict(None, 6, api_name="/fill_in")
+    assert note.startswith("⚠️")

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from explorer.analysis import decoding
+from explorer.analysis.fill_mask import SENTINEL, fill_mask, infill_spans, mask_token_at, masked_positions
 from explorer.analysis.sampling import DecodingSettings, next_token_distribution, transform
 from explorer.core.errors import InputError
 from explorer.core.tokens import display_piece, is_byte_level
@@ -89,6 +90,17 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 run_strategies = gr.Button("Compare greedy, sampling and beam search", variant="primary")
                 strategies_table = gr.Dataframe(headers=STRATEGY_COLUMNS, interactive=False, wrap=True)
                 tree_plot = gr.Plot(label="Beam search tree")
+            with gr.Tab("Fill in"):
+                gr.Markdown(
+                    "**BERT-style** models predict a hidden token from both sides: pick a token to mask (or type "
+                    "`[MASK]` in the text). **T5-style** models were trained to fill spans marked by sentinels: "
+                    "type e.g. `Let there be <extra_id_0>: and there was light.`"
+                )
+                with gr.Row():
+                    position = gr.Dropdown([], label="Token to mask (BERT-style models)", allow_custom_value=True)
+                    fill_button = gr.Button("Fill in", variant="primary")
+                fill_note = gr.Markdown()
+                fill_plot = gr.Plot(label="Predictions")
             with gr.Tab("Logit lens") as lens_tab:
                 gr.Markdown(
                     "What would each layer predict if it were the last? The final norm and the output layer "
@@ -194,6 +206,56 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         lens = decoding.logit_lens(lm, trace, top_k=1)
         labels = np.vectorize(lambda i: _label(lm, int(i)))(lens.ids[..., 0])
         return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream))
+
+    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    def fill_in(selection, position_v, new_v):
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        if lm.spec.family == "decoder":
+            raise InputError(f"{lm.spec.key} only writes left to right; filling in is for BERT- and T5-style models.")
+        if lm.spec.family == "encoder_decoder":
+            if not SENTINEL.search(selection.text):
+                raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
+            prompt = lm.tokenizer(selection.text)["input_ids"]
+            best = decoding.beam_search(lm, prompt, 4, int(new_v)).best
+            raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
+            spans, filled = infill_spans(selection.text, raw)
+            table = "\n".join(f"- `<extra_id_{k}>` → **{v or '∅'}**" for k, v in sorted(spans.items()))
+            return f"{filled}\n\n{table}\n\nThe model wrote: `{raw}`", message_figure("Spans filled (beam width 4).")
+        trace = ctx.trace(selection)
+        mask_id = lm.tokenizer.mask_token_id
+        masked = masked_positions(trace, mask_id)
+        if position_v not in (None, "") and str(position_v).lstrip("-").isdigit() and int(position_v) >= 0:
+            token = trace.tokens["input"][int(position_v)] if int(position_v) < len(trace.tokens["input"]) else None
+            if token is None or token.special:
+                raise InputError("Pick one of the text's own tokens to mask.")
+            if token.id != mask_id:
+                text = mask_token_at(selection.text, token.start, token.end, lm.tokenizer.mask_token)
+                trace = ctx.trace(Selection(selection.model, text))
+                masked = masked_positions(trace, mask_id)
+        if not masked:
+            raise InputError(f"Pick a token to mask, or type {lm.tokenizer.mask_token} in the text.")
+        where = masked[0]
+        ids, probs = fill_mask(trace, where, 10)
+        labels = [_label(lm, i) for i in ids]
+        shown = " ".join(f"**[{t.display}]**" if i == where else t.display for i, t in enumerate(trace.tokens["input"]))
+        fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool))
+        return shown, fig
+
+    def mask_choices(selection):
+        try:
+            trace = ctx.trace(selection) if selection is not None else None
+        except Exception:  # the analysis reported it already
+            return gr.skip()
+        if trace is None or "input" not in trace.tokens:
+            return gr.update(choices=[], value=None)
+        tokens = trace.tokens["input"]
+        choices = [(f"{i}: {t.display}", i) for i, t in enumerate(tokens) if not t.special]
+        return gr.update(choices=choices, value=None)
+
+    shared.on_analyzed(mask_choices, [shared.state], [position])
+    fill_button.click(fill_in, [shared.state, position, new_tokens], [fill_note, fill_plot], api_name="fill_in")
 
     dist_inputs = [shared.state, top_n, show, *knobs]
     shared.on_analyzed(show_distribution, dist_inputs, [dist_note, dist_plot], api_name="next_token")
