@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/attention.py
 	$(PY) bench/threads.py
 	$(PY) bench/tokenize.py
+	$(PY) bench/decoding.py
 
 lint: install
 	$(PY) -m ruff check .
