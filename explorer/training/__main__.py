@@ -18,6 +18,8 @@ from explorer.training import card, recipes  # noqa: E402
 from explorer.training.corpus import build_corpus  # noqa: E402
 from explorer.training.data import token_stream  # noqa: E402
 
+MAX_WEIGHT_BYTES = 24 * 2**20
+
 
 def previous_run(out: Path, recipe) -> dict:
     """What an earlier run in ``out`` did: its card, or, for a run stopped early, its last checkpoint."""
@@ -64,7 +66,8 @@ def main(argv=None) -> None:
     if args.resume:
         previous = previous_run(args.out, recipe)
         tokenizer, model = recipes.load_trained(args.family, args.out)
-        recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
+        if args.steps:  # a continued stage needs only a short warm-up
+            recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
         log(f"resuming from {args.out} after {previous['steps']} steps")
     else:
         tokenizer = recipes.train_tokenizer(args.family, corpus.train)
@@ -84,6 +87,11 @@ def main(argv=None) -> None:
     seed = args.seed + previous.get("steps", 0)  # a resumed run draws fresh batches
     losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint)
     wall = time.time() - start
+    # Bundled weights must stay under 25 MB: past that they are stored as float16, and evaluated as
+    # stored (rounded to float16, computed in float32) so the card describes the shipped model.
+    half = sum(p.numel() for p in model.parameters()) * 4 > MAX_WEIGHT_BYTES
+    if half:
+        model.half().float()
     metrics = recipes.evaluate(args.family, model, tokenizer, corpus, stream)
     log(f"held-out: {metrics}")
     metrics.update(
@@ -96,7 +104,9 @@ def main(argv=None) -> None:
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
                 *([{"steps": args.steps, "lr": recipe.lr}] if args.steps else [])],
     )  # fmt: skip
-    model.save_pretrained(args.out)  # safetensors by default
+    metrics["weights_dtype"] = "float16" if half else "float32"
+    (model.half() if half else model).save_pretrained(args.out)  # safetensors by default
+    model.float()
     tokenizer.save_pretrained(args.out)
     sample_list = card.samples(args.family, model, tokenizer)
     for s in sample_list:

@@ -105,7 +105,7 @@ Bundled with LLM Explorer so that every view works offline. Trained by the proje
 
 {commands}
 
-- Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
+- Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters stored as {metrics.get("weights_dtype", "float32")}, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
 - Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out
