@@ -100,7 +100,7 @@ def main(argv=None) -> None:
         final_train_loss=float(np.mean(losses[-50:])) if losses else previous.get("final_train_loss", float("nan")),
         tokenizer=recipe.tokenizer_kind,
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
-        sinusoidal_positions=recipe.sinusoidal_positions, stopped_early=previous.get("stopped_early", False),
+        sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, stopped_early=previous.get("stopped_early", False),
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
                 *([{"steps": args.steps, "lr": recipe.lr}] if args.steps else [])],
     )  # fmt: skip

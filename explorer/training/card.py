@@ -51,7 +51,7 @@ DESCRIPTIONS = {
     "decoder": ("GPT-2-architecture decoder", "causal language modelling (next-token prediction)", "GPT2LMHeadModel"),
     "encoder": (
         "BERT-style encoder with a masked-LM head (layer norm before each sub-layer)",
-        "masked language modelling (15%, 80/10/10)",
+        "masked language modelling (80% [MASK], 10% random, 10% kept; share predicted below)",
         "RobertaPreLayerNormForMaskedLM",
     ),
     "encoder_decoder": (
@@ -109,7 +109,7 @@ Bundled with LLM Explorer so that every view works offline. Trained by the proje
 - Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out
-- Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
+- Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
   {" (the first stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min on {metrics["threads"]} CPU thread(s); final training loss {metrics["final_train_loss"]:.3f}

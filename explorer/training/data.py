@@ -45,7 +45,9 @@ def mask_tokens(
     return inputs, labels
 
 
-def masked_lm_batch(stream, batch, length, rng, tokenizer, long_every: int = 5) -> dict[str, torch.Tensor]:
+def masked_lm_batch(
+    stream, batch, length, rng, tokenizer, long_every: int = 5, rate: float = 0.15
+) -> dict[str, torch.Tensor]:
     """Masked-LM windows of ``length`` tokens; one batch in ``long_every`` has half as many windows of
     twice the length, so positions up to ``2 * length`` are trained too at the same cost per step."""
     if long_every and rng.integers(long_every) == 0:
@@ -54,7 +56,7 @@ def masked_lm_batch(stream, batch, length, rng, tokenizer, long_every: int = 5) 
     cls = np.full((batch, 1), tokenizer.cls_token_id)
     sep = np.full((batch, 1), tokenizer.sep_token_id)
     ids = np.concatenate([cls, body, sep], axis=1)
-    inputs, labels = mask_tokens(ids, tokenizer, rng)
+    inputs, labels = mask_tokens(ids, tokenizer, rng, rate=rate)
     return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
 
