@@ -61,7 +61,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             with gr.Tab("Live"):
                 counts = gr.Markdown()
                 spans = gr.HTML()
-                stream = gr.Radio(["input"], value="input", label="Token stream", visible=False)
+                # All stream names from the start: only visibility and value change per model.
+                stream = gr.Radio(["input", "source", "target"], value="input", label="Token stream", visible=False)
                 table = gr.Dataframe(headers=TOKEN_COLUMNS, interactive=False, wrap=True, label="Tokens")
             with gr.Tab("Compare tokenizers"):
                 with gr.Row():
@@ -109,7 +110,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         trace = ctx.trace(selection)
         streams = list(trace.tokens)
         chosen_stream = chosen_stream if chosen_stream in streams else streams[0]
-        radio = gr.update(choices=streams, value=chosen_stream, visible=len(streams) > 1)
+        radio = gr.update(value=chosen_stream, visible=len(streams) > 1)
         return line, html, radio, token_table(trace, chosen_stream)
 
     @guarded(lambda msg: ([["⚠️", msg, "", ""]], ""))
