@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from timing import median_seconds  # noqa: E402
 from trace_overhead import gpt2_small_random  # noqa: E402
 
 from explorer.analysis import decoding  # noqa: E402
@@ -31,16 +30,6 @@ from explorer.analysis.sampling import DecodingSettings  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -71,7 +60,7 @@ def main() -> None:
                 for _ in range(n):
                     history = history.advance(lm, greedy_settings)
 
-            t_plain, t_ours, t_steps = (timed(f, args.repeats) for f in (plain, ours, stepwise))
+            t_plain, t_ours, t_steps = (median_seconds(f, args.repeats) for f in (plain, ours, stepwise))
             print(
                 f"{label:<20}{n / t_plain:>15.1f}{n / t_ours:>14.1f}{t_plain / t_ours:>7.2f}"
                 f"{n / t_steps:>20.1f}{t_plain / t_steps:>7.2f}"

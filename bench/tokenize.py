@@ -9,12 +9,13 @@ spans HTML, the counts and the token table. Baseline in the same run: the tokeni
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import median_seconds  # noqa: E402
 
 from explorer.analysis.tokens import token_rows_table  # noqa: E402
 from explorer.core.loading import load_tokenizer  # noqa: E402
@@ -23,13 +24,7 @@ from explorer.ui.tabs.tokens import live_view  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeats) * 1e3
 
 
 def main() -> None:
