@@ -39,7 +39,7 @@ class AppContext:
     default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
     _scores: dict = field(default_factory=dict, repr=False)
     _tokenizers: dict = field(default_factory=dict, repr=False)
-    _scores_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards both small caches
 
     def model_choices(self) -> list[str]:
         keys = bundled_keys()
@@ -61,11 +61,11 @@ class AppContext:
         """A tokenizer by model or tokenizer-catalogue name: a loaded model's own, else loaded alone (kept)."""
         if name in self.pool.loaded():
             return self.pool.get(name).tokenizer
-        with self._scores_lock:
+        with self._lock:
             if name in self._tokenizers:
                 return self._tokenizers[name]
         tokenizer = load_tokenizer(name)
-        with self._scores_lock:
+        with self._lock:
             self._tokenizers[name] = tokenizer
             while len(self._tokenizers) > 16:
                 self._tokenizers.pop(next(iter(self._tokenizers)))
@@ -73,11 +73,11 @@ class AppContext:
 
     def scores(self, selection: Selection) -> dict:
         """Pre-softmax scores for a selection (one extra forward pass, remembered for recent selections)."""
-        with self._scores_lock:
+        with self._lock:
             if selection in self._scores:
                 return self._scores[selection]
         scores = attention_scores(self.model(selection), self.trace(selection))
-        with self._scores_lock:
+        with self._lock:
             self._scores[selection] = scores
             while len(self._scores) > 8:
                 self._scores.pop(next(iter(self._scores)))
