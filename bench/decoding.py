@@ -27,6 +27,7 @@ from trace_overhead import gpt2_small_random  # noqa: E402
 
 from explorer.analysis import decoding  # noqa: E402
 from explorer.analysis.sampling import DecodingSettings  # noqa: E402
+from explorer.analysis.stepwise import StepHistory  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
@@ -56,7 +57,7 @@ def main() -> None:
                 decoding.greedy(lm, prompt, n)
 
             def stepwise(lm=lm):
-                history = decoding.StepHistory.start(lm, PROMPT)
+                history = StepHistory.start(lm, PROMPT)
                 for _ in range(n):
                     history = history.advance(lm, greedy_settings)
 

@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.analysis.decoding import (
-    MAX_BEAMS,
-    StepHistory,
-    beam_search,
-    eos_ids,
-    greedy,
-    logit_lens,
-    next_step,
-    sample,
-)
+from explorer.analysis.beam_search import MAX_BEAMS, beam_search
+from explorer.analysis.decoding import eos_ids, greedy, sample
+from explorer.analysis.logit_lens import logit_lens
 from explorer.analysis.sampling import DecodingSettings
+from explorer.analysis.stepwise import StepHistory, next_step
 from explorer.core.errors import InputError
 from explorer.core.run import run
 

@@ -7,8 +7,11 @@ import numpy as np
 import torch
 
 from explorer.analysis import decoding
+from explorer.analysis.beam_search import MAX_BEAMS, beam_search
 from explorer.analysis.fill_mask import SENTINEL, fill_mask, infill_spans, mask_token_at, masked_positions
+from explorer.analysis.logit_lens import logit_lens
 from explorer.analysis.sampling import DecodingSettings, next_token_distribution, transform
+from explorer.analysis.stepwise import StepHistory
 from explorer.core.errors import InputError
 from explorer.core.tokens import display_piece, is_byte_level
 from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
@@ -85,7 +88,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 with gr.Row():
                     new_tokens = gr.Slider(1, decoding.MAX_NEW_TOKENS, value=12, step=1, label="New tokens")
                     n_samples = gr.Slider(1, decoding.MAX_SAMPLES, value=3, step=1, label="Samples")
-                    beams = gr.Slider(1, decoding.MAX_BEAMS, value=3, step=1, label="Beam width")
+                    beams = gr.Slider(1, MAX_BEAMS, value=3, step=1, label="Beam width")
                     length_penalty = gr.Slider(-1.0, 2.0, value=1.0, step=0.1, label="Length penalty")
                 run_strategies = gr.Button("Compare greedy, sampling and beam search", variant="primary")
                 strategies_table = gr.Dataframe(headers=STRATEGY_COLUMNS, interactive=False, wrap=True)
@@ -160,7 +163,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             raise InputError("Analyze a text first.")
         lm = _generating(ctx, selection)
         if action == "start" or h is None:
-            h = decoding.StepHistory.start(lm, selection.text)
+            h = StepHistory.start(lm, selection.text)
             if action == "start":
                 return history_view(lm, h)
         if action == "undo":
@@ -185,7 +188,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         rows.append(["greedy", g.text, round(g.logprob, 3), g.finished])
         sampled = decoding.sample(lm, prompt, settings, int(samples_v), new_v, int(seed_v or 0))
         rows += [[f"sample {i + 1}", s.text, round(s.logprob, 3), s.finished] for i, s in enumerate(sampled)]
-        result = decoding.beam_search(lm, prompt, int(beams_v), new_v, float(penalty_v))
+        result = beam_search(lm, prompt, int(beams_v), new_v, float(penalty_v))
         rows += [
             [f"beam {i + 1} (score {h.score:.3f})", h.text, round(h.logprob, 3), True]
             for i, h in enumerate(result.finished[: int(beams_v)])
@@ -203,7 +206,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             return message_figure("Analyze a text first.")
         lm = _generating(ctx, selection)
         trace = ctx.trace(selection)
-        lens = decoding.logit_lens(lm, trace, top_k=1)
+        lens = logit_lens(lm, trace, top_k=1)
         labels = np.vectorize(lambda i: _label(lm, int(i)))(lens.ids[..., 0])
         return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream))
 
@@ -218,7 +221,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             if not SENTINEL.search(selection.text):
                 raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
             prompt = lm.tokenizer(selection.text)["input_ids"]
-            best = decoding.beam_search(lm, prompt, 4, int(new_v)).best
+            best = beam_search(lm, prompt, 4, int(new_v)).best
             raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
             spans, filled = infill_spans(selection.text, raw)
             table = "\n".join(f"- `<extra_id_{k}>` → **{v or '∅'}**" for k, v in sorted(spans.items()))
