@@ -1,0 +1,318 @@
+"""LoRA fine-tuning on a session-owned copy of a shared model (peft).
+
+LoRA freezes a weight W (out × in) and learns a low-rank update beside it::
+
+    h = W x + (alpha / r) · B (A x)        A: (r, in), random;  B: (out, r), zeros at the start
+
+so a fresh adapter changes nothing (B = 0) and the trained update ΔW = (alpha / r) · B · A has rank
+at most r. Only A and B train: r · (in + out) numbers per adapted matrix instead of in · out.
+
+Isolation: models in the pool are shared read-only by every user, and peft's ``get_peft_model``
+rewrites a module in place. So each ``LoraSession`` deep-copies the base model first (refused past
+``EXPLORER_LORA_MAX_MB``) and the shared model is never touched. ``SessionBudget`` bounds the
+memory all sessions hold together (``EXPLORER_LORA_TOTAL_MB``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers.pytorch_utils import Conv1D
+
+from explorer.analysis.lora_data import TrainingData
+from explorer.core.errors import InputError
+from explorer.core.loading import LoadedModel
+
+MAX_STEPS = 500
+MAX_RANK = 64
+MODES = ("on", "off", "merged")
+_BLOCK_INDEX = re.compile(r"^(.*)\.(\d+)\.(.+)$")  # "transformer.h.3.attn.c_attn" -> kind "attn.c_attn"
+
+
+def session_max_bytes() -> int:
+    """The largest model copy one session may hold (``EXPLORER_LORA_MAX_MB``, default 1024 MB)."""
+    return int(float(os.environ.get("EXPLORER_LORA_MAX_MB", "1024")) * 2**20)
+
+
+def total_max_bytes() -> int:
+    """What all sessions' copies may hold together (``EXPLORER_LORA_TOTAL_MB``, default 4096 MB)."""
+    return int(float(os.environ.get("EXPLORER_LORA_TOTAL_MB", "4096")) * 2**20)
+
+
+# ---------------------------------------------------------------- what can be adapted, and what it costs
+
+
+def module_kind(name: str) -> str | None:
+    """The name of a module inside its (numbered) block, or None outside the blocks (embeddings, head)."""
+    match = _BLOCK_INDEX.match(name)
+    return match.group(3) if match else None
+
+
+def adaptable_modules(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Linear (or GPT-2 Conv1D) layers inside the transformer blocks, grouped by kind: kind -> full names."""
+    kinds: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        kind = module_kind(name)
+        if kind and isinstance(module, (torch.nn.Linear, Conv1D)):
+            kinds.setdefault(kind, []).append(name)
+    return kinds
+
+
+def is_attention(kind: str) -> bool:
+    return "att" in kind.lower()
+
+
+def default_targets(model: torch.nn.Module) -> list[str]:
+    """The attention projections (the original LoRA paper's choice)."""
+    kinds = list(adaptable_modules(model))
+    return [k for k in kinds if is_attention(k)] or kinds[:1]
+
+
+def check_targets(model: torch.nn.Module, targets) -> list[str]:
+    kinds = adaptable_modules(model)
+    targets = [t for t in (targets or []) if t]
+    if not targets:
+        raise InputError("Pick at least one kind of module to adapt (e.g. the attention projections).")
+    unknown = [t for t in targets if t not in kinds]
+    if unknown:
+        raise InputError(f"This model has no module '{unknown[0]}'; it has: {', '.join(kinds)}.")
+    return targets
+
+
+def lora_parameter_count(model: torch.nn.Module, targets, r: int) -> int:
+    """Trainable numbers of a LoRA on ``targets``: r · (in + out) per adapted matrix."""
+    kinds = adaptable_modules(model)
+    modules = dict(model.named_modules())
+    return sum(r * sum(modules[name].weight.shape) for t in check_targets(model, targets) for name in kinds[t])
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Everything that defines one LoRA run."""
+
+    targets: tuple[str, ...]
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    lr: float = 3e-3
+    steps: int = 100
+    batch_size: int = 8
+    seed: int = 0
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+    def validate(self) -> LoraSettings:
+        checks = [
+            (1 <= self.r <= MAX_RANK, f"The rank r must be from 1 to {MAX_RANK}."),
+            (0 < self.alpha <= 1024, "Alpha must be above 0 and at most 1024."),
+            (0 <= self.dropout < 1, "Dropout must be from 0 to below 1."),
+            (1e-6 <= self.lr <= 1.0, "The learning rate must be from 0.000001 to 1."),
+            (1 <= self.steps <= MAX_STEPS, f"Steps must be from 1 to {MAX_STEPS}."),
+            (1 <= self.batch_size <= 32, "The batch size must be from 1 to 32."),
+            (self.seed >= 0, "The seed must be 0 or more."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "targets": list(self.targets)}
+
+
+def lora_config(model: torch.nn.Module, settings: LoraSettings) -> LoraConfig:
+    """peft's config for ``settings``: exact module names, so kinds that end alike never mix."""
+    kinds = adaptable_modules(model)
+    names = [name for t in check_targets(model, settings.targets) for name in kinds[t]]
+    modules = dict(model.named_modules())
+    return LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=names,
+        fan_in_fan_out=isinstance(modules[names[0]], Conv1D), bias="none", task_type="CAUSAL_LM",
+    )  # fmt: skip
+
+
+def check_trainable(lm: LoadedModel) -> None:
+    if lm.spec.family != "decoder":
+        raise InputError(
+            f"'{lm.spec.key}' is a {lm.spec.family_name}; fine-tuning here works for decoders (GPT-style) so far. "
+            "Pick tiny-gpt2 or another decoder."
+        )
+    if lm.nbytes > session_max_bytes():
+        raise InputError(
+            f"'{lm.spec.key}' takes {lm.nbytes / 2**20:,.0f} MB and each session fine-tunes its own copy; "
+            f"this server allows {session_max_bytes() / 2**20:,.0f} MB per session (EXPLORER_LORA_MAX_MB). "
+            "Pick a smaller model."
+        )
+
+
+def adapted_copy(lm: LoadedModel, settings: LoraSettings):
+    """A private deep copy of ``lm.model`` with a fresh LoRA adapter (the shared model is only read)."""
+    check_trainable(lm)
+    settings.validate()
+    config = lora_config(lm.model, settings)
+    private = copy.deepcopy(lm.model)
+    peft_model = get_peft_model(private, config).eval()  # peft leaves the model in train mode (dropout on)
+    generator = torch.Generator().manual_seed(settings.seed)
+    for name, p in peft_model.named_parameters():  # peft's A init, from our own generator (not the global RNG)
+        if "lora_A" in name:
+            torch.nn.init.kaiming_uniform_(p.data, a=math.sqrt(5), generator=generator)
+    return peft_model
+
+
+# ---------------------------------------------------------------- training
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> float:
+    """One optimizer step of next-token loss on ``batch`` (B, T); returns the loss."""
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, data: TrainingData, batch_size: int = 8) -> float:
+    """Mean next-token loss (nats) on the held-out windows, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for chunk in data.heldout.split(batch_size):
+        total += model(input_ids=chunk, labels=chunk).loss.item() * len(chunk)
+        n += len(chunk)
+    model.train(was_training)
+    return total / n
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+
+
+class LoraSession:
+    """One user's fine-tune: a private adapted copy, its data, loss history and adapter state.
+
+    Every use of the copy goes through ``self.lock``; training holds it for a few steps at a time,
+    so a stopped (cancelled) run never leaves it taken.
+    """
+
+    def __init__(self, lm: LoadedModel, settings: LoraSettings, data: TrainingData, probes: list[str]):
+        self.base = lm  # shared: read for its spec and tokenizer only
+        self.settings = settings.validate()
+        self.data = data
+        self.probes = probes
+        self.peft = adapted_copy(lm, settings)
+        self.lm = LoadedModel(lm.spec, self.peft.get_base_model(), lm.tokenizer, lm.device)  # for analysis code
+        self.lock = threading.Lock()
+        self.optimizer = _optimizer(self.peft, settings.lr)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.losses: list[float] = []
+        self.seconds = 0.0
+        self.mode = "on"
+        self.heldout_before = heldout_loss(self.peft, data)  # B = 0: this is the base model's loss
+        self.heldout_after: float | None = None
+        self.nbytes = lm.nbytes
+
+    @property
+    def done(self) -> bool:
+        return len(self.losses) >= self.settings.steps
+
+    def train(self, n_steps: int) -> None:
+        """Run up to ``n_steps`` more steps (never past ``settings.steps``)."""
+        with self.lock:
+            self._set_mode("on")
+            self.peft.train()
+            t0 = time.perf_counter()
+            for _ in range(min(n_steps, self.settings.steps - len(self.losses))):
+                batch = self.data.batch(self.settings.batch_size, self.generator)
+                self.losses.append(training_step(self.peft, self.optimizer, batch))
+            self.seconds += time.perf_counter() - t0
+            self.peft.eval()
+            self.heldout_after = None
+
+    def finish(self) -> float:
+        """The held-out loss with the adapter as trained so far (kept until training goes on)."""
+        with self.lock:
+            if self.heldout_after is None:
+                with self.using("adapted"):
+                    self.heldout_after = heldout_loss(self.peft, self.data)
+            return self.heldout_after
+
+    def _set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise InputError(f"The adapter can be {', '.join(MODES)}, not {mode!r}.")
+        if self.mode == mode:
+            return
+        if self.mode == "merged":
+            self.peft.unmerge_adapter()
+        if mode == "off":
+            self.peft.base_model.disable_adapter_layers()
+        else:
+            self.peft.base_model.enable_adapter_layers()
+        if mode == "merged":
+            self.peft.merge_adapter()
+        self.mode = mode
+
+    def set_mode(self, mode: str) -> None:
+        """Adapter ``on`` (LoRA layers add B·A·x), ``off`` (the base model) or ``merged`` (W + ΔW, no extra layers)."""
+        with self.lock:
+            self._set_mode(mode)
+
+    @contextmanager
+    def using(self, which: str):
+        """The copy as the ``base`` model (adapter off) or ``adapted`` (on, or merged if so); call with the lock held."""
+        previous = self.mode
+        wanted = "off" if which == "base" else ("merged" if previous == "merged" else "on")
+        self._set_mode(wanted)
+        try:
+            yield self.lm
+        finally:
+            self._set_mode(previous)
+
+    def close(self) -> None:
+        """Drop the copy and the optimizer state (the session ended)."""
+        self.peft = self.lm = self.optimizer = None
+
+
+class SessionBudget:
+    """Bounds the memory that all sessions' private copies hold together."""
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes if max_bytes is not None else total_max_bytes()
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, owner: str, nbytes: int) -> None:
+        """Count ``nbytes`` for ``owner`` (replacing what it held) or refuse with a sentence."""
+        with self._lock:
+            others = sum(b for o, b in self._held.items() if o != owner)
+            if others + nbytes > self.max_bytes:
+                raise InputError(
+                    f"The server already holds {others / 2**20:,.0f} MB of other sessions' fine-tunes "
+                    f"(limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick a smaller model."
+                )
+            self._held[owner] = nbytes
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            self._held.pop(owner, None)
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return sum(self._held.values())

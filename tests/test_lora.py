@@ -1,0 +1,304 @@
+"""LoRA: parameter counts, a fresh adapter changes nothing, training learns a planted pattern, merging,
+the rank of ΔW, adapter files, bounds, and isolation (the shared model never changes; sessions are private)."""
+
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from explorer.analysis import lora_compare as compare
+from explorer.analysis.lora import (
+    LoraSession,
+    LoraSettings,
+    SessionBudget,
+    adaptable_modules,
+    default_targets,
+    lora_parameter_count,
+    parameter_count,
+)
+from explorer.analysis.lora_data import bundled_datasets, check_probes, training_data
+from explorer.analysis.lora_files import load_adapter, save_adapter
+from explorer.core.errors import InputError
+from explorer.core.loading import load
+from explorer.ui.app import build_app
+from explorer.ui.context import AppContext
+
+PLANTED = bundled_datasets()["Planted pattern"]
+PASSWORD_PROMPT = "Hamlet said that the password is"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load("tiny-gpt2")
+
+
+def snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model, before: dict) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+
+
+@torch.no_grad()
+def next_probs(model, tokenizer, prompt: str) -> torch.Tensor:
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    return torch.softmax(model(input_ids=ids).logits[0, -1], -1)
+
+
+@pytest.fixture(scope="module")
+def planted_session(bundled):
+    """A LoRA trained on the planted pattern on the bundled decoder (the shared model is snapshotted first)."""
+    before = snapshot(bundled.model)
+    data = training_data(bundled.tokenizer, PLANTED.text)
+    settings = LoraSettings(("attn.c_attn", "attn.c_proj"), r=4, alpha=8, lr=1e-2, steps=40, batch_size=4)
+    session = LoraSession(bundled, settings, data, list(PLANTED.probes))
+    session.train(settings.steps)
+    session.finish()
+    return session, before
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def test_gpt2_small_with_r8_on_c_attn_trains_294912_parameters():
+    with torch.device("meta"):  # GPT-2 small's shapes, no memory and no download
+        model = GPT2LMHeadModel(GPT2Config())
+    assert lora_parameter_count(model, ["attn.c_attn"], 8) == 294_912  # 12 layers x 8 x (768 + 2304)
+    base = parameter_count(model)
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    assert trainable == 294_912 and total == base + 294_912 == 124_734_720
+    assert round(100 * trainable / total, 2) == 0.24
+
+
+def test_module_kinds_and_defaults_for_each_decoder(tiny):
+    assert set(adaptable_modules(tiny["gpt2"].model)) == {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
+    llama = adaptable_modules(tiny["llama"].model)
+    assert {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj"} <= set(llama)
+    assert all(len(names) == 2 for names in llama.values())  # one per layer
+    assert default_targets(tiny["llama"].model) == [k for k in llama if k.startswith("self_attn")]
+
+
+def test_peft_trains_exactly_the_parameters_we_count(tiny):
+    for name, targets in [("gpt2", ["attn.c_attn", "mlp.c_fc"]), ("llama", ["self_attn.q_proj", "mlp.up_proj"])]:
+        lm = tiny[name]
+        data = training_data(lm.tokenizer, PLANTED.text, block=32)
+        session = LoraSession(lm, LoraSettings(tuple(targets), r=3), data, ["The"])
+        assert session.peft.get_nb_trainable_parameters()[0] == lora_parameter_count(lm.model, targets, 3)
+        session.close()
+
+
+# ---------------------------------------------------------------- a fresh adapter, training, merging
+
+
+def test_a_fresh_adapter_leaves_logits_unchanged(tiny):
+    for name in ("gpt2", "llama"):
+        lm = tiny[name]
+        data = training_data(lm.tokenizer, PLANTED.text, block=32)
+        session = LoraSession(lm, LoraSettings(tuple(adaptable_modules(lm.model)), r=8), data, ["The"])
+        ids = torch.tensor([lm.tokenizer("To be, or not to be")["input_ids"]])
+        with torch.no_grad(), session.lock, session.using("adapted") as adapted:
+            assert torch.equal(adapted.model(input_ids=ids).logits, lm.model(input_ids=ids).logits)
+
+
+def test_training_on_a_planted_pattern_makes_the_model_prefer_it(bundled, planted_session):
+    session, _ = planted_session
+    target = bundled.tokenizer(" marmalade")["input_ids"][0]
+    base = next_probs(bundled.model, bundled.tokenizer, PASSWORD_PROMPT)
+    with session.lock, session.using("adapted") as adapted:
+        after = next_probs(adapted.model, bundled.tokenizer, PASSWORD_PROMPT)
+    assert float(base[target]) < 0.01  # the bundled model has never seen the pattern
+    assert int(after.argmax()) == target and float(after[target]) > 0.3
+    assert session.losses[-1] < session.losses[0] and session.heldout_after < session.heldout_before
+
+
+def test_merged_adapter_gives_the_same_logits_as_the_unmerged_one(planted_session):
+    session, _ = planted_session
+    logits = compare.merge_check(session, PASSWORD_PROMPT)
+    torch.testing.assert_close(logits["merged"], logits["on"], atol=1e-4, rtol=1e-5)
+    assert float((logits["on"] - logits["off"]).abs().max()) > 1.0  # the adapter does change the model
+    assert session.mode == "on"  # the check restores the mode it found
+
+
+def test_delta_w_is_what_merging_adds_and_has_rank_at_most_r(bundled, planted_session):
+    session, _ = planted_session
+    deltas = compare.delta_weights(session)
+    assert len(deltas) == 2 * 4  # two kinds in each of four blocks
+    shared = dict(bundled.model.named_modules())
+    session.set_mode("merged")
+    try:
+        for d in deltas:
+            assert torch.linalg.matrix_rank(d.delta) <= session.settings.r
+            assert compare.numerical_rank(d.singular_values()) <= session.settings.r
+            assert d.norm > 0
+            name = f"transformer.{d.block}.{d.kind}"
+            merged = dict(session.lm.model.named_modules())[name].get_base_layer().weight
+            torch.testing.assert_close(
+                merged - shared[name].weight, d.delta.T, atol=1e-5, rtol=1e-4
+            )  # Conv1D: (in, out)
+    finally:
+        session.set_mode("on")
+
+
+def test_before_after_views_report_what_moved(bundled, planted_session):
+    session, _ = planted_session
+    comparisons = compare.compare_probes(session, [PASSWORD_PROMPT, "And God said"])
+    assert comparisons[0].kl_bits > 1.0 and comparisons[0].kl_bits > comparisons[1].kl_bits
+    ids, before, after = compare.moved_tokens(comparisons)
+    assert ids[0] == bundled.tokenizer(" marmalade")["input_ids"][0] and after[0] > before[0]
+    base_text, adapted_text = compare.generations(session, PASSWORD_PROMPT, 8, seed=3)
+    assert adapted_text.startswith(" mar") and not base_text.startswith(" mar")
+    assert compare.generations(session, PASSWORD_PROMPT, 8, seed=3) == (base_text, adapted_text)  # same seed
+
+
+def test_full_finetuning_trains_every_weight_on_a_copy(bundled, planted_session):
+    session, shared_before = planted_session
+    report = compare.full_finetune(session, [PASSWORD_PROMPT])
+    lora = compare.lora_report(session, [PASSWORD_PROMPT])
+    assert report.trainable == report.total == parameter_count(bundled.model)
+    assert lora.trainable == lora_parameter_count(bundled.model, session.settings.targets, 4) < report.trainable / 20
+    assert report.training_bytes > 3 * lora.training_bytes
+    assert report.heldout_after < report.heldout_before and report.steps == 40
+    assert_unchanged(bundled.model, shared_before)
+
+
+# ---------------------------------------------------------------- isolation and bounds
+
+
+def test_the_shared_model_is_never_modified_by_training_or_merging(bundled, planted_session):
+    session, before = planted_session
+    session.set_mode("merged")
+    session.set_mode("off")
+    session.set_mode("on")
+    assert_unchanged(bundled.model, before)
+    assert not any(p.requires_grad for p in bundled.model.parameters())
+    assert session.peft.get_base_model() is not bundled.model
+
+
+def test_two_sessions_have_independent_adapters(bundled, planted_session):
+    session, _ = planted_session
+    other = LoraSession(
+        bundled, LoraSettings(("mlp.c_fc",), r=2, steps=3), training_data(bundled.tokenizer, PLANTED.text), ["x"]
+    )
+    before = compare.compare_probes(session, [PASSWORD_PROMPT])[0].adapted
+    other.train(3)
+    other.set_mode("merged")
+    assert torch.equal(compare.compare_probes(session, [PASSWORD_PROMPT])[0].adapted, before)
+    assert [d.kind for d in compare.delta_weights(other)] == ["mlp.c_fc"] * 4
+    other.close()
+
+
+def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_session):
+    session, _ = planted_session
+    path = save_adapter(session, tmp_path / "a.safetensors")
+    assert path.stat().st_size < 200_000
+    loaded = load_adapter(bundled, path, session.data, ["x"])
+    for a, b in zip(compare.delta_weights(loaded), compare.delta_weights(session)):
+        assert torch.equal(a.delta, b.delta)
+    with pytest.raises(InputError, match="trained on 'tiny-gpt2'"):
+        load_adapter(tiny["gpt2"], path, training_data(tiny["gpt2"].tokenizer, PLANTED.text, block=32), ["x"])
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a tensor file at all")
+    with pytest.raises(InputError, match="not a safetensors file"):
+        load_adapter(bundled, junk, session.data, ["x"])
+
+
+def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
+    with pytest.raises(InputError, match="at least 300"):
+        training_data(bundled.tokenizer, "Too short.")
+    with pytest.raises(InputError, match="at most 20,000"):
+        training_data(bundled.tokenizer, "word " * 5000)
+    with pytest.raises(InputError, match="at most 8"):
+        check_probes("\n".join(f"p{i}" for i in range(9)))
+    with pytest.raises(InputError, match="rank r"):
+        LoraSettings(("attn.c_attn",), r=0).validate()
+    data = training_data(bundled.tokenizer, PLANTED.text)
+    with pytest.raises(InputError, match="decoders"):
+        LoraSession(tiny["bert"], LoraSettings(("attention.self.query",)), data, ["x"])
+    with pytest.raises(InputError, match="no module 'q_proj'"):
+        LoraSession(bundled, LoraSettings(("q_proj",)), data, ["x"])
+    monkeypatch.setenv("EXPLORER_LORA_MAX_MB", "1")
+    with pytest.raises(InputError, match="per session"):
+        LoraSession(bundled, LoraSettings(("attn.c_attn",)), data, ["x"])
+    budget = SessionBudget(max_bytes=100)
+    budget.reserve("a", 60)
+    budget.reserve("a", 70)  # a session's new fine-tune replaces its old one
+    with pytest.raises(InputError, match="other sessions"):
+        budget.reserve("b", 40)
+    budget.release("a")
+    budget.reserve("b", 40)
+
+
+# ---------------------------------------------------------------- the app: named endpoints, two sessions
+
+
+@pytest.fixture(scope="module")
+def app_ctx(tiny_dir):
+    return AppContext(default_model=str(tiny_dir["gpt2"]))
+
+
+@pytest.fixture(scope="module")
+def app_url(app_ctx):
+    demo = build_app(app_ctx)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+TRAIN_ARGS = ("Planted pattern", "", ["attn.c_attn"], 4, 8, 0.0, 0.01, 20, 4, 0, PASSWORD_PROMPT + "\nThe")
+
+
+def test_app_trains_compares_merges_and_never_changes_the_shared_model(app_url, app_ctx, tiny_dir, tmp_path):
+    shared = app_ctx.pool.get(str(tiny_dir["gpt2"]))
+    ids = torch.tensor([shared.tokenizer(PASSWORD_PROMPT)["input_ids"]])
+    with torch.no_grad():
+        logits_before = shared.model(input_ids=ids).logits.clone()
+    alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    _, note = alice.predict(["attn.c_attn"], 8, api_name="/lora_setup")
+    assert "**2,048**" in note  # 2 layers x 8 x (32 + 96)
+
+    status, _ = alice.predict(*TRAIN_ARGS, api_name="/lora_train")
+    assert "20/20" in status and "done" in status, status
+    table, _, _, generations = alice.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
+    kl = table["data"][0][1]
+    assert kl > 0 and len(generations["data"]) == 2
+    note = alice.predict("merged", PASSWORD_PROMPT, api_name="/lora_mode")
+    assert "merged vs adapter on" in note
+    _, choices, update_note, _, _ = alice.predict(None, api_name="/lora_update")
+    assert len(choices["choices"]) == 2 and "rank **4**" in update_note
+
+    bob_view, *_ = bob.predict(PASSWORD_PROMPT, 1, api_name="/lora_compare")
+    assert "Train an adapter first" in bob_view["data"][0][1]  # Alice's adapter is not Bob's
+    bob.predict("Pirate voice", "", ["attn.c_proj"], 2, 4, 0.0, 0.01, 10, 2, 1, "Ahoy", api_name="/lora_train")
+    table_again, *_ = alice.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
+    assert table_again["data"][0][1] == kl  # Bob's training did not touch Alice's adapter
+
+    file_path, _ = alice.predict(api_name="/lora_download")
+    upload_note, _ = bob.predict(
+        handle_file(file_path), "Planted pattern", "", PASSWORD_PROMPT, api_name="/lora_upload"
+    )
+    assert "r = 4" in upload_note
+    bob_table, *_ = bob.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
+    assert bob_table["data"][0][1] == pytest.approx(kl, abs=1e-3)  # the same adapter, uploaded into Bob's session
+
+    with torch.no_grad():
+        assert torch.equal(shared.model(input_ids=ids).logits, logits_before)
+
+
+def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
+    client = Client(app_url, verbose=False)
+    status, _ = client.predict("your own text", "too short", ["attn.c_attn"], 4, 8, 0.0, 0.01, 20, 4, 0, "The",
+                               api_name="/lora_train")  # fmt: skip
+    assert status.startswith("⚠️") and "at least 300" in status
+    client.predict(str(tiny_dir["t5"]), "The tiger jumped.", "", api_name="/analyze")
+    _, note = client.predict([], 8, api_name="/lora_setup")
+    assert note.startswith("⚠️") and "decoders" in note
+    table = client.predict("The", api_name="/lora_full_finetune")
+    assert "Train an adapter first" in table["data"][0][0]
