@@ -1,0 +1,326 @@
+"""Projections of embedding rows to 2 or 3 dimensions (PCA, UMAP, t-SNE) and their cache.
+
+PCA uses a covariance-eigh solver (a d x d eigenproblem: sub-second for 50k x 768). UMAP and
+t-SNE first reduce to ``PRE_PCA_DIMS`` with the same PCA; UMAP is given an exact cosine k-nearest-
+neighbour graph (one matrix product) up to ``EXACT_KNN_MAX`` rows, so that the only numba code it
+compiles is the layout, which ``warm_up`` compiles once per process in the background.
+
+``ProjectionCache`` keeps results in memory and on disk under ``cache_dir()`` (``EXPLORER_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/llm-explorer``, else ``~/.cache/llm-explorer``), keyed by a fingerprint of the
+matrix, so the second request for the same projection only reads a small ``.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from explorer.core.errors import InputError
+
+log = logging.getLogger("explorer")
+
+METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
+MAX_POINTS = {"pca": 300_000, "umap": 60_000, "tsne": 10_000}
+PRE_PCA_DIMS = 50
+EXACT_KNN_MAX = 12_000  # above this, UMAP's own approximate neighbour search (NN-descent) is faster
+N_NEIGHBORS = 15
+UMAP_EPOCHS = 200
+FORMAT_VERSION = 1
+
+Progress = Callable[[float, str], None]
+
+
+def cache_dir() -> Path:
+    """Where computed projections (and numba's compiled code) are kept between runs."""
+    if os.environ.get("EXPLORER_CACHE_DIR"):
+        return Path(os.environ["EXPLORER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llm-explorer"
+
+
+# numba reads this once, when umap first imports it: its compiled code then persists across runs.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+
+
+def _quiet(progress: Progress | None) -> Progress:
+    return progress or (lambda fraction, message: None)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``coords`` (n, dims) for the rows ``ids`` of a matrix; PCA also keeps ``mean`` and ``components``."""
+
+    method: str
+    coords: np.ndarray
+    ids: np.ndarray
+    seconds: float
+    explained: np.ndarray | None = None  # PCA: fraction of variance per component
+    mean: np.ndarray | None = None
+    components: np.ndarray | None = None  # (dims, d)
+    source: str = "computed"  # computed, memory, disk or shipped
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """PCA only: project new rows with the fitted axes."""
+        return (rows - self.mean) @ self.components.T
+
+
+def pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(coords (n, dims), explained-variance fractions, mean (d,), components (dims, d)).
+
+    Eigenvectors of the d x d covariance, largest first; each axis's sign is fixed so that its
+    largest-magnitude loading is positive (deterministic output).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    cov = (centred.T @ centred).astype(np.float64) / max(1, len(x) - 1)
+    values, vectors = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(values)[::-1][:dims]
+    components = vectors[:, order].T  # (dims, d)
+    signs = np.sign(components[np.arange(len(order)), np.abs(components).argmax(axis=1)])
+    components = (components * signs[:, None]).astype(np.float32)
+    total = values.clip(min=0).sum()
+    explained = values[order].clip(min=0) / total if total > 0 else np.zeros(len(order))
+    return centred @ components.T, explained.astype(np.float32), mean, components
+
+
+def _reduced(x: np.ndarray) -> np.ndarray:
+    return pca(x, PRE_PCA_DIMS)[0] if x.shape[1] > PRE_PCA_DIMS else np.asarray(x, np.float32)
+
+
+def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by cosine distance, each row's own index first: (indices, distances)."""
+    import torch
+
+    unit = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, np.float32)), dim=1)
+    indices, distances = [], []
+    for start in range(0, len(unit), 1024):
+        sims, idx = torch.topk(unit[start : start + 1024] @ unit.T, k, dim=1)
+        indices.append(idx.numpy())
+        distances.append((1 - sims).clamp(min=0).numpy())
+    return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
+
+
+def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
+    progress = _quiet(progress)
+    progress(0.05, "importing UMAP (numba)")
+    import umap
+
+    n_neighbors = min(N_NEIGHBORS, len(x) - 1)
+    knn = (None, None, None)
+    if len(x) <= EXACT_KNN_MAX:
+        progress(0.15, f"exact cosine nearest neighbours of {len(x):,} points")
+        knn = (*cosine_knn(x, n_neighbors), None)
+    progress(0.3, f"UMAP layout of {len(x):,} points ({UMAP_EPOCHS} epochs)")
+    reducer = umap.UMAP(
+        n_components=dims, n_neighbors=n_neighbors, metric="cosine", n_epochs=UMAP_EPOCHS, random_state=seed,
+        precomputed_knn=knn, force_approximation_algorithm=True, init="spectral" if len(x) > dims + 1 else "random",
+    )  # fmt: skip
+    with warnings.catch_warnings():  # about seeds disabling parallelism and transform() needing an index
+        warnings.simplefilter("ignore", UserWarning)
+        return reducer.fit_transform(x).astype(np.float32)
+
+
+def tsne_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    _quiet(progress)(0.3, f"t-SNE of {len(x):,} points (no progress inside; a minute for 10,000)")
+    perplexity = float(min(30, max(2, (len(x) - 1) / 3)))
+    tsne = TSNE(n_components=dims, perplexity=perplexity, init="pca", random_state=seed, metric="cosine")
+    return tsne.fit_transform(x).astype(np.float32)
+
+
+def check_size(method: str, n: int, dims: int) -> None:
+    if method not in METHODS:
+        raise InputError(f"Unknown projection method {method!r}; pick one of {', '.join(METHODS)}.")
+    if dims not in (2, 3):
+        raise InputError("Project to 2 or 3 dimensions.")
+    if n < dims + 2:
+        raise InputError(f"Pick at least {dims + 2} tokens to project.")
+    if n > MAX_POINTS[method]:
+        raise InputError(
+            f"{METHODS[method]} of {n:,} tokens would take too long here; use at most {MAX_POINTS[method]:,} "
+            "(PCA handles the whole vocabulary)."
+        )
+
+
+def project(x: np.ndarray, ids: np.ndarray, method: str, dims: int, progress: Progress | None = None) -> Projection:
+    """Project the rows ``x`` (n, d), which are rows ``ids`` of some matrix, with ``method``."""
+    check_size(method, len(x), dims)
+    progress = _quiet(progress)
+    start = time.perf_counter()
+    if method == "pca":
+        progress(0.2, f"PCA of {len(x):,} × {x.shape[1]} (covariance eigenvectors)")
+        coords, explained, mean, components = pca(x, dims)
+        return Projection(method, coords, ids, time.perf_counter() - start, explained, mean, components)
+    progress(0.02, f"reducing {x.shape[1]} dimensions to {PRE_PCA_DIMS} with PCA")
+    reduced = _reduced(x)
+    layout = umap_layout if method == "umap" else tsne_layout
+    coords = layout(reduced, dims, progress=progress)
+    return Projection(method, coords, ids, time.perf_counter() - start)
+
+
+def fingerprint(matrix: np.ndarray) -> str:
+    """A short hash of a matrix: shape, dtype, up to 1024 sampled rows and the total (fast for 50k x 768)."""
+    step = max(1, len(matrix) // 1024)
+    h = hashlib.blake2b(digest_size=10)
+    h.update(repr((matrix.shape, str(matrix.dtype), float(np.sum(matrix, dtype=np.float64)))).encode())
+    h.update(np.ascontiguousarray(matrix[::step]).tobytes())
+    return h.hexdigest()
+
+
+def ids_key(ids: np.ndarray) -> str:
+    return hashlib.blake2b(np.asarray(ids, np.int64).tobytes(), digest_size=8).hexdigest()
+
+
+def _save(path: Path, p: Projection) -> None:
+    arrays = {"coords": p.coords, "ids": np.asarray(p.ids, np.int64)}
+    for name in ("explained", "mean", "components"):
+        if getattr(p, name) is not None:
+            arrays[name] = getattr(p, name)
+    meta = json.dumps({"method": p.method, "seconds": p.seconds, "version": FORMAT_VERSION})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    np.savez(tmp, meta=np.array(meta), **arrays)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def _load(path: Path, source: str) -> Projection | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            if meta.get("version") != FORMAT_VERSION:
+                return None
+            optional = {k: f[k] for k in ("explained", "mean", "components") if k in f.files}
+            return Projection(meta["method"], f["coords"], f["ids"], meta["seconds"], source=source, **optional)
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("ignoring unreadable projection cache %s: %s", path, err)
+        return None
+
+
+class ProjectionCache:
+    """Projections by (matrix fingerprint, method, dims, rows): memory (LRU), then disk, then shipped files.
+
+    ``shipped`` folders hold precomputed ``.npz`` files (e.g. ``models/<key>/projections``); they are
+    used only when their fingerprint matches the matrix, so retrained weights are never mislabelled.
+    Thread-safe; two requests for the same projection compute it once. ``computed`` counts real work.
+    """
+
+    def __init__(self, directory: Path | None = None, max_items: int = 32):
+        self.directory = Path(directory) if directory is not None else cache_dir() / "projections"
+        self.max_items = max_items
+        self._items: OrderedDict[str, Projection] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self.hits = self.computed = 0
+
+    @staticmethod
+    def filename(matrix_id: str, method: str, dims: int, ids: np.ndarray) -> str:
+        return f"{matrix_id}-{method}{dims}d-{ids_key(ids)}.npz"
+
+    def _remember(self, name: str, p: Projection) -> None:
+        with self._lock:
+            self._items[name] = p
+            self._items.move_to_end(name)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def _lookup(self, name: str, shipped: list[Path]) -> Projection | None:
+        with self._lock:
+            if name in self._items:
+                self._items.move_to_end(name)
+                return dataclasses.replace(self._items[name], source="memory")
+        for folder, source in [(self.directory, "disk"), *((Path(s), "shipped") for s in shipped)]:
+            if (folder / name).is_file():
+                found = _load(folder / name, source)
+                if found is not None:
+                    self._remember(name, found)
+                    return found
+        return None
+
+    def get(
+        self,
+        matrix: np.ndarray,
+        ids: np.ndarray,
+        method: str,
+        dims: int,
+        matrix_id: str | None = None,
+        shipped: list[Path] = (),
+        progress: Progress | None = None,
+        compute: bool = True,
+    ) -> Projection | None:
+        """The projection of ``matrix[ids]``; ``matrix_id`` (a fingerprint) may be passed when already known.
+
+        With ``compute=False``, only a cached projection is returned (else None).
+        """
+        ids = np.asarray(ids, np.int64)
+        check_size(method, len(ids), dims)
+        name = self.filename(matrix_id or fingerprint(matrix), method, dims, ids)
+        found = self._lookup(name, list(shipped))
+        if found is not None:
+            self.hits += 1
+            return found
+        if not compute:
+            return None
+        with self._lock:
+            key_lock = self._key_locks.setdefault(name, threading.Lock())
+        with key_lock:
+            found = self._lookup(name, list(shipped))
+            if found is not None:
+                self.hits += 1
+                return found
+            p = project(np.asarray(matrix[ids], np.float32), ids, method, dims, progress)
+            self.computed += 1
+            self._remember(name, p)
+            try:
+                _save(self.directory / name, p)
+            except OSError as err:  # a read-only home still gets the memory cache
+                log.warning("could not write projection cache %s: %s", self.directory, err)
+            return p
+
+
+_warm = threading.Event()
+_warm_started = threading.Lock()
+
+
+def warm_up(n: int = 300, dims: tuple[int, ...] = (2, 3)) -> float:
+    """Compile UMAP's numba code on a small random matrix (same code path and dtypes as real calls)."""
+    start = time.perf_counter()
+    x = np.random.default_rng(0).normal(size=(n, PRE_PCA_DIMS)).astype(np.float32)
+    for d in dims:
+        umap_layout(x, d)
+    _warm.set()
+    return time.perf_counter() - start
+
+
+def warm_up_in_background(delay: float = 2.0) -> threading.Thread | None:
+    """Start ``warm_up`` once per process in a daemon thread (``EXPLORER_WARMUP=0`` turns it off)."""
+    if os.environ.get("EXPLORER_WARMUP", "1") == "0" or not _warm_started.acquire(blocking=False):
+        return None
+
+    def run():
+        time.sleep(delay)
+        try:
+            log.info("UMAP warm-up took %.1f s", warm_up())
+        except Exception:  # a failed warm-up only means a slower first projection
+            log.exception("UMAP warm-up failed")
+
+    thread = threading.Thread(target=run, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def is_warm() -> bool:
+    return _warm.is_set()

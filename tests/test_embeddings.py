@@ -1,0 +1,361 @@
+"""Embedding space: projections on data of known structure, the projection cache, neighbours and
+analogies, contextual states, position encodings of every family, and the tab's endpoints."""
+
+import base64
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.analysis import embeddings as emb
+from explorer.analysis import projections
+from explorer.analysis.projections import ProjectionCache, cache_dir, fingerprint, pca, project
+from explorer.core.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EXPLORER_WARMUP", "0")
+
+
+def clusters(n_per: int = 60, d: int = 30, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, d)) * 10
+    x = np.concatenate([c + rng.normal(size=(n_per, d)) for c in centres]).astype(np.float32)
+    return x, np.repeat(np.arange(3), n_per)
+
+
+def nearest_label_purity(coords: np.ndarray, labels: np.ndarray) -> float:
+    d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return float((labels[d.argmin(axis=1)] == labels).mean())
+
+
+# ---------------------------------------------------------------------------------------------- projections
+
+
+def test_pca_of_points_on_a_line_is_a_line():
+    rng = np.random.default_rng(1)
+    t = rng.uniform(-5, 5, size=200)
+    direction = rng.normal(size=20)
+    x = (np.outer(t, direction) + rng.normal(size=20)).astype(np.float32)
+    coords, explained, _, _ = pca(x, 2)
+    assert explained[0] > 0.999
+    np.testing.assert_allclose(coords[:, 1], 0, atol=1e-3 * np.abs(coords[:, 0]).max())
+    assert abs(np.corrcoef(coords[:, 0], t)[0, 1]) > 0.9999
+
+
+def test_pca_agrees_with_scikit_learn():
+    from sklearn.decomposition import PCA
+
+    x, _ = clusters()
+    ours = pca(x, 3)[0]
+    theirs = PCA(3, svd_solver="full").fit_transform(x)
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["pca", "umap", "tsne"])
+def test_separated_clusters_stay_separated(method):
+    x, labels = clusters()
+    p = project(x, np.arange(len(x)), method, 2)
+    assert p.coords.shape == (len(x), 2) and np.isfinite(p.coords).all()
+    assert nearest_label_purity(p.coords, labels) == 1.0
+
+
+def test_exact_knn_lists_each_point_first():
+    x, _ = clusters()
+    idx, dist = projections.cosine_knn(x, 5)
+    assert (idx[:, 0] == np.arange(len(x))).all() and np.allclose(dist[:, 0], 0, atol=1e-5)
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+
+
+def test_projection_bounds_are_clear_sentences():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(InputError, match="at least"):
+        project(x, np.arange(3), "umap", 2)
+    with pytest.raises(InputError, match="2 or 3"):
+        project(x, np.arange(3), "pca", 5)
+    with pytest.raises(InputError, match="at most 10,000"):
+        projections.check_size("tsne", 50_000, 2)
+
+
+def test_cache_hits_skip_computation_in_memory_and_on_disk(tmp_path, monkeypatch):
+    calls = []
+    real = projections.project
+    monkeypatch.setattr(projections, "project", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, _ = clusters()
+    ids = np.arange(0, len(x), 2)
+    cache = ProjectionCache(tmp_path / "p")
+    first = cache.get(x, ids, "pca", 2)
+    second = cache.get(x, ids, "pca", 2)
+    assert len(calls) == 1 and (first.source, second.source) == ("computed", "memory")
+    again = ProjectionCache(tmp_path / "p").get(x, ids, "pca", 2)  # a new process, the same disk
+    assert len(calls) == 1 and again.source == "disk"
+    np.testing.assert_array_equal(again.coords, first.coords)
+    np.testing.assert_array_equal(again.ids, ids)
+    np.testing.assert_allclose(again.transform(x[ids]), first.coords, atol=1e-4)
+    assert cache.get(x, ids, "pca", 3).coords.shape[1] == 3 and len(calls) == 2  # another key computes
+    assert ProjectionCache(tmp_path / "empty").get(x, ids, "pca", 2, compute=False) is None
+
+
+def test_shipped_projections_are_used_only_for_the_same_weights(tmp_path):
+    x, _ = clusters()
+    ids = np.arange(len(x))
+    made = ProjectionCache(tmp_path / "made")
+    made.get(x, ids, "pca", 2)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for f in (tmp_path / "made").iterdir():
+        (shipped / f.name).write_bytes(f.read_bytes())
+    fresh = ProjectionCache(tmp_path / "fresh")
+    assert fresh.get(x, ids, "pca", 2, shipped=[shipped]).source == "shipped"
+    changed = x.copy()
+    changed[7, 3] += 1.0  # retrained weights: a different fingerprint
+    assert fingerprint(changed) != fingerprint(x)
+    assert ProjectionCache(tmp_path / "other").get(changed, ids, "pca", 2, shipped=[shipped]).source == "computed"
+
+
+def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path / "here"))
+    assert cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("EXPLORER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "llm-explorer"
+    assert os.environ["NUMBA_CACHE_DIR"]  # numba's compiled code is kept between runs
+
+
+def test_warm_up_can_be_switched_off():
+    assert projections.warm_up_in_background() is None  # EXPLORER_WARMUP=0 (fixture)
+
+
+# ----------------------------------------------------------------------------------- neighbours, arithmetic
+
+
+def test_neighbours_of_a_token_start_with_itself(tiny):
+    table = emb.embedding_table(tiny["gpt2"])
+    assert table.matrix.shape == (len(tiny["gpt2"].tokenizer), 32) and not table.matrix.flags.writeable
+    for token in (5, 100, len(table) - 1):
+        ids, sims = emb.neighbours(table.unit, token, 6)
+        assert ids[0] == token and sims[0] == pytest.approx(1.0, abs=1e-5)
+        assert (np.diff(sims) <= 1e-6).all() and len(set(ids.tolist())) == 6
+
+
+def test_analogy_returns_the_planted_answer():
+    rng = np.random.default_rng(3)
+    d = 64
+    royal, male, female, person = rng.normal(size=(4, d))
+    planted = {"king": royal + male, "queen": royal + female, "man": person + male, "woman": person + female}
+    rows = np.concatenate([np.stack(list(planted.values())), rng.normal(size=(300, d)) * 1.5]).astype(np.float32)
+    unit = emb.unit_rows(rows)
+    ids, sims = emb.analogy(unit, 0, 2, 3, 5)  # king − man + woman
+    assert ids[0] == 1  # queen
+    assert not {0, 2, 3} & set(ids.tolist())  # the three inputs are left out
+
+
+def test_a_word_maps_to_its_mid_sentence_token(tiny):
+    tok = tiny["gpt2"].tokenizer
+    the = emb.token_id_of(tok, "the")
+    assert tok.convert_ids_to_tokens(the) == "Ġthe"
+    with pytest.raises(InputError, match="splits into"):
+        emb.token_id_of(tok, "Pneumonoultramicroscopic")
+    with pytest.raises(InputError):
+        emb.token_id_of(tok, "   ")
+
+
+def test_most_frequent_tokens_counted_in_the_texts(tiny):
+    tok = tiny["gpt2"].tokenizer
+    ranked = emb.frequent_ids(tok, ["x to to the the the\nthe"], 5, len(tok), frozenset(tok.all_special_ids))
+    space_the, space_to = (tok(" the")["input_ids"][0], tok(" to")["input_ids"][0])
+    assert list(ranked[:2]) == [space_the, space_to]
+    assert len(ranked) == 5 and len(set(ranked.tolist())) == 5
+
+
+def test_listed_words_give_their_tokens(tiny):
+    tok = tiny["gpt2"].tokenizer
+    ids = emb.listed_ids(tok, "the, tiger tree")
+    assert ids[0] == tok(" the")["input_ids"][0] and len(ids) >= 3
+
+
+# --------------------------------------------------------------------------------------- contextual states
+
+
+def test_layer_similarities_and_shared_trajectories(tiny):
+    from explorer.core.run import run
+
+    hidden = run(tiny["bert"], "The tiger jumped out of a tree.").hidden["input"]
+    sims = emb.layer_similarities(hidden)
+    assert sims.shape == (hidden.shape[0], hidden.shape[1], hidden.shape[1])
+    np.testing.assert_allclose(np.diagonal(sims, axis1=1, axis2=2), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sims, sims.transpose(0, 2, 1), atol=1e-6)
+    (a, b), explained = emb.shared_trajectories([hidden, hidden[:, :3]], 2)
+    assert a.shape == (hidden.shape[0], hidden.shape[1], 2) and b.shape == (hidden.shape[0], 3, 2)
+    np.testing.assert_allclose(a[:, :3], b, atol=1e-5)  # the same states land on the same points
+    assert 0 < explained.sum() <= 1
+
+
+def test_the_same_word_drifts_apart_with_context():
+    from explorer.core.loading import load
+    from explorer.core.run import run
+
+    lm = load("tiny-gpt2")
+    a, b = "We sat on the bank of the river.", "She went to the bank with money."
+    ta, tb = run(lm, a), run(lm, b)
+    pa = emb.word_positions(ta.tokens["input"], a, "bank")
+    pb = emb.word_positions(tb.tokens["input"], b, "BANK")
+    assert "".join(ta.tokens["input"][i].display for i in pa).strip("␣") == "bank"
+    same, baseline = emb.word_drift(ta.hidden["input"], pa, tb.hidden["input"], pb)
+    assert same[0] == pytest.approx(1.0, abs=1e-5)  # same token, same position: same embedding + position
+    assert same[-1] < 0.99 and baseline.shape == same.shape
+    with pytest.raises(InputError, match="does not occur"):
+        emb.word_positions(ta.tokens["input"], a, "money")
+
+
+# ------------------------------------------------------------------------------------------------ position
+
+
+def test_position_encoding_of_each_family(tiny):
+    gpt2 = emb.position_encoding(tiny["gpt2"].model)
+    assert gpt2.kind == "learned" and gpt2.table.shape == (128, 32) and gpt2.where.endswith("wpe")
+    bert = emb.position_encoding(tiny["bert"].model)
+    assert bert.kind == "learned" and bert.offset == 0 and bert.table.shape == (128, 32)
+    t5 = emb.position_encoding(tiny["t5"].model)
+    assert t5.kind == "relative_bias" and t5.table.shape == (32, 4) and t5.where.startswith("encoder.block.0")
+    llama = emb.position_encoding(tiny["llama"].model)
+    assert (llama.kind, llama.theta, llama.head_dim, llama.dims) == ("rotary", 10000.0, 8, 8)
+    inv_freq = tiny["llama"].model.model.rotary_emb.inv_freq.numpy()
+    np.testing.assert_allclose(emb.rope_frequencies(llama.theta, llama.dims), inv_freq, rtol=1e-5)
+
+
+def test_roberta_style_positions_skip_the_padding_rows():
+    from explorer.core.loading import load
+
+    enc = emb.position_encoding(load("tiny-bert").model)
+    config = load("tiny-bert").model.config
+    assert enc.offset == config.pad_token_id + 1 and len(enc.table) == config.max_position_embeddings - enc.offset
+
+
+def test_sinusoidal_encoding_known_values_and_distance_only_similarity():
+    pe = emb.sinusoidal(64, 16)
+    np.testing.assert_allclose(pe[0], np.tile([0.0, 1.0], 8), atol=1e-7)
+    np.testing.assert_allclose(pe[:, 0], np.sin(np.arange(64)), atol=1e-6)
+    dots = pe @ pe.T
+    for k in (1, 5, 17):
+        np.testing.assert_allclose(np.diagonal(dots, k), dots[0, k], atol=1e-4)
+
+
+def test_t5_buckets_grow_with_distance_and_saturate():
+    distances, buckets = emb.relative_buckets(32, 128, 200)
+    assert buckets[distances == 0][0] == 0
+    right, left = buckets[distances > 0], buckets[distances < 0][::-1]
+    assert (np.diff(right) >= 0).all() and (np.diff(left) >= 0).all()
+    assert right.min() >= 16 > left.max()  # the two directions use separate halves
+    assert len(set(right[distances[distances > 0] >= 128])) == 1
+
+
+def test_rope_score_depends_only_on_distance():
+    freqs = emb.rope_frequencies(10000.0, 8)
+    q = torch.ones(8)
+
+    def rotate(v, m):  # pairs (2i, 2i+1) rotated by m·θ_i, written out independently of the code under test
+        out = v.clone()
+        for i, f in enumerate(freqs):
+            c, s = np.cos(m * f), np.sin(m * f)
+            out[2 * i], out[2 * i + 1] = c * v[2 * i] - s * v[2 * i + 1], s * v[2 * i] + c * v[2 * i + 1]
+        return out
+
+    scores = emb.rope_relative_score(freqs, np.arange(20))
+    for m, n in [(3, 3), (10, 4), (19, 2), (7, 0)]:
+        assert float(rotate(q, m) @ rotate(q, n)) / float(q @ q) == pytest.approx(scores[abs(m - n)], abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------- app
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, tmp_path_factory):
+    from gradio_client import Client
+
+    from explorer.ui.app import build_app
+    from explorer.ui.context import AppContext
+
+    before = os.environ.get("EXPLORER_CACHE_DIR")
+    os.environ["EXPLORER_CACHE_DIR"] = str(tmp_path_factory.mktemp("app-cache"))  # read when the tab is built
+    demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+        os.environ.pop("EXPLORER_CACHE_DIR") if before is None else os.environ.update(EXPLORER_CACHE_DIR=before)
+
+
+def array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"[, "shape"]}."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in str(value["shape"]).split(",")]) if "shape" in value else flat
+    return np.asarray(value)
+
+
+def figure(result) -> dict:
+    return json.loads(result["plot"])
+
+
+def analyze(client, folder, text="The tiger jumped out of a tree to get a drink."):
+    status = client.predict(str(folder), text, "", api_name="/analyze")
+    assert "⚠️" not in status
+
+
+def test_embedding_map_marks_the_text_and_is_cached(client, tiny_dir):
+    analyze(client, tiny_dir["gpt2"])
+    args = ("pca", 2, "frequent", 100, "", "tiger")
+    note, fig = client.predict(*args, api_name="/embedding_map")
+    traces = figure(fig)["data"]
+    assert "PCA" in note and "computed" in note
+    assert len(array(traces[0]["x"])) == 100 and "tiger" in "".join(traces[2]["text"])
+    assert any("tiger" in t for t in traces[1]["text"])  # the text's tokens are labelled
+    note, _ = client.predict(*args, api_name="/embedding_map")
+    assert "memory cache" in note
+    note, fig = client.predict(
+        "umap", 2, "list", 100, "the, a, tree, tiger, of, to, out, drink, get", "", api_name="/embedding_map"
+    )
+    assert "UMAP" in note and len(array(figure(fig)["data"][0]["x"])) >= 9
+    note, _ = client.predict("umap", 2, "list", 100, "the", "", api_name="/embedding_map")
+    assert note.startswith("⚠️") and "at least" in note
+
+
+def test_neighbours_and_analogy_endpoints(client, tiny_dir):
+    analyze(client, tiny_dir["gpt2"])
+    note, table = client.predict("the", 5, api_name="/neighbours")
+    rows = table["data"]
+    assert rows[0][1] == "␣the" and float(rows[0][3]) == pytest.approx(1.0, abs=1e-3) and len(rows) == 6
+    note, table = client.predict("the", "a", "tree", 5, api_name="/analogy")
+    assert "≈" in note and len(table["data"]) == 5
+    assert not {"␣the", "␣a", "␣tree"} & {r[1] for r in table["data"]}
+    note, _ = client.predict("Pneumonoultramicroscopic", 5, api_name="/neighbours")
+    assert note.startswith("⚠️") and "splits into" in note
+
+
+def test_contextual_and_compare_endpoints(client, tiny_dir):
+    analyze(client, tiny_dir["bert"], "the tiger jumped out of a tree")
+    trajectories, similarity = client.predict(1, 2, api_name="/contextual")
+    sims = array(figure(similarity)["data"][0]["z"])
+    np.testing.assert_allclose(np.diagonal(sims), 1.0, atol=1e-3)
+    assert len(figure(trajectories)["data"]) == sims.shape[0]  # one line per token
+    note, lines, pair = client.predict(
+        "the tiger jumped", "a tiger of the tree", "tiger", 2, api_name="/compare_contexts"
+    )
+    assert "cosine" in note
+    assert len(array(figure(lines)["data"][0]["y"])) == 3  # layers 0..2 of the tiny model
+    note, _, _ = client.predict("the tiger jumped", "a tree", "tiger", 2, api_name="/compare_contexts")
+    assert note.startswith("⚠️") and "does not occur" in note
+
+
+@pytest.mark.parametrize("name, expected", [("gpt2", "Learned"), ("t5", "Relative"), ("llama", "Rotary")])
+def test_position_view_for_each_family(client, tiny_dir, name, expected):
+    analyze(client, tiny_dir[name])
+    note, model_fig, sinusoid = client.predict(64, api_name="/positions")
+    assert expected in note and figure(model_fig)["data"] and figure(sinusoid)["data"]
