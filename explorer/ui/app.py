@@ -8,9 +8,9 @@ from explorer.core.run import MAX_CHARS, check_text
 from explorer.core.spec import FAMILY_NAMES
 from explorer.ui.context import AppContext, Selection, guarded
 from explorer.ui.shell import Shared
-from explorer.ui.tabs import attention, decoding, embeddings, lora, tokens
+from explorer.ui.tabs import attention, attribution, decoding, embeddings, lora, tokens
 
-TABS = [tokens, embeddings, attention, decoding, lora]  # views not built yet do not appear
+TABS = [tokens, embeddings, attention, decoding, lora, attribution]  # views not built yet do not appear
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens and every attention head. "
     "Bundled models work offline; hub ids (e.g. `gpt2`, `bert-base-uncased`, `t5-small`) load where a network exists."

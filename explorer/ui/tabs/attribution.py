@@ -1,0 +1,214 @@
+"""Attribution tab: which input tokens drove one prediction (two methods side by side), and a
+target × source matrix over a whole generated continuation. Bounded, with progress and a Stop button."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from explorer.analysis.attribution import (
+    BASELINES,
+    MAX_MATRIX_ROWS,
+    MAX_NEW_TOKENS,
+    MAX_STEPS,
+    METHODS,
+    OUTPUTS,
+    Attribution,
+    attribute,
+    attribution_matrix,
+    check_method,
+    predictions_of,
+)
+from explorer.core.errors import InputError
+from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
+from explorer.ui.context import AppContext, guarded
+from explorer.ui.tabs.attention import message_figure
+
+EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
+much the output — here the probability of the predicted token — depends on it. **Integrated gradients** \
+walks from a *baseline* (every word's embedding set to zero; special tokens kept) to the real input, adding \
+up gradients on the way; its scores sum to the change in the output, and the *convergence delta* says how \
+far the sum is off. **Saliency** is the size of the gradient, **input × gradient** its first-order \
+estimate, **ablation** and **occlusion** remove tokens and watch the output move. <span style="color:#d6604d">\
+Red</span> tokens raised the output, <span style="color:#4393c3">blue</span> ones lowered it.
+
+What it can tell you: which tokens the prediction is *sensitive* to, measured against a chosen baseline. \
+What it cannot: *why*, or how the model combines them — methods disagree, scores depend on the baseline, and a \
+token can matter only together with another. **Unlike attention**, which shows where one head of one layer \
+mixes information from, attribution follows the whole model from input to output: a token can draw \
+attention everywhere and still not change the prediction, or matter through a path no single head shows."""
+METHOD_CHOICES = [(m.name, key) for key, m in METHODS.items()]
+SIGN_NOTE = "red raised the output, blue lowered it"
+
+
+class StopRequests:
+    """Per-session stop flags: the Stop button sets its session's flag; the running attribution reads it."""
+
+    def __init__(self):
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, request: gr.Request | None) -> threading.Event:
+        flag = threading.Event()
+        if request is not None and request.session_hash:
+            with self._lock:
+                self._flags[request.session_hash] = flag
+        return flag
+
+    def end(self, request: gr.Request | None, flag: threading.Event) -> None:
+        if request is not None and request.session_hash:
+            with self._lock:
+                if self._flags.get(request.session_hash) is flag:
+                    del self._flags[request.session_hash]
+
+    def stop(self, request: gr.Request | None) -> None:
+        if request is not None and request.session_hash:
+            with self._lock:
+                flag = self._flags.get(request.session_hash)
+            if flag is not None:
+                flag.set()
+
+
+def value_line(result: Attribution) -> str:
+    """The explained output, and for integrated gradients the completeness check."""
+    line = (
+        f"{METHODS[result.method].name}: {result.output} of “{result.token}” = **{result.value:.4g}** "
+        f"(baseline {result.baseline_value:.4g})"
+    )
+    if result.delta is None:
+        return line
+    change = result.value - result.baseline_value
+    share = abs(result.delta) / max(abs(change), 1e-12)
+    warn = " ⚠️ large: raise the steps" if share > 0.05 and abs(result.delta) > 1e-4 else ""
+    return (
+        f"{line} · scores sum to {float(result.scores.sum()):.4g}, f(input) − f(baseline) = {change:.4g}, "
+        f"convergence delta **{result.delta:.2g}** ({share:.1%} of the change){warn}"
+    )
+
+
+def build(ctx: AppContext, shared) -> None:
+    with gr.Tab("Attribution", id="attribution"):
+        gr.Markdown(EXPLANATION)
+        with gr.Row():
+            method_a = gr.Dropdown(METHOD_CHOICES, value="integrated_gradients", label="Method A")
+            method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Method B (side by side)")
+            output = gr.Radio(list(OUTPUTS), value="probability", label="Explain the token's")
+            baseline = gr.Radio(
+                [(text, key) for key, text in BASELINES.items()], value="pad", label="Baseline (words replaced by)"
+            )
+        with gr.Row():
+            new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=6, step=1, label="Tokens to generate (decoders, T5)")
+            steps = gr.Slider(2, MAX_STEPS, value=50, step=1, label="Integrated-gradients steps")
+        with gr.Row():
+            stop = gr.Button("Stop", variant="stop", scale=1)
+        with gr.Tabs():
+            with gr.Tab("One prediction"):
+                with gr.Row():
+                    # Choices are filled per text; API calls may pass any index.
+                    prediction = gr.Dropdown(
+                        [], label="Prediction to explain", allow_custom_value=True, interactive=True, scale=3
+                    )
+                    run = gr.Button("Attribute", variant="primary", scale=1)
+                note = gr.Markdown()
+                with gr.Row():
+                    text_a = gr.HTML()
+                    text_b = gr.HTML()
+                bars = gr.Plot(label="Attribution per token")
+            with gr.Tab("Whole generation"):
+                gr.Markdown(
+                    "Every generated token (rows) explained by the input tokens (columns): for a decoder the prompt "
+                    "and the tokens written before it (grey: not yet written), for T5 the source; for a BERT-style "
+                    f"encoder each word masked in turn. At most {MAX_MATRIX_ROWS} rows; method A."
+                )
+                run_matrix = gr.Button("Attribute the whole generation", variant="primary")
+                matrix_note = gr.Markdown()
+                matrix_plot = gr.Plot(label="Target × source attribution")
+    stops = StopRequests()
+
+    def running(request, progress, what: str):
+        """(stop flag, should_stop, progress callback) for one run."""
+        flag = stops.begin(request)
+
+        def report(fraction: float) -> None:
+            progress(fraction, desc=what)
+
+        return flag, flag.is_set, report
+
+    @guarded(lambda msg: gr.update(choices=[], value=None))
+    def list_predictions(selection, new_v):
+        if selection is None:
+            return gr.update(choices=[], value=None)
+        task = predictions_of(ctx.model(selection), selection.text, int(new_v))
+        return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=0)
+
+    @guarded(lambda msg: (f"⚠️ {msg}", "", "", message_figure(msg)))
+    def attribute_view(
+        selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008 (gradio idiom)
+    ):  # fmt: skip
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        task = predictions_of(lm, selection.text, int(new_v))
+        index = 0 if index in (None, "") else index
+        if not str(index).isdigit() or int(index) >= len(task.predictions):
+            raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
+        pred = task.predictions[int(index)]
+        methods = [check_method(a_v).key] + ([check_method(b_v).key] if b_v and b_v != a_v else [])
+        flag, should_stop, report = running(request, progress, "attributing")
+        try:
+            results = []
+            for i, method in enumerate(methods):
+                part = lambda f, i=i: report((i + f) / len(methods))  # noqa: E731
+                results.append(attribute(lm, pred, method, int(steps_v), output_v, part, should_stop, baseline_v))
+        finally:
+            stops.end(request, flag)
+        first = results[0]
+        htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
+        lines = "\n".join(f"- {value_line(r)}" for r in results)
+        head = f"**{pred.label}** · {task.note} · {SIGN_NOTE}."
+        figure = attribution_bars(
+            list(first.labels), {METHODS[r.method].name: r.scores for r in results},
+            f"{selection.model} · why “{first.token}” ({output_v})",
+        )  # fmt: skip
+        return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
+
+    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    def matrix_view(
+        selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008 (gradio idiom)
+    ):  # fmt: skip
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        task = predictions_of(lm, selection.text, int(new_v))
+        flag, should_stop, report = running(request, progress, "attributing each generated token")
+        try:
+            matrix = attribution_matrix(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v)
+        finally:
+            stops.end(request, flag)
+        shown = len(matrix.row_labels)
+        cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
+        deltas = [abs(d) for d in matrix.deltas if d is not None]
+        worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
+        note = f"{task.note} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
+        title = f"{selection.model} · {METHODS[a_v].name} · {output_v} of each explained token"
+        return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
+
+    shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")
+    new_tokens.release(list_predictions, [shared.state, new_tokens], [prediction], api_name=False)
+    heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+    one = run.click(
+        attribute_view, [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],
+        [note, text_a, text_b, bars], api_name="attribution", **heavy,
+    )  # fmt: skip
+    whole = run_matrix.click(
+        matrix_view, [shared.state, method_a, output, baseline, new_tokens, steps], [matrix_note, matrix_plot],
+        api_name="attribution_matrix", **heavy,
+    )  # fmt: skip
+
+    def request_stop(request: gr.Request):
+        stops.stop(request)
+
+    stop.click(request_stop, None, None, cancels=[one, whole], api_name="attribution_stop")
