@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test bench lint format train clean
+.PHONY: install browser run test bench load lint format train clean
 
 install: $(STAMP)
 
@@ -15,10 +15,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train]"
 	touch $(STAMP)
 
+# The browser tests drive Debian's Chromium (never a Playwright browser download); skipped when on PATH.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends chromium; \
+	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium; \
+	else echo "Install Debian's chromium (apt-get install chromium) for the browser tests." >&2; exit 1; fi
+
 run: install
 	$(PY) app.py
 
-test: install
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -32,6 +39,10 @@ bench: install
 	$(PY) bench/threads.py
 	$(PY) bench/tokenize.py
 	$(PY) bench/decoding.py
+
+# 30 simulated users against the app on loopback: latency per endpoint, errors, peak memory.
+load: install
+	$(PY) bench/load.py
 
 lint: install
 	$(PY) -m ruff check .
@@ -49,4 +60,4 @@ train: install
 	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis tests/browser/artifacts

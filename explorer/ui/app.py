@@ -7,6 +7,9 @@ import gradio as gr
 from explorer.core.run import MAX_CHARS, check_text
 from explorer.core.spec import FAMILY_NAMES
 from explorer.ui.context import AppContext, Selection, guarded
+from explorer.ui.export import export_panel
+from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
+from explorer.ui.share import share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
 from explorer.ui.tabs import attention, attribution, decoding, embeddings, lora, tokens
 
@@ -15,7 +18,16 @@ INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens and every attention head. "
     "Bundled models work offline; hub ids (e.g. `gpt2`, `bert-base-uncased`, `t5-small`) load where a network exists."
 )
-CSS = ".explorer-status p { margin: 0.2em 0; }"
+CSS = """
+.explorer-status p { margin: 0.2em 0; }
+.explorer-large { --text-xxs: 12px; --text-xs: 15px; --text-sm: 17px; --text-md: 20px; --text-lg: 24px;
+                  --text-xl: 30px; --text-xxl: 36px; --prose-text-size: 20px; --block-label-text-size: 17px;
+                  --block-info-text-size: 16px; --block-title-text-size: 19px; --section-header-text-size: 20px;
+                  --input-text-size: 20px; --button-large-text-size: 22px; --button-small-text-size: 18px; }
+.explorer-large .prose, .explorer-large .js-plotly-plot { font-size: 20px; }
+"""
+# Presenter fonts: a class on the app's root scales every text size the theme defines.
+LARGE_FONTS_JS = "(on) => { document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on); }"
 THEME = gr.themes.Soft()
 
 
@@ -34,10 +46,50 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     )
 
 
+def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
+    """Below a tab's own views: its lesson note with teaching presets, and the export of its figures."""
+    note, presets = lesson_note(tab.id), lesson_presets(tab.id)
+    if note or presets:
+        with gr.Accordion("Lesson notes and examples", open=False):
+            gr.Markdown(note or "")
+            with gr.Row():
+                for label, preset_text in presets.items():
+                    shared.preset_button(label, preset_text)
+    plots = [b for b in _descendants(tab) if isinstance(b, gr.Plot)]
+    export_panel(plots, tab.label or str(tab.id))
+
+
+def _descendants(block):
+    for child in getattr(block, "children", []):
+        yield child
+        yield from _descendants(child)
+
+
+def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
+    """Every view in ``TABS``, each followed by its lesson notes and export; returns the tab blocks."""
+    built = []
+    for module in TABS:
+        known = set(map(id, tabs.children))
+        module.build(ctx, shared)
+        for tab in [b for b in tabs.children if id(b) not in known and isinstance(b, gr.Tab)]:
+            with tab:  # re-open the tab to append the classroom extras below its views
+                classroom_extras(tab, shared)
+            built.append(tab)
+    return built
+
+
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     with gr.Blocks(title="LLM Explorer") as demo:
         gr.Markdown(INTRO)
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=4):
+                with gr.Accordion("Lesson path (for a class)", open=False):
+                    gr.Markdown(lesson_path())
+            large = gr.Checkbox(False, label="Large fonts (presenter)", scale=1, min_width=160)
+            make_link = share_button()
+        link = share_link_box()
+        large.change(None, large, None, js=LARGE_FONTS_JS, api_name=False)
         with gr.Row():
             model = gr.Dropdown(
                 ctx.model_choices(), value=ctx.default_model, label="Model", allow_custom_value=not ctx.hosted,
@@ -53,9 +105,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         status = gr.Markdown(elem_classes="explorer-status")
         state = gr.State(None)
         shared = Shared(state, model, text, status)
-        with gr.Tabs():
-            for tab in TABS:
-                tab.build(ctx, shared)
+        with gr.Tabs() as tabs:
+            tab_blocks = build_tabs(ctx, shared, tabs)
+        shell = {"model": model, "text": text, "target": target, "large": large}
+        restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
 
         @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
         def analyze(model_name: str, text_value: str, target_value: str):
@@ -69,8 +122,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 event.then(fn, inputs, outputs, api_name=api_name if named else False)
 
         run_model = {"concurrency_limit": 2, "concurrency_id": "model_run"}
-        triggers = [button.click, text.submit, target.submit, model.change, demo.load]
+        triggers = [button.click, text.submit, target.submit, model.change]
         then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
+        # On page load: restore what a share link holds, then analyze.
+        then_views(restored.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
             then_views(chosen.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)

@@ -1,0 +1,139 @@
+"""Share links: a URL whose query restores the model, the text, the tab on screen and its settings.
+
+``?model=tiny-t5&text=...&tab=attention&attention.layer=2&large=1``: the shell keys are ``model``,
+``text``, ``target``, ``tab`` and ``large`` (presenter fonts); every other key is ``<tab id>.<label>``
+of a slider, radio, checkbox, number or fixed-choice dropdown inside that tab. The link only holds
+settings that differ from their defaults. Unknown keys and values that do not fit are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+import gradio as gr
+
+from explorer.core.run import MAX_CHARS
+
+SETTING_TYPES = (gr.Slider, gr.Radio, gr.Checkbox, gr.Number, gr.Dropdown)
+TRUE = ("1", "true", "yes", "on")
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def _blocks(block):
+    for child in getattr(block, "children", []):
+        yield child
+        yield from _blocks(child)
+
+
+def tab_settings(tab: gr.Tab) -> dict[str, gr.components.Component]:
+    """``<tab id>.<label slug>`` -> the settings inside a tab a link can restore (first of a label wins)."""
+    found = {}
+    for block in _blocks(tab):
+        if not isinstance(block, SETTING_TYPES) or not block.label or block.interactive is False:
+            continue
+        if isinstance(block, gr.Dropdown) and (block.allow_custom_value or not block.choices or block.multiselect):
+            continue  # choices filled per model: a stale value would not fit
+        found.setdefault(f"{tab.id}.{slug(block.label)}", block)
+    return found
+
+
+def _choice_values(component) -> list:
+    return [c[1] if isinstance(c, (tuple, list)) else c for c in component.choices]
+
+
+def parse_setting(component, raw: str):
+    """The value a query string gives a component, or ``gr.skip()`` when it does not fit."""
+    try:
+        if isinstance(component, gr.Checkbox):
+            return raw.lower() in TRUE
+        if isinstance(component, (gr.Slider, gr.Number)):
+            value = float(raw)
+            low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
+            if value != value or (low is not None and value < low) or (high is not None and value > high):
+                return gr.skip()
+            return int(value) if value.is_integer() else value
+        for choice in _choice_values(component):
+            if str(choice) == raw:
+                return choice
+    except (TypeError, ValueError):
+        pass
+    return gr.skip()
+
+
+def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> list:
+    """Values for ``[*shell components, tabs, *settings]`` from a page's query parameters."""
+    out = []
+    for key in shell:
+        raw = query.get(key)
+        if raw is None or (key in ("text", "target") and len(raw) > MAX_CHARS):
+            out.append(gr.skip())
+        elif key == "large":
+            out.append(raw.lower() in TRUE)
+        else:
+            out.append(raw)
+    tab = query.get("tab")
+    out.append(gr.Tabs(selected=tab) if tab in tab_ids else gr.skip())
+    for key, component in settings.items():
+        out.append(parse_setting(component, query[key]) if key in query else gr.skip())
+    return out
+
+
+def share_url(base: str, shell_values: dict, tab: str | None, settings: dict, values: list) -> str:
+    """The link for the current state: shell values, the tab, and settings that differ from their defaults."""
+    query = {k: v for k, v in shell_values.items() if v not in (None, "", False)}
+    if query.get("large") is True:
+        query["large"] = 1
+    if tab:
+        query["tab"] = tab
+    for (key, component), value in zip(settings.items(), values):
+        if value is not None and value != component.value:
+            query[key] = int(value) if isinstance(value, bool) else value
+    return f"{(base or '').split('?')[0]}?{urlencode(query)}"
+
+
+def share_button() -> gr.Button:
+    return gr.Button("Copy share link", size="sm", scale=1, min_width=140)
+
+
+def share_link_box() -> gr.Textbox:
+    """Where the link appears (hidden until the first press of the button)."""
+    return gr.Textbox(
+        label="Share link (model, text, tab and settings)", buttons=["copy"], interactive=False, visible=False,
+        elem_classes="explorer-share-link",
+    )  # fmt: skip
+
+
+def wire_share_link(demo, make_link: gr.Button, link: gr.Textbox, shell: dict, tabs: gr.Tabs, tab_blocks: list):
+    """The share button's event and the restore-on-load event; returns the latter (to chain the analysis)."""
+    tab_ids = [t.id for t in tab_blocks if t.id is not None]
+    settings = {k: v for t in tab_blocks if t.id is not None for k, v in tab_settings(t).items()}
+    current = gr.State(tab_ids[0] if tab_ids else None)
+    for tab in tab_blocks:
+        if tab.id is not None:
+            tab.select(lambda tab_id=tab.id: tab_id, None, current, api_name=False, queue=False)
+    base = gr.Textbox(visible=False)
+
+    def build_link(base_v, tab_v, *values):
+        shell_values = dict(zip(shell, values[: len(shell)]))
+        url = share_url(base_v, shell_values, tab_v, settings, list(values[len(shell) :]))
+        return gr.Textbox(url, visible=True)
+
+    copy_js = """(base, ...rest) => {
+        const url = window.location.origin + window.location.pathname;
+        return [url, ...rest];
+    }"""
+    make_link.click(
+        build_link, [base, current, *shell.values(), *settings.values()], link, js=copy_js, api_name=False
+    ).then(None, link, None, js="(url) => { navigator.clipboard?.writeText(url).catch(() => {}); }")
+
+    def on_load(request: gr.Request):
+        query = dict(request.query_params) if request is not None else {}
+        restored = restore(query, shell, settings, tab_ids)
+        selected = query.get("tab") if query.get("tab") in tab_ids else gr.skip()
+        return [*restored, selected]
+
+    return demo.load(on_load, None, [*shell.values(), tabs, *settings.values(), current], api_name=False)
