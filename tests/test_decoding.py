@@ -10,8 +10,8 @@ import torch
 from explorer.analysis.beam_search import MAX_BEAMS, beam_search
 from explorer.analysis.decoding import eos_ids, greedy, sample
 from explorer.analysis.logit_lens import logit_lens
-from explorer.analysis.sampling import DecodingSettings
-from explorer.analysis.stepwise import StepHistory, next_step
+from explorer.analysis.sampling import DecodingSettings, transform
+from explorer.analysis.stepwise import PrefixCache, StepHistory, _top_candidates, next_step
 from explorer.core.errors import InputError
 from explorer.core.run import run
 
@@ -120,6 +120,20 @@ def test_step_distribution_and_greedy_choice(tiny):
     assert greedy(lm, ids, 1).new_ids == (step.chosen.id,)
 
 
+@pytest.mark.parametrize("settings", [DecodingSettings(), DecodingSettings(top_k=3), DecodingSettings(top_p=0.5),
+                                      DecodingSettings(temperature=0.3, min_p=0.2), SETTINGS])  # fmt: skip
+def test_candidates_are_the_full_sort_of_the_vocabulary(settings):
+    """The candidate pool gives what sorting the whole vocabulary gives: after the settings, then by the model."""
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        logits = torch.randn(500, generator=gen) * 3
+        final = transform(logits, torch.tensor([1, 2, 3]), settings)[-1]
+        model_probs = torch.softmax(logits, -1)
+        by_model = torch.argsort(model_probs, descending=True, stable=True)
+        full = by_model[torch.argsort(final.probs[by_model], descending=True, stable=True)]
+        assert _top_candidates(final.probs, model_probs, 12) == full[:12].tolist()
+
+
 def test_steps_on_t5_use_the_source(tiny):
     lm = tiny["t5"]
     h = StepHistory.start(lm, PROMPT)
@@ -129,6 +143,46 @@ def test_steps_on_t5_use_the_source(tiny):
         if h.finished:
             break
     assert h.ids == greedy(lm, prompt_ids(lm), len(h.new_ids)).ids
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5"])
+def test_steps_reuse_the_kv_cache_and_match_a_full_forward(tiny, name):
+    """Steps, an undo with a different choice and an unrelated history interleaved: every step's
+    distribution equals the model's plain forward over the whole text, and a step feeds one token."""
+    lm = tiny[name]
+    cache = PrefixCache(lm)
+    if name == "t5":  # the decoder side starts from the start token; the other history has another source
+        source, other_source = tuple(prompt_ids(lm)), tuple(prompt_ids(lm)[1:])
+        start, other = [lm.model.config.decoder_start_token_id], [lm.model.config.decoder_start_token_id]
+    else:
+        source = other_source = None
+        start, other = prompt_ids(lm), prompt_ids(lm)[1:] + [7]
+
+    def full(ids, src):
+        with torch.no_grad():
+            if src:
+                return lm.model(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([ids])).logits[0, -1]
+            return lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+    fed = []  # tokens each forward pass was given
+
+    def count(module, args, kwargs):
+        fed.append(kwargs["decoder_input_ids" if source else "input_ids"].shape[1])
+
+    steps = [start, start + [11], start + [11, 12], start + [11, 13], other, start + [11, 13, 14], start]
+    hook = lm.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        for ids in steps:
+            src = other_source if ids is other else source
+            ours = cache.next_logits(ids, src)
+            expected = full(ids, src).float()
+            fed.pop()  # the plain forward's
+            torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    finally:
+        hook.remove()
+    # the whole text, one token per step, one after the undo, a new entry, one token, the start's last token
+    assert fed == [len(start), 1, 1, 1, len(other), 1, 1]
+    assert len(cache._entries) == 2
 
 
 def test_step_history_refuses_to_go_past_the_end(tiny):

@@ -101,6 +101,16 @@ def decode_text(lm: LoadedModel, ids) -> str:
     return lm.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
+def shared_prefix(a, b) -> int:
+    """How many leading tokens two id sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 # ---------------------------------------------------------------- running the model like generate
 
 
@@ -131,10 +141,15 @@ class Runner:
             self.ids = prompt.repeat_interleave(batch, dim=0)  # (B, T)
         self.prompt_len = self.ids.shape[1]
 
+    @property
+    def cached_length(self) -> int:
+        """How many leading tokens of ``ids`` the KV cache holds."""
+        return 0 if self.cache is None else int(self.cache.get_seq_length())
+
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
-        """Logits (B, V) for the token after ``ids``, float32; feeds only the newest token once cached."""
-        new = self.ids if self.cache is None else self.ids[:, -1:]
+        """Logits (B, V) for the token after ``ids``, float32; feeds only the tokens the cache lacks."""
+        new = self.ids[:, self.cached_length :]
         if self.encoder_decoder:
             inputs = {"decoder_input_ids": new, **self.extra}
         else:
@@ -142,6 +157,16 @@ class Runner:
         out = self.model(**inputs, **{self.cache_arg: self.cache}, use_cache=True, return_dict=True)
         self.cache = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)
+
+    def rewind(self, ids: list[int]) -> None:
+        """Make ``ids`` the decoder side (batch of one), keeping the cache of the prefix they share with the old ids.
+
+        At least the last token is left out of the cache, so ``next_logits`` has a token to feed.
+        """
+        keep = min(shared_prefix(self.ids[0].tolist(), ids), len(ids) - 1, self.cached_length)
+        if keep < self.cached_length:
+            self.cache.crop(keep - self.cached_length)  # a negative count removes that many tokens
+        self.ids = torch.tensor([ids], dtype=torch.long, device=self.device)
 
     def append(self, tokens: torch.Tensor, parents: torch.Tensor | None = None) -> None:
         """Add one token per row; ``parents`` (B,) first re-orders rows and cache (beam search)."""

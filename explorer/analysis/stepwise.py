@@ -6,6 +6,8 @@ forward pass, as in ``generate``, even though the history itself is small and im
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 
 from explorer.analysis.decoding import (
     MAX_NEW_TOKENS,
+    Runner,
     check_count,
     check_generative,
     check_ids,
@@ -20,12 +23,68 @@ from explorer.analysis.decoding import (
     check_seed,
     decode_text,
     eos_ids,
+    shared_prefix,
 )
 from explorer.analysis.sampling import DecodingSettings, entropy_bits, transform
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.run import check_text
 from explorer.core.tokens import token_rows
+
+
+class PrefixCache:
+    """The KV caches of recent step-by-step runs of one model, so a step feeds only its new token.
+
+    Each entry is a batch-of-one ``Runner``. A step after ``ids`` takes the free entry (same source)
+    sharing the longest prefix with ``ids``, crops its cache to that prefix and feeds the rest: one
+    token after a step, a few after an undo and a different choice, the whole text for a new one.
+    Entries are used by one thread at a time and the least recently used go beyond ``max_entries``.
+    """
+
+    def __init__(self, lm: LoadedModel, max_entries: int = 8):
+        self.lm, self.max_entries = lm, max_entries
+        self._entries: list[tuple[tuple | None, Runner, threading.Lock]] = []  # most recently used last
+        self._lock = threading.Lock()
+
+    def _take(self, ids: list[int], source: tuple | None):
+        """A free entry for ``ids`` (locked for the caller), new when none shares a prefix with them."""
+        with self._lock:
+            best, best_shared = None, 0
+            for entry in self._entries:
+                key, runner, busy = entry
+                if key == source and not busy.locked():
+                    shared = shared_prefix(runner.ids[0].tolist(), ids)
+                    if shared > best_shared:
+                        best, best_shared = entry, shared
+            if best is None:
+                best = (source, Runner(self.lm, list(source or ids), 1), threading.Lock())
+            else:
+                self._entries.remove(best)
+            self._entries.append(best)
+            del self._entries[: -self.max_entries]
+            best[2].acquire()
+            return best
+
+    def next_logits(self, ids: list[int], source: tuple | None = None) -> torch.Tensor:
+        """The model's logits (V,) float32 for the token after ``ids`` (the decoder side for encoder-decoders)."""
+        _, runner, busy = self._take(ids, source)
+        try:
+            runner.rewind(ids)
+            return runner.next_logits()[0]
+        finally:
+            busy.release()
+
+
+_PREFIX_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> PrefixCache
+_PREFIX_CACHES_LOCK = threading.Lock()
+
+
+def prefix_cache(lm: LoadedModel) -> PrefixCache:
+    """The step caches of ``lm``: they live as long as the loaded model does (the pool's entry)."""
+    with _PREFIX_CACHES_LOCK:
+        if lm not in _PREFIX_CACHES:
+            _PREFIX_CACHES[lm] = PrefixCache(lm)
+        return _PREFIX_CACHES[lm]
 
 
 @dataclass(frozen=True)
@@ -60,11 +119,26 @@ def step_seed(seed: int, index: int) -> int:
 
 def _candidates(lm: LoadedModel, ids: list[int], probs: torch.Tensor, model_probs: torch.Tensor, model_logits):
     rows = token_rows(lm.tokenizer, ids, None)
+    chosen = model_logits[torch.tensor(ids, device=model_logits.device)]
+    ranks = 1 + (model_logits[None, :] > chosen[:, None]).sum(dim=1)  # ties share a rank
     return tuple(
-        Candidate(t.id, t.display, float(probs[t.id]), float(model_probs[t.id]),
-                  1 + int((model_logits > model_logits[t.id]).sum()))
-        for t in rows
-    )  # fmt: skip
+        Candidate(t.id, t.display, float(probs[t.id]), float(model_probs[t.id]), int(rank))
+        for t, rank in zip(rows, ranks.tolist())
+    )
+
+
+def _top_candidates(probs: torch.Tensor, model_probs: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` ids most probable after the settings, then by the model, then by lower id.
+
+    Sorting the whole vocabulary costs more than the model's step on small models, so only a pool
+    is sorted: the ``n`` best by each distribution. Tokens the settings keep come first by their
+    probability; the filtered ones follow by the model's, and the j-th of those has at most
+    ``n`` tokens above it in the model's order, so the pool holds every one that can be shown.
+    """
+    k = min(n, probs.shape[-1])
+    pool = torch.unique(torch.cat([torch.topk(probs, k).indices, torch.topk(model_probs, k).indices])).cpu()
+    keys = np.lexsort((pool.numpy(), -model_probs.cpu()[pool].numpy(), -probs.cpu()[pool].numpy()))
+    return pool[keys[:n]].tolist()
 
 
 @torch.no_grad()
@@ -84,22 +158,21 @@ def next_step(
     The token is ``choice`` when given (a token the user clicked), else the most probable one
     for greedy settings, else a draw from a generator seeded by ``step_seed(seed, step_index)``.
     For encoder-decoders ``ids_so_far`` is the decoder side (starting with the decoder start
-    token) and ``source_ids`` the encoder's input. The model runs on the whole text, no cache.
+    token) and ``source_ids`` the encoder's input. The model reuses the KV cache of an earlier step
+    (``PrefixCache``) and runs only on the tokens it lacks.
     """
     check_generative(lm)
     settings.validate()
     top_n = check_count(top_n, 1, 100, "number of candidates")
     ids = check_ids(lm, ids_so_far, "text so far")
     check_room(lm, len(ids), 0)
-    x = torch.tensor([ids], device=lm.device)
+    source = None
     if lm.spec.family == "encoder_decoder":
         if source_ids is None:
             raise InputError("An encoder-decoder model needs a source text to translate or answer.")
-        src = torch.tensor([check_ids(lm, source_ids, "source")], device=lm.device)
-        logits = lm.model(input_ids=src, decoder_input_ids=x, use_cache=False).logits[0, -1].float()
-    else:
-        logits = lm.model(input_ids=x, use_cache=False).logits[0, -1].float()  # (V,)
-    final = transform(logits, x[0], settings)[-1]
+        source = tuple(check_ids(lm, source_ids, "source"))
+    logits = prefix_cache(lm).next_logits(ids, source)  # (V,)
+    final = transform(logits, torch.tensor(ids, device=lm.device), settings)[-1]
     if choice is not None:
         chosen, how = check_ids(lm, [choice], "chosen token")[0], "clicked"
     elif settings.greedy:
@@ -108,8 +181,7 @@ def next_step(
         generator = torch.Generator().manual_seed(step_seed(seed, step_index))
         chosen, how = int(torch.multinomial(final.probs.cpu(), 1, generator=generator)), "sampled"
     model_probs = torch.softmax(logits, dim=-1)
-    by_model = torch.argsort(model_probs.cpu(), descending=True, stable=True)  # ties: lower id first
-    order = by_model[torch.argsort(final.probs.cpu()[by_model], descending=True, stable=True)][:top_n].tolist()
+    order = _top_candidates(final.probs, model_probs, top_n)
     candidates = _candidates(lm, order, final.probs, model_probs, logits)
     picked = _candidates(lm, [chosen], final.probs, model_probs, logits)[0]
     return Step(step_index, picked, how, candidates, int(final.kept_mask.sum()), entropy_bits(final.probs),
