@@ -1,6 +1,8 @@
 """LoRA: parameter counts, a fresh adapter changes nothing, training learns a planted pattern, merging,
 the rank of ΔW, adapter files, bounds, and isolation (the shared model never changes; sessions are private)."""
 
+import time
+
 import pytest
 import torch
 from gradio_client import Client, handle_file
@@ -264,8 +266,8 @@ def test_app_trains_compares_merges_and_never_changes_the_shared_model(app_url, 
     _, note = alice.predict(["attn.c_attn"], 8, api_name="/lora_setup")
     assert "**2,048**" in note  # 2 layers x 8 x (32 + 96)
 
-    status, _ = alice.predict(*TRAIN_ARGS, api_name="/lora_train")
-    assert "20/20" in status and "done" in status, status
+    status, _, mode = alice.predict(*TRAIN_ARGS, api_name="/lora_train")
+    assert "20/20" in status and "done" in status and mode == "on", status
     table, _, _, generations = alice.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
     kl = table["data"][0][1]
     assert kl > 0 and len(generations["data"]) == 2
@@ -294,7 +296,7 @@ def test_app_trains_compares_merges_and_never_changes_the_shared_model(app_url, 
 
 def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
     client = Client(app_url, verbose=False)
-    status, _ = client.predict("your own text", "too short", ["attn.c_attn"], 4, 8, 0.0, 0.01, 20, 4, 0, "The",
+    status, _, _ = client.predict("your own text", "too short", ["attn.c_attn"], 4, 8, 0.0, 0.01, 20, 4, 0, "The",
                                api_name="/lora_train")  # fmt: skip
     assert status.startswith("⚠️") and "at least 300" in status
     client.predict(str(tiny_dir["t5"]), "The tiger jumped.", "", api_name="/analyze")
@@ -302,3 +304,18 @@ def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
     assert note.startswith("⚠️") and "decoders" in note
     table = client.predict("The", api_name="/lora_full_finetune")
     assert "Train an adapter first" in table["data"][0][0]
+
+
+def test_stop_cancels_training_and_keeps_the_adapter_trained_so_far(app_url):
+    client = Client(app_url, verbose=False)
+    job = client.submit("Pirate voice", "", ["attn.c_attn"], 4, 8, 0.0, 0.01, 500, 2, 0, "Ahoy", api_name="/lora_train")
+    while len(job.outputs()) < 3 and not job.done():  # a few progress updates: the loss curve is live
+        time.sleep(0.1)
+    job.cancel()
+    status, _ = client.predict(api_name="/lora_stop")
+    steps_done = int(status.split("**")[1].split("/")[0])
+    assert "stopped" in status and "after" in status and 0 < steps_done < 500
+    time.sleep(2.0)
+    assert client.predict(api_name="/lora_stop")[0] == status  # no step ran after the stop
+    table, *_ = client.predict("Ahoy", 1, api_name="/lora_compare")
+    assert table["data"][0][1] > 0  # the adapter trained so far is there to compare

@@ -229,12 +229,18 @@ class LoraSession:
         self.nbytes = lm.nbytes
 
     @property
+    def closed(self) -> bool:
+        return self.peft is None
+
+    @property
     def done(self) -> bool:
-        return len(self.losses) >= self.settings.steps
+        return self.closed or len(self.losses) >= self.settings.steps
 
     def train(self, n_steps: int) -> None:
         """Run up to ``n_steps`` more steps (never past ``settings.steps``)."""
         with self.lock:
+            if self.closed:  # replaced by a newer fine-tune of the same user
+                return
             self._set_mode("on")
             self.peft.train()
             t0 = time.perf_counter()
@@ -248,6 +254,8 @@ class LoraSession:
     def finish(self) -> float:
         """The held-out loss with the adapter as trained so far (kept until training goes on)."""
         with self.lock:
+            if self.closed:
+                raise InputError("This fine-tune was replaced by a newer one.")
             if self.heldout_after is None:
                 with self.using("adapted"):
                     self.heldout_after = heldout_loss(self.peft, self.data)
@@ -285,8 +293,9 @@ class LoraSession:
             self._set_mode(previous)
 
     def close(self) -> None:
-        """Drop the copy and the optimizer state (the session ended)."""
-        self.peft = self.lm = self.optimizer = None
+        """Drop the copy and the optimizer state (the session ended); waits for a training step under way."""
+        with self.lock:
+            self.peft = self.lm = self.optimizer = None
 
 
 class SessionBudget:

@@ -236,7 +236,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
             knobs = (targets_v, r, alpha_v, dropout_v, lr_v, steps_v, batch_v, seed_v)
             yield from run_training(selection, choice, pasted_v, knobs, probe_text, request, progress)
         except Exception as err:  # every error reaches the user as a sentence
-            yield gr.skip(), f"⚠️ {user_message(err)}", gr.skip()
+            yield gr.skip(), f"⚠️ {user_message(err)}", gr.skip(), gr.skip()
 
     def run_training(selection, choice, pasted_v, knobs, probe_text, request, progress):
         lm = _model(ctx, selection)
@@ -246,15 +246,18 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
         session = start(request, lm, lambda: LoraSession(lm, settings, data, probe_list))
         chunk, last = max(1, settings.steps // 50), 0.0
-        yield session, _status(session), _curve(session)
+        yield session, _status(session), _curve(session), "on"
         while not session.done:
             session.train(chunk)
             progress((len(session.losses), settings.steps), desc="training")
             if time.perf_counter() - last > 0.5 or session.done:
                 last = time.perf_counter()
-                yield session, _status(session), _curve(session)
+                yield session, _status(session), _curve(session), gr.skip()
+        if session.closed:
+            yield gr.skip(), "This training was replaced by a newer one.", gr.skip(), gr.skip()
+            return
         session.finish()
-        yield session, _status(session) + " · done.", _curve(session)
+        yield session, _status(session) + " · done.", _curve(session), session.mode
 
     @guarded(lambda msg: (f"⚠️ {msg}", gr.skip()))
     def stopped(session):
@@ -366,13 +369,13 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
 
     shared.on_analyzed(setup, [shared.state, targets, rank], [targets, setup_note], api_name="lora_setup")
     for control in (targets, rank):
-        control.change(setup, [shared.state, targets, rank], [targets, setup_note], api_name=False,
+        control.input(setup, [shared.state, targets, rank], [targets, setup_note], api_name=False,
                        trigger_mode="always_last")  # fmt: skip
     data_choice.change(describe, data_choice, data_note, api_name=False)
     data_choice.change(probes_of, [data_choice, probes], probes, api_name=False)
     knobs = [targets, rank, alpha, dropout, lr, steps, batch, seed]
     training = train_button.click(
-        train, [shared.state, data_choice, pasted, *knobs, probes], [session_state, train_status, loss_plot],
+        train, [shared.state, data_choice, pasted, *knobs, probes], [session_state, train_status, loss_plot, mode],
         api_name="lora_train", concurrency_limit=TRAININGS, concurrency_id="lora_train",
     )  # fmt: skip
     stop_button.click(stopped, session_state, [train_status, loss_plot], cancels=[training], api_name="lora_stop")
@@ -386,7 +389,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     update_outputs = [norm_plot, module, update_note, sv_plot, delta_plot]
     update_button.click(update_view, update_inputs, update_outputs, api_name="lora_update")
     module.input(update_view, update_inputs, update_outputs, api_name=False)
-    mode.change(set_mode, [session_state, mode, probes], mode_note, api_name="lora_mode")
+    mode.input(set_mode, [session_state, mode, probes], mode_note, api_name="lora_mode")
     download_button.click(download, session_state, [download_file, upload_note], api_name="lora_download")
     upload_file.upload(
         upload, [shared.state, upload_file, data_choice, pasted, probes], [session_state, upload_note, loss_plot],
