@@ -13,7 +13,6 @@ from explorer.analysis import lora_compare as compare
 from explorer.analysis.lora import (
     LoraSession,
     LoraSettings,
-    SessionBudget,
     adaptable_modules,
     default_targets,
     lora_parameter_count,
@@ -21,6 +20,7 @@ from explorer.analysis.lora import (
 )
 from explorer.analysis.lora_data import bundled_datasets, check_probes, training_data
 from explorer.analysis.lora_files import load_adapter, save_adapter
+from explorer.analysis.lora_sessions import SessionBudget, SessionRegistry
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.ui.app import build_app
@@ -234,6 +234,27 @@ def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
         budget.reserve("b", 40)
     budget.release("a")
     budget.reserve("b", 40)
+
+
+def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
+    lm = tiny["gpt2"]
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
+    first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data, ["x"]))
+    second = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data, ["x"]))
+    assert first.closed and first.peft is None and not second.closed
+    assert registry.budget.held == lm.nbytes and len(registry) == 1
+    with pytest.raises(InputError, match="replaced"):
+        first.finish()
+
+    def failing():
+        raise InputError("no")
+
+    with pytest.raises(InputError):
+        registry.start("bob", lm.nbytes, failing)
+    assert registry.budget.held == lm.nbytes  # a failed start holds nothing
+    registry.end("alice")
+    assert second.closed and registry.budget.held == 0 and len(registry) == 0
 
 
 # ---------------------------------------------------------------- the app: named endpoints, two sessions

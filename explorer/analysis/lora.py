@@ -9,7 +9,7 @@ at most r. Only A and B train: r · (in + out) numbers per adapted matrix instea
 
 Isolation: models in the pool are shared read-only by every user, and peft's ``get_peft_model``
 rewrites a module in place. So each ``LoraSession`` deep-copies the base model first (refused past
-``EXPLORER_LORA_MAX_MB``) and the shared model is never touched. ``SessionBudget`` bounds the
+``EXPLORER_LORA_MAX_MB``) and the shared model is never touched. ``lora_sessions`` bounds the
 memory all sessions hold together (``EXPLORER_LORA_TOTAL_MB``).
 """
 
@@ -41,11 +41,6 @@ _BLOCK_INDEX = re.compile(r"^(.*)\.(\d+)\.(.+)$")  # "transformer.h.3.attn.c_att
 def session_max_bytes() -> int:
     """The largest model copy one session may hold (``EXPLORER_LORA_MAX_MB``, default 1024 MB)."""
     return int(float(os.environ.get("EXPLORER_LORA_MAX_MB", "1024")) * 2**20)
-
-
-def total_max_bytes() -> int:
-    """What all sessions' copies may hold together (``EXPLORER_LORA_TOTAL_MB``, default 4096 MB)."""
-    return int(float(os.environ.get("EXPLORER_LORA_TOTAL_MB", "4096")) * 2**20)
 
 
 # ---------------------------------------------------------------- what can be adapted, and what it costs
@@ -296,32 +291,3 @@ class LoraSession:
         """Drop the copy and the optimizer state (the session ended); waits for a training step under way."""
         with self.lock:
             self.peft = self.lm = self.optimizer = None
-
-
-class SessionBudget:
-    """Bounds the memory that all sessions' private copies hold together."""
-
-    def __init__(self, max_bytes: int | None = None):
-        self.max_bytes = max_bytes if max_bytes is not None else total_max_bytes()
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def reserve(self, owner: str, nbytes: int) -> None:
-        """Count ``nbytes`` for ``owner`` (replacing what it held) or refuse with a sentence."""
-        with self._lock:
-            others = sum(b for o, b in self._held.items() if o != owner)
-            if others + nbytes > self.max_bytes:
-                raise InputError(
-                    f"The server already holds {others / 2**20:,.0f} MB of other sessions' fine-tunes "
-                    f"(limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick a smaller model."
-                )
-            self._held[owner] = nbytes
-
-    def release(self, owner: str) -> None:
-        with self._lock:
-            self._held.pop(owner, None)
-
-    @property
-    def held(self) -> int:
-        with self._lock:
-            return sum(self._held.values())

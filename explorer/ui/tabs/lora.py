@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from explorer.analysis import lora_compare as compare
 from explorer.analysis.lora import (
     LoraSession,
     LoraSettings,
-    SessionBudget,
     adaptable_modules,
     check_trainable,
     default_targets,
@@ -26,6 +24,7 @@ from explorer.analysis.lora import (
 )
 from explorer.analysis.lora_data import MAX_CHARS, bundled_datasets, check_probes, training_data
 from explorer.analysis.lora_files import load_adapter, save_adapter
+from explorer.analysis.lora_sessions import SessionRegistry
 from explorer.core.errors import InputError
 from explorer.plots import lora as plots
 from explorer.ui.context import AppContext, guarded, user_message
@@ -108,35 +107,15 @@ def _curve(session: LoraSession):
 
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, training, three views)
-    budget = SessionBudget()
-    live: dict[str, LoraSession] = {}  # browser session -> its fine-tune, to free it when the tab closes
-    live_lock = threading.Lock()
-
-    def end(owner: str | None) -> None:
-        with live_lock:
-            session = live.pop(owner, None) if owner else None
-        if session is not None:
-            session.close()
-        budget.release(owner)
+    sessions = SessionRegistry()  # this app's live fine-tunes, by browser session
 
     def start(request: gr.Request | None, lm, make) -> LoraSession:
         """A new fine-tune for this browser session, replacing its previous one, within the memory budget."""
-        owner = request.session_hash if request is not None else "local"
-        end(owner)
-        budget.reserve(owner, lm.nbytes)
-        try:
-            session = make()
-        except BaseException:
-            budget.release(owner)
-            raise
-        session.owner = owner
-        with live_lock:
-            live[owner] = session
-        return session
+        return sessions.start(request.session_hash if request is not None else "local", lm.nbytes, make)
 
-    def release_state(session) -> None:
+    def release_state(session) -> None:  # gr.State's delete_callback: the session expired or closed
         if isinstance(session, LoraSession):
-            end(getattr(session, "owner", None))
+            sessions.end(getattr(session, "owner", None))
 
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
@@ -399,7 +378,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
                       concurrency_limit=TRAININGS, concurrency_id="lora_train")  # fmt: skip
 
     def unloaded(request: gr.Request):
-        end(request.session_hash)
+        sessions.end(request.session_hash)
 
     root = gr.context.Context.root_block  # the app being built: free the fine-tune when its browser tab closes
     if root is not None:

@@ -1,0 +1,86 @@
+"""Who holds which fine-tune: one ``LoraSession`` per browser session, within a memory budget for them all.
+
+Each user's fine-tune owns a private copy of a model, so the copies together are bounded
+(``EXPLORER_LORA_TOTAL_MB``), a user's new fine-tune replaces their previous one, and ``end``
+frees a fine-tune as soon as its browser session closes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from explorer.analysis.lora import LoraSession
+from explorer.core.errors import InputError
+
+
+def total_max_bytes() -> int:
+    """What all sessions' copies may hold together (``EXPLORER_LORA_TOTAL_MB``, default 4096 MB)."""
+    return int(float(os.environ.get("EXPLORER_LORA_TOTAL_MB", "4096")) * 2**20)
+
+
+class SessionBudget:
+    """Bounds the memory that all sessions' private copies hold together."""
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes if max_bytes is not None else total_max_bytes()
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, owner: str, nbytes: int) -> None:
+        """Count ``nbytes`` for ``owner`` (replacing what it held) or refuse with a sentence."""
+        with self._lock:
+            others = sum(b for o, b in self._held.items() if o != owner)
+            if others + nbytes > self.max_bytes:
+                raise InputError(
+                    f"The server already holds {others / 2**20:,.0f} MB of other sessions' fine-tunes "
+                    f"(limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick a smaller model."
+                )
+            self._held[owner] = nbytes
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            self._held.pop(owner, None)
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return sum(self._held.values())
+
+
+class SessionRegistry:
+    """The live fine-tunes by owner (a browser session id), their memory counted in one ``SessionBudget``."""
+
+    def __init__(self, budget: SessionBudget | None = None):
+        self.budget = budget or SessionBudget()
+        self._live: dict[str, LoraSession] = {}
+        self._lock = threading.Lock()
+
+    def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession]) -> LoraSession:
+        """End ``owner``'s previous fine-tune, reserve ``nbytes``, then build the new one with ``make()``."""
+        self.end(owner)
+        self.budget.reserve(owner, nbytes)
+        try:
+            session = make()
+        except BaseException:
+            self.budget.release(owner)
+            raise
+        session.owner = owner
+        with self._lock:
+            self._live[owner] = session
+        return session
+
+    def end(self, owner: str | None) -> None:
+        """Free ``owner``'s fine-tune (its copy and optimizer state) and its share of the budget."""
+        if owner is None:
+            return
+        with self._lock:
+            session = self._live.pop(owner, None)
+        if session is not None:
+            session.close()
+        self.budget.release(owner)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._live)
