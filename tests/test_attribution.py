@@ -357,7 +357,7 @@ def test_attribution_endpoints_for_each_family(client, tiny_dir, name):
     status = client.predict(str(tiny_dir[name]), text[name], "", api_name="/analyze")
     assert "⚠️" not in status
     targets = client.predict(3, api_name="/attribution_targets")
-    assert targets["choices"] and targets["value"] == 0
+    assert targets["choices"] and targets["value"] in [value for _, value in targets["choices"]]
     note, html_a, html_b, bars = client.predict(
         "integrated_gradients", "ablation", "probability", "pad", 3, 20, 0, api_name="/attribution"
     )

@@ -170,7 +170,7 @@ def _masked_predictions(lm: LoadedModel, ids: list[int]) -> Task:
 
 
 @dataclass
-class _Job:
+class AttributionJob:
     """One attribution run: the score function, the input and baseline embeddings, and bounds."""
 
     forward: Callable[[torch.Tensor], torch.Tensor]  # (B, T, d) -> (B,)
@@ -247,7 +247,7 @@ class Method:
     description: str
     signed: bool  # scores can be negative (a token lowered the output)
     cost: Callable[[int, int], int]  # (steps, tokens) -> rows the model runs, for progress
-    run: Callable[[_Job], tuple[torch.Tensor, float | None]]
+    run: Callable[[AttributionJob], tuple[torch.Tensor, float | None]]
 
 
 METHODS: dict[str, Method] = {}
@@ -269,7 +269,7 @@ def register(key: str, name: str, description: str, signed: bool = True, cost=la
     "the scores sum to f(input) − f(baseline), up to the convergence delta.",
     cost=lambda steps, tokens: steps + 2,
 )  # fmt: skip
-def _integrated_gradients(job: _Job):
+def _integrated_gradients(job: AttributionJob):
     attr, delta = IntegratedGradients(job.forward).attribute(
         job.x, job.baseline, n_steps=job.steps, internal_batch_size=job.batch, return_convergence_delta=True
     )
@@ -281,7 +281,7 @@ def _integrated_gradients(job: _Job):
     "The size of the gradient at each token's embedding: how sensitive the output is to it, without a sign.",
     signed=False,
 )  # fmt: skip
-def _saliency(job: _Job):
+def _saliency(job: AttributionJob):
     grad = Saliency(job.forward).attribute(job.x.clone().requires_grad_(), abs=False)
     return grad[0].norm(dim=-1), None
 
@@ -290,7 +290,7 @@ def _saliency(job: _Job):
     "input_x_gradient", "Input × gradient",
     "The gradient times the embedding: a first-order guess of what removing the token would change.",
 )  # fmt: skip
-def _input_x_gradient(job: _Job):
+def _input_x_gradient(job: AttributionJob):
     return InputXGradient(job.forward).attribute(job.x.clone().requires_grad_())[0].sum(-1), None
 
 
@@ -299,7 +299,7 @@ def _input_x_gradient(job: _Job):
     "f(input) − f(input with this token's embedding set to the baseline): no gradients, one run per token.",
     cost=lambda steps, tokens: tokens + 1,
 )  # fmt: skip
-def _ablation(job: _Job):
+def _ablation(job: AttributionJob):
     n_tokens, width = job.x.shape[1:]
     groups = torch.arange(n_tokens, device=job.x.device)[None, :, None].expand(1, n_tokens, width)
     attr = FeatureAblation(job.forward).attribute(
@@ -314,7 +314,7 @@ def _ablation(job: _Job):
     "the windows that cover it. Slower to react to single tokens, kinder to words split into pieces.",
     cost=lambda steps, tokens: tokens + 1,
 )  # fmt: skip
-def _occlusion(job: _Job):
+def _occlusion(job: AttributionJob):
     n_tokens, width = job.x.shape[1:]
     window = min(OCCLUSION_WINDOW, n_tokens)
     attr = Occlusion(job.forward).attribute(
@@ -379,7 +379,7 @@ def attribute(
         meter.tick(embeds.shape[0])
         return score(embeds)
 
-    job = _Job(forward, x, reference, steps, max(1, MAX_BATCH_TOKENS // len(pred.ids)))
+    job = AttributionJob(forward, x, reference, steps, max(1, MAX_BATCH_TOKENS // len(pred.ids)))
     with torch.enable_grad():
         scores, delta = chosen.run(job)
     with torch.no_grad():

@@ -4,6 +4,7 @@ target × source matrix over a whole generated continuation. Bounded, with progr
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import gradio as gr
 
@@ -26,12 +27,13 @@ from explorer.ui.context import AppContext, guarded
 from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
-much the output — here the probability of the predicted token — depends on it. **Integrated gradients** \
-walks from a *baseline* (every word's embedding set to zero; special tokens kept) to the real input, adding \
-up gradients on the way; its scores sum to the change in the output, and the *convergence delta* says how \
-far the sum is off. **Saliency** is the size of the gradient, **input × gradient** its first-order \
-estimate, **ablation** and **occlusion** remove tokens and watch the output move. <span style="color:#d6604d">\
-Red</span> tokens raised the output, <span style="color:#4393c3">blue</span> ones lowered it.
+much the output — the probability (or log-probability, or logit) of the predicted token — depends on it. **Integrated gradients** \
+walks from a *baseline* (every word's embedding replaced by the padding token's, or by zeros; special \
+tokens kept) to the real input, adding up gradients on the way; its scores sum to the change in the output, \
+and the *convergence delta* says how far the sum is off. **Saliency** is the size of the gradient, \
+**input × gradient** its first-order estimate, **ablation** and **occlusion** remove tokens and watch the \
+output move. <span style="color:#d6604d">Red</span> tokens raised the output, \
+<span style="color:#4393c3">blue</span> ones lowered it.
 
 What it can tell you: which tokens the prediction is *sensitive* to, measured against a chosen baseline. \
 What it cannot: *why*, or how the model combines them — methods disagree, scores depend on the baseline, and a \
@@ -49,25 +51,27 @@ class StopRequests:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def begin(self, request: gr.Request | None) -> threading.Event:
-        flag = threading.Event()
-        if request is not None and request.session_hash:
+    @contextmanager
+    def running(self, request: gr.Request | None):
+        """Yield a ``should_stop()`` check for one run of this session; the flag goes when the run ends."""
+        flag, session = threading.Event(), getattr(request, "session_hash", None)
+        if session:
             with self._lock:
-                self._flags[request.session_hash] = flag
-        return flag
-
-    def end(self, request: gr.Request | None, flag: threading.Event) -> None:
-        if request is not None and request.session_hash:
-            with self._lock:
-                if self._flags.get(request.session_hash) is flag:
-                    del self._flags[request.session_hash]
+                self._flags[session] = flag
+        try:
+            yield flag.is_set
+        finally:
+            if session:
+                with self._lock:
+                    if self._flags.get(session) is flag:
+                        del self._flags[session]
 
     def stop(self, request: gr.Request | None) -> None:
-        if request is not None and request.session_hash:
-            with self._lock:
-                flag = self._flags.get(request.session_hash)
-            if flag is not None:
-                flag.set()
+        session = getattr(request, "session_hash", None)
+        with self._lock:
+            flag = self._flags.get(session) if session else None
+        if flag is not None:
+            flag.set()
 
 
 def value_line(result: Attribution) -> str:
@@ -126,44 +130,38 @@ def build(ctx: AppContext, shared) -> None:
                 matrix_plot = gr.Plot(label="Target × source attribution")
     stops = StopRequests()
 
-    def running(request, progress, what: str):
-        """(stop flag, should_stop, progress callback) for one run."""
-        flag = stops.begin(request)
-
-        def report(fraction: float) -> None:
-            progress(fraction, desc=what)
-
-        return flag, flag.is_set, report
+    def task_of(selection, new_v):
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        return lm, predictions_of(lm, selection.text, int(new_v))
 
     @guarded(lambda msg: gr.update(choices=[], value=None))
     def list_predictions(selection, new_v):
         if selection is None:
             return gr.update(choices=[], value=None)
-        task = predictions_of(ctx.model(selection), selection.text, int(new_v))
-        return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=0)
+        lm = ctx.model(selection)
+        task = predictions_of(lm, selection.text, int(new_v))
+        special = set(lm.tokenizer.all_special_ids)  # start on a word: T5's first token is often a sentinel
+        first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
+        return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
 
     @guarded(lambda msg: (f"⚠️ {msg}", "", "", message_figure(msg)))
     def attribute_view(
         selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
     ):  # fmt: skip
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        task = predictions_of(lm, selection.text, int(new_v))
+        lm, task = task_of(selection, new_v)
         index = 0 if index in (None, "") else index
         if not str(index).isdigit() or int(index) >= len(task.predictions):
             raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
         pred = task.predictions[int(index)]
         methods = [check_method(a_v).key] + ([check_method(b_v).key] if b_v and b_v != a_v else [])
-        flag, should_stop, report = running(request, progress, "attributing")
-        try:
-            results = []
+        results = []
+        with stops.running(request) as should_stop:
             for i, method in enumerate(methods):
-                part = lambda f, i=i: report((i + f) / len(methods))  # noqa: E731
+                part = lambda f, i=i: progress((i + f) / len(methods), desc="attributing")  # noqa: E731
                 results.append(attribute(lm, pred, method, int(steps_v), output_v, part, should_stop, baseline_v))
-        finally:
-            stops.end(request, flag)
         first = results[0]
         htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
         lines = "\n".join(f"- {value_line(r)}" for r in results)
@@ -179,15 +177,10 @@ def build(ctx: AppContext, shared) -> None:
         selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
     ):  # fmt: skip
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        task = predictions_of(lm, selection.text, int(new_v))
-        flag, should_stop, report = running(request, progress, "attributing each generated token")
-        try:
+        lm, task = task_of(selection, new_v)
+        report = lambda f: progress(f, desc="attributing each generated token")  # noqa: E731
+        with stops.running(request) as should_stop:
             matrix = attribution_matrix(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v)
-        finally:
-            stops.end(request, flag)
         shown = len(matrix.row_labels)
         cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
         deltas = [abs(d) for d in matrix.deltas if d is not None]
