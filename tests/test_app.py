@@ -6,7 +6,10 @@ import json
 import numpy as np
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
+from explorer.analysis.decoding import sample
+from explorer.analysis.sampling import DecodingSettings
 from explorer.ui.app import build_app
 from explorer.ui.context import AppContext
 
@@ -194,3 +197,20 @@ def test_fill_in_for_an_encoder_and_an_encoder_decoder(client, tiny_dir):
     client.predict(str(tiny_dir["gpt2"]), "The tiger jumped.", "", api_name="/analyze")
     note, _ = client.predict(None, 6, api_name="/fill_in")
     assert note.startswith("⚠️")
+
+
+def test_write_streams_the_sampled_text(client, ctx, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), "To be, or not to be", "", api_name="/analyze")
+    knobs = (0.9, 20, 0.95, 0.0, 1.0, False)
+    job = client.submit(40, 4, *knobs, api_name="/write")
+    job.result()
+    updates = job.outputs()
+    written, stats = updates[-1]
+    lm = ctx.pool.get(str(tiny_dir["gpt2"]))
+    prompt = lm.tokenizer("To be, or not to be")["input_ids"]
+    expected = sample(lm, prompt, DecodingSettings(0.9, 20, 0.95, 0.0, 1.0), 1, 40, seed=4)[0]
+    assert [part["token"] for part in written][0] == "To be, or not to be"
+    assert "".join(part["token"] for part in written[1:]) == (expected.text or " …")
+    assert stats.startswith(f"{len(expected.new_ids)} of 40 tokens")
+    with pytest.raises(AppError, match="greater than maximum value 512"):  # gradio checks the slider's range
+        client.predict(600, 4, *knobs, api_name="/write")

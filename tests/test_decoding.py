@@ -2,13 +2,14 @@
 
 import copy
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 import torch
 
 from explorer.analysis.beam_search import MAX_BEAMS, beam_search
-from explorer.analysis.decoding import eos_ids, greedy, sample
+from explorer.analysis.decoding import MAX_NEW_TOKENS, MAX_STREAM_TOKENS, eos_ids, greedy, sample, stream
 from explorer.analysis.logit_lens import logit_lens
 from explorer.analysis.sampling import DecodingSettings, transform
 from explorer.analysis.stepwise import PrefixCache, StepHistory, _top_candidates, next_step
@@ -62,6 +63,23 @@ def test_sampling_equals_generate_with_the_same_torch_seed(tiny, name):
     theirs = hf_generate(lm, prompt_ids(lm), max_new_tokens=10, num_return_sequences=3, **SETTINGS.generate_kwargs())
     for seq, row in zip(ours, theirs.tolist()):
         assert list(seq.ids) == row[: len(seq.ids)]  # generate pads rows that ended early
+
+
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
+def test_streamed_tokens_are_the_sampled_ones_and_may_run_long(tiny, name):
+    lm = tiny[name]
+    ids = prompt_ids(lm)
+    sampled = sample(lm, ids, SETTINGS, n_samples=1, max_new_tokens=12, seed=5)[0]
+    streamed = list(stream(lm, ids, SETTINGS, max_new_tokens=12, seed=5))
+    assert tuple(t for t, _ in streamed) == sampled.new_ids
+    assert [lp for _, lp in streamed] == pytest.approx(list(sampled.token_logprobs), abs=1e-5)
+    with pytest.raises(InputError, match="number of new tokens"):
+        sample(lm, ids, SETTINGS, n_samples=1, max_new_tokens=MAX_NEW_TOKENS + 1)
+    if name == "gpt2":  # longer than the whole-sequence views allow (this seed does not end early)
+        long = stream(lm, ids, DecodingSettings(), max_new_tokens=MAX_NEW_TOKENS + 40, seed=1)
+        assert len(list(itertools.islice(long, MAX_NEW_TOKENS + 1))) == MAX_NEW_TOKENS + 1
+    with pytest.raises(InputError, match="number of new tokens"):
+        next(stream(lm, ids, SETTINGS, max_new_tokens=MAX_STREAM_TOKENS + 1))
 
 
 def test_same_seed_same_samples_other_seed_other_samples(tiny):

@@ -27,7 +27,8 @@ from explorer.analysis.sampling import DecodingSettings, transform
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 
-MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS = 64  # whole-sequence views (samples, strategies, step by step)
+MAX_STREAM_TOKENS = 512  # streamed generation
 MAX_SAMPLES = 16
 
 # ---------------------------------------------------------------- checks and model facts
@@ -198,12 +199,17 @@ class GeneratedSequence:
         return float(sum(self.token_logprobs))
 
 
-@torch.no_grad()
-def _generate(lm: LoadedModel, prompt_ids, settings: DecodingSettings, n: int, max_new_tokens: int, seed: int):
-    """``generate``'s ``_sample`` loop for ``n`` rows of the same prompt: greedy or seeded sampling."""
+def _decode_steps(lm: LoadedModel, prompt_ids, settings: DecodingSettings, n: int, max_new_tokens: int,
+                  seed: int, limit: int = MAX_NEW_TOKENS):  # fmt: skip
+    """``generate``'s ``_sample`` loop for ``n`` rows of the same prompt, greedy or seeded sampling.
+
+    Yields, after each step, ``(runner, tokens, model_logp, running)``: the tokens (n,) just taken,
+    their log-probabilities under the unmodified model, and which rows were still running before
+    them (finished rows get padding). Stops at ``max_new_tokens`` or when every row has ended.
+    """
     check_generative(lm)
     prompt_ids = check_ids(lm, prompt_ids)
-    max_new_tokens = check_count(max_new_tokens, 1, MAX_NEW_TOKENS, "number of new tokens")
+    max_new_tokens = check_count(max_new_tokens, 1, limit, "number of new tokens")
     settings.validate()
     check_room(lm, len(prompt_ids), max_new_tokens)
     runner = Runner(lm, prompt_ids, n)
@@ -212,32 +218,52 @@ def _generate(lm: LoadedModel, prompt_ids, settings: DecodingSettings, n: int, m
     pad = _pad_id(lm, eos)
     generator = None if settings.greedy else torch.Generator(device=lm.device).manual_seed(seed)
     running = torch.ones(n, dtype=torch.bool, device=lm.device)
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = runner.next_logits()  # (n, V)
+            final = transform(logits, runner.ids, settings)[-1]
+            if settings.greedy:
+                tokens = torch.argmax(final.logits, dim=-1)  # (n,)
+            else:
+                tokens = torch.multinomial(final.probs, num_samples=1, generator=generator).squeeze(1)
+            if eos:
+                tokens = torch.where(running, tokens, torch.full_like(tokens, pad))
+            model_logp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (n,)
+        runner.append(tokens)
+        yield runner, tokens, model_logp, running.clone()
+        if eos:
+            running &= ~torch.isin(tokens, eos_t)
+            if not running.any():
+                return
+
+
+def _generate(lm: LoadedModel, prompt_ids, settings: DecodingSettings, n: int, max_new_tokens: int, seed: int):
+    """``n`` whole sequences from ``_decode_steps``."""
     new = [[] for _ in range(n)]
     logps = [[] for _ in range(n)]
-    for _ in range(max_new_tokens):
-        logits = runner.next_logits()  # (n, V)
-        final = transform(logits, runner.ids, settings)[-1]
-        if settings.greedy:
-            tokens = torch.argmax(final.logits, dim=-1)  # (n,)
-        else:
-            tokens = torch.multinomial(final.probs, num_samples=1, generator=generator).squeeze(1)
-        if eos:
-            tokens = torch.where(running, tokens, torch.full_like(tokens, pad))  # finished rows get padding
-        model_logp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (n,)
+    steps = list(_decode_steps(lm, prompt_ids, settings, n, max_new_tokens, seed))
+    for _, tokens, model_logp, running in steps:
         for row in range(n):
             if running[row]:
                 new[row].append(int(tokens[row]))
                 logps[row].append(float(model_logp[row]))
-        runner.append(tokens)
-        if eos:
-            running &= ~torch.isin(tokens, eos_t)
-            if not running.any():
-                break
+    runner = steps[-1][0]
     start = list(runner.ids[0, : runner.prompt_len].tolist())
+    eos = eos_ids(lm)
     return [
         GeneratedSequence(tuple(start + ids), tuple(ids), tuple(lp), decode_text(lm, ids), bool(ids and ids[-1] in eos))
         for ids, lp in zip(new, logps)
     ]
+
+
+def stream(lm: LoadedModel, prompt_ids, settings: DecodingSettings, max_new_tokens: int = 200, seed: int = 0):
+    """One continuation token by token, for long generation shown as it comes: yields
+    ``(token_id, model_logprob)`` per new token; the same tokens as ``sample``/``greedy`` with the
+    same seed. Allows up to ``MAX_STREAM_TOKENS`` (and the model's positions); the caller may stop early.
+    """
+    for _, tokens, model_logp, _ in _decode_steps(lm, prompt_ids, settings, 1, max_new_tokens, seed,
+                                                  limit=MAX_STREAM_TOKENS):  # fmt: skip
+        yield int(tokens[0]), float(model_logp[0])
 
 
 def greedy(lm: LoadedModel, prompt_ids, max_new_tokens: int = 20) -> GeneratedSequence:

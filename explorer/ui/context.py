@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -93,9 +94,24 @@ def user_message(err: Exception) -> str:
 
 
 def guarded(fallback):
-    """Wrap an event handler so that any error becomes ``fallback(message)`` instead of a traceback."""
+    """Wrap an event handler so that any error becomes ``fallback(message)`` instead of a traceback.
+
+    For a generator handler (streamed output) the error ends the stream with ``fallback(message)``
+    as its last update.
+    """
 
     def decorate(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @wraps(fn)
+            def streaming(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as err:  # every error reaches the user as a sentence
+                    yield fallback(user_message(err))
+
+            return streaming
+
         @wraps(fn)
         def wrapper(*args, **kwargs):
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import numpy as np
 import torch
@@ -50,6 +52,19 @@ def _label(lm, token_id: int) -> str:
     return display_piece(str(piece), is_byte_level(lm.tokenizer), int(token_id) in lm.tokenizer.all_special_ids)
 
 
+def _written(lm, prompt_text: str, new_ids: list[int]) -> list[tuple[str, str | None]]:
+    """The prompt and, marked, what the model wrote (for ``gr.HighlightedText``)."""
+    return [(prompt_text, None), (lm.tokenizer.decode(new_ids, skip_special_tokens=True) or " …", "written")]
+
+
+def _write_stats(new_ids: list[int], logprob: float, seconds: float, limit: int) -> str:
+    rate = len(new_ids) / seconds if seconds > 0 else 0.0
+    return (
+        f"{len(new_ids)} of {limit} tokens · {rate:.1f} tokens/s · model log-probability {logprob:.1f} "
+        f"({logprob / max(len(new_ids), 1):.2f} per token)"
+    )
+
+
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
     with gr.Tab("Next token", id="decoding"):
         gr.Markdown(EXPLANATION)
@@ -84,6 +99,21 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                     take = gr.Button("Replace", scale=1)
                 step_text = gr.Markdown()
                 history_table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True)
+            with gr.Tab("Write"):
+                gr.Markdown(
+                    "Let the model write on with the settings above, token by token as it comes. "
+                    "Stop whenever you like; the same seed writes the same text."
+                )
+                with gr.Row():
+                    write_tokens = gr.Slider(
+                        1, decoding.MAX_STREAM_TOKENS, value=100, step=1, label="Tokens to write", scale=3
+                    )
+                    write_button = gr.Button("Write", variant="primary", scale=1)
+                    stop_button = gr.Button("Stop", variant="stop", scale=1)
+                written = gr.HighlightedText(
+                    label="Text", color_map={"written": "green"}, show_legend=False, combine_adjacent=True
+                )
+                write_stats = gr.Markdown()
             with gr.Tab("Strategies"):
                 with gr.Row():
                     new_tokens = gr.Slider(1, decoding.MAX_NEW_TOKENS, value=12, step=1, label="New tokens")
@@ -174,6 +204,30 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 raise InputError("Take a first step, then pick one of its alternatives.")
             return history_view(lm, h.undo().advance(lm, settings, int(seed_v or 0), int(choice)))
         return history_view(lm, h.advance(lm, settings, int(seed_v or 0)))
+
+    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
+    def write(selection, tokens_v, seed_v, *knob_values):
+        """Stream a continuation: the text so far and its speed, about ten times a second."""
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = _generating(ctx, selection)
+        settings = settings_of(*knob_values)
+        prompt = lm.tokenizer(selection.text)["input_ids"]
+        limit = decoding.check_count(int(tokens_v), 1, decoding.MAX_STREAM_TOKENS, "number of tokens to write")
+        shown = "" if lm.spec.family == "encoder_decoder" else selection.text
+        new, logprob, start, last = [], 0.0, time.perf_counter(), 0.0
+        for token, token_logprob in decoding.stream(lm, prompt, settings, limit, int(seed_v or 0)):
+            new.append(token)
+            logprob += token_logprob
+            now = time.perf_counter()
+            if now - last >= 0.1 or len(new) == limit:
+                last = now
+                yield _written(lm, shown, new), _write_stats(new, logprob, now - start, limit)
+        yield (
+            _written(lm, shown, new),
+            _write_stats(new, logprob, time.perf_counter() - start, limit)
+            + (" · ended (end-of-sequence token)" if new and new[-1] in decoding.eos_ids(lm) else ""),
+        )
 
     @guarded(lambda msg: ([["⚠️", msg, "", ""]], message_figure(msg)))
     def compare(selection, new_v, samples_v, beams_v, penalty_v, seed_v, *knob_values):
@@ -275,6 +329,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             step_outputs,
             api_name=f"step_{action}",
         )
+    writing = write_button.click(
+        write, [shared.state, write_tokens, seed, *knobs], [written, write_stats], api_name="write",
+        concurrency_limit=2, concurrency_id="model_run",
+    )  # fmt: skip
+    stop_button.click(None, None, None, cancels=[writing], api_name=False)
     compare_inputs = [shared.state, new_tokens, n_samples, beams, length_penalty, seed, *knobs]
     run_strategies.click(
         compare, compare_inputs, [strategies_table, tree_plot], api_name="strategies",
