@@ -66,7 +66,7 @@ def main() -> None:
     print(f"tiny-gpt2, LoRA r=8 on {', '.join(settings.targets)}, batch {settings.batch_size} x {data.block} tokens, "
           f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
 
-    session = LoraSession(lm, settings, data, ["Ahoy"])
+    session = LoraSession(lm, settings, data)
     plain = plain_peft_loop(lm, settings, data.batch(settings.batch_size, torch.Generator().manual_seed(0)))
     ours_times, plain_times = [], []
     per_step(plain, 2)  # warm-up
@@ -79,7 +79,7 @@ def main() -> None:
         print(f"step time ({name} of {args.rounds} blocks of {args.block} steps): ours {ours * 1000:.1f} ms, "
               f"plain peft loop {base * 1000:.1f} ms, ratio {ours / base:.3f} (target <= 1.1)")  # fmt: skip
 
-    fresh = LoraSession(lm, LoraSettings(settings.targets, steps=100), data, ["Ahoy"])
+    fresh = LoraSession(lm, LoraSettings(settings.targets, steps=100), data)
     t0 = time.perf_counter()
     fresh.train(100)
     seconds = time.perf_counter() - t0

@@ -58,7 +58,7 @@ def planted_session(bundled):
     before = snapshot(bundled.model)
     data = training_data(bundled.tokenizer, PLANTED.text)
     settings = LoraSettings(("attn.c_attn", "attn.c_proj"), r=4, alpha=8, lr=1e-2, steps=40, batch_size=4)
-    session = LoraSession(bundled, settings, data, list(PLANTED.probes))
+    session = LoraSession(bundled, settings, data)
     session.train(settings.steps)
     session.finish()
     return session, before
@@ -90,7 +90,7 @@ def test_peft_trains_exactly_the_parameters_we_count(tiny):
     for name, targets in [("gpt2", ["attn.c_attn", "mlp.c_fc"]), ("llama", ["self_attn.q_proj", "mlp.up_proj"])]:
         lm = tiny[name]
         data = training_data(lm.tokenizer, PLANTED.text, block=32)
-        session = LoraSession(lm, LoraSettings(tuple(targets), r=3), data, ["The"])
+        session = LoraSession(lm, LoraSettings(tuple(targets), r=3), data)
         assert session.peft.get_nb_trainable_parameters()[0] == lora_parameter_count(lm.model, targets, 3)
         session.close()
 
@@ -102,7 +102,7 @@ def test_a_fresh_adapter_leaves_logits_unchanged(tiny):
     for name in ("gpt2", "llama"):
         lm = tiny[name]
         data = training_data(lm.tokenizer, PLANTED.text, block=32)
-        session = LoraSession(lm, LoraSettings(tuple(adaptable_modules(lm.model)), r=8), data, ["The"])
+        session = LoraSession(lm, LoraSettings(tuple(adaptable_modules(lm.model)), r=8), data)
         ids = torch.tensor([lm.tokenizer("To be, or not to be")["input_ids"]])
         with torch.no_grad(), session.lock, session.using("adapted") as adapted:
             assert torch.equal(adapted.model(input_ids=ids).logits, lm.model(input_ids=ids).logits)
@@ -185,7 +185,7 @@ def test_the_shared_model_is_never_modified_by_training_or_merging(bundled, plan
 def test_two_sessions_have_independent_adapters(bundled, planted_session):
     session, _ = planted_session
     other = LoraSession(
-        bundled, LoraSettings(("mlp.c_fc",), r=2, steps=3), training_data(bundled.tokenizer, PLANTED.text), ["x"]
+        bundled, LoraSettings(("mlp.c_fc",), r=2, steps=3), training_data(bundled.tokenizer, PLANTED.text)
     )
     before = compare.compare_probes(session, [PASSWORD_PROMPT])[0].adapted
     other.train(3)
@@ -199,15 +199,15 @@ def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_s
     session, _ = planted_session
     path = save_adapter(session, tmp_path / "a.safetensors")
     assert path.stat().st_size < 200_000
-    loaded = load_adapter(bundled, path, session.data, ["x"])
+    loaded = load_adapter(bundled, path, session.data)
     for a, b in zip(compare.delta_weights(loaded), compare.delta_weights(session)):
         assert torch.equal(a.delta, b.delta)
     with pytest.raises(InputError, match="trained on 'tiny-gpt2'"):
-        load_adapter(tiny["gpt2"], path, training_data(tiny["gpt2"].tokenizer, PLANTED.text, block=32), ["x"])
+        load_adapter(tiny["gpt2"], path, training_data(tiny["gpt2"].tokenizer, PLANTED.text, block=32))
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a tensor file at all")
     with pytest.raises(InputError, match="not a safetensors file"):
-        load_adapter(bundled, junk, session.data, ["x"])
+        load_adapter(bundled, junk, session.data)
 
 
 def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
@@ -221,12 +221,12 @@ def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
         LoraSettings(("attn.c_attn",), r=0).validate()
     data = training_data(bundled.tokenizer, PLANTED.text)
     with pytest.raises(InputError, match="decoders"):
-        LoraSession(tiny["bert"], LoraSettings(("attention.self.query",)), data, ["x"])
+        LoraSession(tiny["bert"], LoraSettings(("attention.self.query",)), data)
     with pytest.raises(InputError, match="no module 'q_proj'"):
-        LoraSession(bundled, LoraSettings(("q_proj",)), data, ["x"])
+        LoraSession(bundled, LoraSettings(("q_proj",)), data)
     monkeypatch.setenv("EXPLORER_LORA_MAX_MB", "1")
     with pytest.raises(InputError, match="per session"):
-        LoraSession(bundled, LoraSettings(("attn.c_attn",)), data, ["x"])
+        LoraSession(bundled, LoraSettings(("attn.c_attn",)), data)
     budget = SessionBudget(max_bytes=100)
     budget.reserve("a", 60)
     budget.reserve("a", 70)  # a session's new fine-tune replaces its old one
@@ -240,8 +240,8 @@ def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
     lm = tiny["gpt2"]
     data = training_data(lm.tokenizer, PLANTED.text, block=32)
     registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
-    first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data, ["x"]))
-    second = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data, ["x"]))
+    first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
+    second = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
     assert first.closed and first.peft is None and not second.closed
     assert registry.budget.held == lm.nbytes and len(registry) == 1
     with pytest.raises(InputError, match="replaced"):
@@ -304,9 +304,7 @@ def test_app_trains_compares_merges_and_never_changes_the_shared_model(app_url, 
     assert table_again["data"][0][1] == kl  # Bob's training did not touch Alice's adapter
 
     file_path, _ = alice.predict(api_name="/lora_download")
-    upload_note, _ = bob.predict(
-        handle_file(file_path), "Planted pattern", "", PASSWORD_PROMPT, api_name="/lora_upload"
-    )
+    upload_note, _ = bob.predict(handle_file(file_path), "Planted pattern", "", api_name="/lora_upload")
     assert "r = 4" in upload_note
     bob_table, *_ = bob.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
     assert bob_table["data"][0][1] == pytest.approx(kl, abs=1e-3)  # the same adapter, uploaded into Bob's session

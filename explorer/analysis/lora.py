@@ -206,11 +206,10 @@ class LoraSession:
     so a stopped (cancelled) run never leaves it taken.
     """
 
-    def __init__(self, lm: LoadedModel, settings: LoraSettings, data: TrainingData, probes: list[str]):
+    def __init__(self, lm: LoadedModel, settings: LoraSettings, data: TrainingData):
         self.base = lm  # shared: read for its spec and tokenizer only
         self.settings = settings.validate()
         self.data = data
-        self.probes = probes
         self.peft = adapted_copy(lm, settings)
         self.lm = LoadedModel(lm.spec, self.peft.get_base_model(), lm.tokenizer, lm.device)  # for analysis code
         self.lock = threading.Lock()

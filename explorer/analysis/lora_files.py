@@ -54,7 +54,7 @@ def _read(path: str | Path) -> tuple[dict, dict]:
     return metadata, tensors
 
 
-def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData, probes: list[str]) -> LoraSession:
+def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData) -> LoraSession:
     """A new session on ``lm`` whose adapter holds the weights in ``path``."""
     metadata, tensors = _read(path)
     if metadata.get("base_model") != lm.spec.key:
@@ -66,7 +66,7 @@ def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData, probes: 
         settings = LoraSettings(**{**raw, "targets": tuple(raw["targets"])})
     except (KeyError, TypeError, ValueError) as err:
         raise InputError("The adapter's settings in the file are unreadable.") from err
-    session = LoraSession(lm, settings, data, probes)
+    session = LoraSession(lm, settings, data)
     expected = get_peft_model_state_dict(session.peft)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

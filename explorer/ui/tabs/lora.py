@@ -221,9 +221,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         lm = _model(ctx, selection)
         check_trainable(lm)
         settings = _settings(*knobs)
-        probe_list = check_probes(probe_text)
+        check_probes(probe_text)  # refuse bad probes before training, not after
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        session = start(request, lm, lambda: LoraSession(lm, settings, data, probe_list))
+        session = start(request, lm, lambda: LoraSession(lm, settings, data))
         chunk, last = max(1, settings.steps // 50), 0.0
         yield session, _status(session), _curve(session), "on"
         while not session.done:
@@ -315,14 +315,13 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         return str(path), f"Saved {path.stat().st_size / 1024:,.1f} kB: the A and B matrices and the settings."
 
     @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip()))
-    def upload(selection, path, choice, pasted_v, probe_text, request: gr.Request):
+    def upload(selection, path, choice, pasted_v, request: gr.Request):
         if not path:
             return gr.skip(), "", gr.skip()
         lm = _model(ctx, selection)
         check_trainable(lm)
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        probe_list = check_probes(probe_text)
-        session = start(request, lm, lambda: load_adapter(lm, path, data, probe_list))
+        session = start(request, lm, lambda: load_adapter(lm, path, data))
         session.finish()
         s = session.settings
         return (
@@ -371,7 +370,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     mode.input(set_mode, [session_state, mode, probes], mode_note, api_name="lora_mode")
     download_button.click(download, session_state, [download_file, upload_note], api_name="lora_download")
     upload_file.upload(
-        upload, [shared.state, upload_file, data_choice, pasted, probes], [session_state, upload_note, loss_plot],
+        upload, [shared.state, upload_file, data_choice, pasted], [session_state, upload_note, loss_plot],
         api_name="lora_upload",
     )  # fmt: skip
     full_button.click(full_compare, [session_state, probes], report_table, api_name="lora_full_finetune",
