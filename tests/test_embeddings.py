@@ -78,7 +78,7 @@ def test_projection_bounds_are_clear_sentences():
         project(x, np.arange(3), "umap", 2)
     with pytest.raises(InputError, match="2 or 3"):
         project(x, np.arange(3), "pca", 5)
-    with pytest.raises(InputError, match="at most 10,000"):
+    with pytest.raises(InputError, match="at most 5,000"):
         projections.check_size("tsne", 50_000, 2)
 
 
@@ -127,8 +127,9 @@ def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     assert os.environ["NUMBA_CACHE_DIR"]  # numba's compiled code is kept between runs
 
 
-def test_warm_up_can_be_switched_off():
+def test_warm_up_can_be_switched_off_and_compiles_umap():
     assert projections.warm_up_in_background() is None  # EXPLORER_WARMUP=0 (fixture)
+    assert projections.warm_up(n=60, dims=(2,)) > 0 and projections.is_warm()
 
 
 # ----------------------------------------------------------------------------------- neighbours, arithmetic
@@ -281,15 +282,15 @@ def client(tiny_dir, tmp_path_factory):
     from explorer.ui.app import build_app
     from explorer.ui.context import AppContext
 
-    before = os.environ.get("EXPLORER_CACHE_DIR")
-    os.environ["EXPLORER_CACHE_DIR"] = str(tmp_path_factory.mktemp("app-cache"))  # read when the tab is built
-    demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EXPLORER_CACHE_DIR", str(tmp_path_factory.mktemp("app-cache")))  # read when the tab is built
+        mp.setenv("EXPLORER_WARMUP", "0")
+        demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
     finally:
         demo.close()
-        os.environ.pop("EXPLORER_CACHE_DIR") if before is None else os.environ.update(EXPLORER_CACHE_DIR=before)
 
 
 def array(value) -> np.ndarray:

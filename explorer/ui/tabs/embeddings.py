@@ -208,7 +208,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         note = f"**{name}** of {what} of **{lm.spec.key}** ({table.matrix.shape[1]} dimensions) · {how}."
         if projection.explained is not None:
             note += " Variance kept by the axes: " + ", ".join(f"{v:.1%}" for v in projection.explained) + "."
-        outside = sum(t.id not in set(projection.ids.tolist()) for t in tokens)
+        projected = set(projection.ids.tolist())
+        outside = sum(t.id not in projected for t in tokens)
         if outside and method_v != "pca":
             note += f" {outside} of the text's tokens are not in the subset: each sits at the mean of its 5 nearest."
         if method_v == "umap" and projection.source == "computed" and not is_warm():
@@ -293,7 +294,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         if enc.kind == "learned":
             table = enc.table[:n]
             figure = plots.position_comparison(
-                emb.cosine_matrix(table, table), sin_sims[: len(table), : len(table)], f"{lm.spec.key}: `{enc.where}`"
+                emb.cosine_matrix(table, table),
+                sin_sims[: len(table), : len(table)],
+                f"{lm.spec.key}: learned {enc.where}",
             )
             if enc.offset:
                 note += f" (This model counts positions from row {enc.offset} of its table, after the padding index.)"
