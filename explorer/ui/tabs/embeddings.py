@@ -333,12 +333,10 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     def open_map(selection, method_v, dims_v, subset_v, n_v, list_v, search_v, progress=gr.Progress()):  # noqa: B008
         return *draw_map(selection, method_v, dims_v, subset_v, n_v, list_v, search_v, progress=progress), "map"
 
-    def showing(view: str, fn=None):
-        """A sub-tab's select event: draw it (if ``fn``) and remember which view is on screen."""
+    def showing(view: str, fn):
+        """A sub-tab's select event: draw it and remember which view is on screen."""
 
         def select(*args):
-            if fn is None:
-                return view
             out = fn(*args)
             return (*out, view) if isinstance(out, tuple) else (out, view)
 
@@ -357,7 +355,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     neighbours_in, neighbours_out = [shared.state, word, k], [neighbours_note, neighbours_table]
     find.click(show_neighbours, neighbours_in, neighbours_out, api_name="neighbours")
     word.submit(show_neighbours, neighbours_in, neighbours_out, api_name=False)
-    neighbours_tab.select(showing("neighbours"), None, active, api_name=False)
+    neighbours_tab.select(
+        showing("neighbours", show_neighbours), neighbours_in, [*neighbours_out, active], api_name=False
+    )
     solve.click(show_analogy, [shared.state, a, b, c, k], [analogy_note, analogy_table], api_name="analogy")
     layers_tab.select(showing("layers", draw_layers), layer_in, [*layer_out, active], api_name="contextual")
     for control in (layer, layer_dims):
@@ -366,7 +366,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     compare_out = [compare_note, drift_plot, pair_plot]
     model_run = {"concurrency_limit": 2, "concurrency_id": "model_run"}
     compare_button.click(compare_texts, compare_in, compare_out, api_name="compare_contexts", **model_run)
-    compare_tab.select(showing("compare"), None, active, api_name=False)
+    compare_tab.select(
+        showing("compare", compare_texts), compare_in, [*compare_out, active], api_name=False, **model_run
+    )
     position_in, position_out = [shared.state, n_positions], [position_note, position_plot, sinusoid_plot]
     position_tab.select(showing("position", draw_positions), position_in, [*position_out, active], api_name="positions")
     n_positions.change(draw_positions, position_in, position_out, api_name=False, trigger_mode="always_last")
