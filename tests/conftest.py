@@ -3,6 +3,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("EXPLORER_DEVICE", "cpu")
+os.environ.setdefault("EXPLORER_WARMUP", "0")  # no background UMAP compilation in every app the tests build
+if "EXPLORER_CACHE_DIR" not in os.environ:  # projections cached by tests never reach the user's cache
+    import tempfile
+
+    os.environ["EXPLORER_CACHE_DIR"] = tempfile.mkdtemp(prefix="explorer-test-cache-")
 
 import pytest  # noqa: E402
 
@@ -22,3 +27,26 @@ def tiny(tiny_dir):
     from explorer.core.loading import load
 
     return {name: load(str(folder)) for name, folder in tiny_dir.items()}
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_dir):
+    """The app's shared services, on the tiny GPT-2 by default."""
+    from explorer.ui.context import AppContext
+
+    return AppContext(default_model=str(tiny_dir["gpt2"]))
+
+
+@pytest.fixture(scope="module")
+def client(ctx):
+    """The whole app served on loopback, driven through gradio_client (the app test tier)."""
+    from gradio_client import Client
+
+    from explorer.ui.app import build_app
+
+    demo = build_app(ctx)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()

@@ -5,28 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from explorer.analysis.decoding import sample
 from explorer.analysis.sampling import DecodingSettings
-from explorer.ui.app import build_app
-from explorer.ui.context import AppContext
-
-
-@pytest.fixture(scope="module")
-def ctx(tiny_dir):
-    return AppContext(default_model=str(tiny_dir["gpt2"]))
-
-
-@pytest.fixture(scope="module")
-def client(ctx):
-    demo = build_app(ctx)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
 
 
 def plot_data(result) -> list[dict]:

@@ -122,8 +122,8 @@ class Runner:
     encoder-decoders, whose source is encoded once and repeated per row.
     """
 
-    def __init__(self, lm: LoadedModel, prompt_ids: list[int], batch: int):
-        self.model, self.device = lm.model, lm.device
+    def __init__(self, lm: LoadedModel, prompt_ids: list[int], batch: int, use_cache: bool = True):
+        self.model, self.device, self.use_cache = lm.model, lm.device, use_cache
         self.encoder_decoder = lm.spec.family == "encoder_decoder"
         self.cache = None
         params = inspect.signature(self.model.forward).parameters
@@ -149,14 +149,20 @@ class Runner:
 
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
-        """Logits (B, V) for the token after ``ids``, float32; feeds only the tokens the cache lacks."""
+        """Logits (B, V) for the token after ``ids``, float32; feeds only the tokens the cache lacks.
+
+        Without the cache (``use_cache=False``) every call runs the whole decoder side again.
+        """
         new = self.ids[:, self.cached_length :]
         if self.encoder_decoder:
             inputs = {"decoder_input_ids": new, **self.extra}
         else:
             inputs = {"input_ids": new, "attention_mask": torch.ones_like(self.ids)}
-        out = self.model(**inputs, **{self.cache_arg: self.cache}, use_cache=True, return_dict=True)
-        self.cache = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)
+        if self.use_cache:
+            inputs[self.cache_arg] = self.cache
+        out = self.model(**inputs, use_cache=self.use_cache, return_dict=True)
+        if self.use_cache:
+            self.cache = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)
 
     def rewind(self, ids: list[int]) -> None:

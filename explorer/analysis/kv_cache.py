@@ -1,0 +1,249 @@
+"""The KV cache, measured: the same greedy tokens with the cache on and off, timed token by token.
+
+With the cache, each step feeds one new token and reads the keys and values of the earlier ones
+from the cache; without it, each step runs the whole text again, so its cost grows with the
+position. ``KVCacheExperiment`` alternates runs with and without the cache on one prompt, checks
+that both write the same tokens, and records every step's latency and the bytes the cache holds.
+``cache_bytes`` measures a cache object; ``formula_bytes`` is what it should hold:
+2 (keys and values) × layers × kv-heads × head-dim × positions × bytes per element.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explorer.analysis.decoding import Runner, check_count, check_generative, check_ids, check_room
+from explorer.core.errors import InputError
+from explorer.core.loading import LoadedModel
+
+MAX_NEW_TOKENS = 256
+MAX_REPEATS = 5
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
+
+
+# ---------------------------------------------------------------- bytes
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    """What one position of a model's self-attention KV cache holds (T5: its decoder)."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    heads: int  # query heads: more than kv_heads for grouped-query attention
+
+    @classmethod
+    def of(cls, config) -> CacheShape:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        layers = getattr(text, "num_decoder_layers", None) or text.num_hidden_layers
+        heads = text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or getattr(text, "d_kv", None) or text.hidden_size // heads
+        return cls(int(layers), int(kv_heads), int(head_dim), int(heads))
+
+
+def formula_bytes(layers: int, kv_heads: int, head_dim: int, positions: int, bytes_per_element: float) -> int:
+    """2 × layers × kv-heads × head-dim × positions × bytes per element."""
+    return int(2 * layers * kv_heads * head_dim * positions * bytes_per_element)
+
+
+def _self_attention_layers(cache) -> list:
+    inner = getattr(cache, "self_attention_cache", cache)  # encoder-decoders: the decoder's own cache
+    return list(inner.layers)
+
+
+def cache_bytes(cache) -> int:
+    """Bytes of the keys and values a cache object holds for the decoder's self-attention."""
+    total = 0
+    for layer in _self_attention_layers(cache):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def cross_attention_bytes(cache) -> int:
+    """Encoder-decoders also cache the encoder's keys and values once (fixed by the source length)."""
+    cross = getattr(cache, "cross_attention_cache", None)
+    return 0 if cross is None else cache_bytes(cross)
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _greedy_run(lm: LoadedModel, prompt_ids: list[int], new_tokens: int, use_cache: bool):
+    """One greedy generation, timed per step: (tokens, seconds per step, cache bytes after each step, runner)."""
+    runner = Runner(lm, prompt_ids, 1, use_cache=use_cache)
+    tokens, seconds, held = [], [], []
+    for _ in range(new_tokens):
+        _sync(lm.device)
+        start = time.perf_counter()
+        token = runner.next_logits().argmax(dim=-1)
+        _sync(lm.device)
+        seconds.append(time.perf_counter() - start)
+        held.append(cache_bytes(runner.cache) if runner.cache is not None else 0)
+        runner.append(token)
+        tokens.append(int(token[0]))
+    return tokens, seconds, held, runner
+
+
+@dataclass(frozen=True)
+class KVCacheResult:
+    """Latencies (repeats, new_tokens) in seconds; step 0 processes the prompt (prefill)."""
+
+    tokens: tuple[int, ...]
+    prompt_length: int  # decoder-side tokens before the first new one
+    with_cache: np.ndarray
+    without_cache: np.ndarray
+    cache_bytes: np.ndarray  # (new_tokens,) measured after each step, cache on
+    cross_bytes: int  # encoder-decoders: the encoder's keys and values, cached once
+    shape: CacheShape
+    bytes_per_element: int
+    keys: np.ndarray  # (layers, kv_heads, positions, head_dim) float16: the cache at the end
+    values: np.ndarray
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The position of the token each step writes (0-based); also how many positions the cache
+        holds after that step (everything fed so far: the new token itself is fed at the next step)."""
+        return self.prompt_length + np.arange(self.with_cache.shape[1])
+
+    @property
+    def formula(self) -> np.ndarray:
+        """The formula's bytes after each step."""
+        s = self.shape
+        return np.array([formula_bytes(s.layers, s.kv_heads, s.head_dim, int(p), self.bytes_per_element)
+                         for p in self.positions])  # fmt: skip
+
+    def totals(self, cached: bool) -> np.ndarray:
+        """Seconds per run (repeats,)."""
+        return (self.with_cache if cached else self.without_cache).sum(axis=1)
+
+    def tokens_per_second(self, cached: bool) -> np.ndarray:
+        return self.with_cache.shape[1] / self.totals(cached)
+
+    @property
+    def speedups(self) -> np.ndarray:
+        """Time without the cache over time with it, per repeat (runs are paired in time)."""
+        return self.totals(False) / self.totals(True)
+
+    def slope(self, cached: bool) -> float:
+        """Seconds each further position adds to a step (least squares over the steps after the prompt)."""
+        latencies = np.median(self.with_cache if cached else self.without_cache, axis=0)[1:]
+        if latencies.size < 2:
+            return 0.0
+        return float(np.polyfit(self.positions[1:], latencies, 1)[0])
+
+
+class KVCacheExperiment:
+    """Greedy generation from one prompt, ``repeats`` times with the cache and without, interleaved.
+
+    ``steps()`` runs one generation per iteration and yields ``(done, total, label)`` so a caller
+    can show progress and stop between runs; ``result()`` then summarises them.
+    """
+
+    def __init__(self, lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3):
+        check_generative(lm)
+        self.lm = lm
+        self.prompt_ids = check_ids(lm, prompt_ids)
+        self.new_tokens = check_count(new_tokens, 2, MAX_NEW_TOKENS, "number of new tokens")
+        self.repeats = check_count(repeats, 1, MAX_REPEATS, "number of repeats")
+        check_room(lm, len(self.prompt_ids), self.new_tokens)
+        self._runs: dict[bool, list] = {True: [], False: []}
+
+    def steps(self):
+        total = 2 * self.repeats + 1
+        yield 0, total, "warming up (one untimed run)"
+        with torch.inference_mode():
+            _greedy_run(self.lm, self.prompt_ids, min(self.new_tokens, 8), True)
+            for r in range(self.repeats):
+                for k, cached in enumerate((True, False)):
+                    done = 1 + 2 * r + k
+                    yield done, total, f"run {r + 1} of {self.repeats}, cache {'on' if cached else 'off'}"
+                    self._runs[cached].append(_greedy_run(self.lm, self.prompt_ids, self.new_tokens, cached))
+        yield total, total, "done"
+
+    def result(self) -> KVCacheResult:
+        on, off = self._runs[True], self._runs[False]
+        if len(on) < self.repeats or len(off) < self.repeats:
+            raise InputError("The experiment was stopped before every run finished.")
+        for tokens, *_ in on + off:
+            if tokens != on[0][0]:
+                raise RuntimeError("Greedy generation wrote different tokens with and without the cache.")
+        tokens, _, held, runner = on[0]
+        layers = _self_attention_layers(runner.cache)
+        keys = np.stack([layer.keys[0].float().cpu().numpy() for layer in layers]).astype(np.float16)
+        values = np.stack([layer.values[0].float().cpu().numpy() for layer in layers]).astype(np.float16)
+        element = layers[0].keys.element_size()
+        return KVCacheResult(
+            tuple(tokens), runner.prompt_len, np.array([s for _, s, _, _ in on]), np.array([s for _, s, _, _ in off]),
+            np.array(held), cross_attention_bytes(runner.cache), CacheShape.of(self.lm.model.config), element,
+            keys, values,
+        )  # fmt: skip
+
+
+def run_experiment(lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3) -> KVCacheResult:
+    """The whole experiment at once (tests and benches)."""
+    experiment = KVCacheExperiment(lm, prompt_ids, new_tokens, repeats)
+    for _ in experiment.steps():
+        pass
+    return experiment.result()
+
+
+# ---------------------------------------------------------------- eager vs fused attention
+
+
+@dataclass(frozen=True)
+class AttentionTiming:
+    tokens: int
+    eager_seconds: np.ndarray  # (repeats,)
+    fused_seconds: np.ndarray
+
+    @property
+    def speedup(self) -> float:
+        return float(np.median(self.eager_seconds) / np.median(self.fused_seconds))
+
+
+MAX_COPY_BYTES = 1_000_000_000  # the fused-attention copy is made per request; bigger models are refused
+
+
+def time_attention(lm: LoadedModel, ids, repeats: int = 5) -> AttentionTiming:
+    """One forward pass over ``ids`` with eager attention (the shared model) and with fused SDPA.
+
+    The fused run uses a private copy of the model switched to ``sdpa``, so the shared model is
+    never changed; the copy is dropped at the end.
+    """
+    ids = check_ids(lm, ids)
+    repeats = check_count(repeats, 1, 20, "number of repeats")
+    if lm.nbytes > MAX_COPY_BYTES:
+        raise InputError(f"{lm.spec.key} is too big to copy for this comparison ({lm.nbytes / 1e9:.1f} GB).")
+    fused = copy.deepcopy(lm.model)
+    fused.set_attn_implementation("sdpa")
+    x = torch.tensor([ids], device=lm.device)
+    inputs = {"input_ids": x}
+    if lm.spec.family == "encoder_decoder":
+        inputs["decoder_input_ids"] = x
+    models = {"eager": lm.model, "fused": fused}
+    timings = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(**inputs)  # warm-up
+        for _ in range(repeats):  # interleaved, so both see the same load on a shared machine
+            for name, model in models.items():
+                _sync(lm.device)
+                start = time.perf_counter()
+                model(**inputs)
+                _sync(lm.device)
+                timings[name].append(time.perf_counter() - start)
+    return AttentionTiming(len(ids), np.array(timings["eager"]), np.array(timings["fused"]))

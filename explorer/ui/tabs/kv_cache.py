@@ -1,0 +1,235 @@
+"""KV cache tab: generate with the cache on and off, timed; what the cache holds and what it costs in memory."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from explorer.analysis.kv_cache import (
+    DTYPE_BYTES,
+    MAX_NEW_TOKENS,
+    MAX_REPEATS,
+    CacheShape,
+    KVCacheExperiment,
+    formula_bytes,
+    time_attention,
+)
+from explorer.core.errors import InputError
+from explorer.core.tokens import token_rows
+from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
+from explorer.ui.context import AppContext, guarded
+from explorer.ui.tabs.attention import message_figure
+
+EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
+cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \
+them, so a step only computes the new token's. Run the experiment: the same greedy tokens with the cache on and \
+off, timed token by token on this machine. The price is memory: 2 (keys and values) × layers × kv-heads × \
+head-dim × positions × bytes per number, which grows with every token."""
+MAX_LAYERS = 128  # the sliders' range; a model's own is checked in the handler
+MAX_HEADS = 128
+MAX_POSITIONS = 2048
+EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}  # timings want the machine to themselves
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.2f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+def _spread(values: np.ndarray, fmt: str) -> str:
+    values = np.asarray(values, float)
+    if values.size == 1:
+        return format(values[0], fmt)
+    return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+
+
+def summary(result, lm) -> str:
+    """The experiment's numbers as a small table, and what the cache would weigh at full context."""
+    speedups = result.speedups
+    n = result.with_cache.shape[1]
+    lines = [
+        f"**{n} tokens, {len(speedups)} runs each way.** Same tokens with and without the cache: checked.",
+        "",
+        "| | cache on | cache off |",
+        "|---|---|---|",
+        f"| total time (s) | {_spread(result.totals(True), '.3f')} | {_spread(result.totals(False), '.3f')} |",
+        f"| tokens per second | {_spread(result.tokens_per_second(True), '.1f')} "
+        f"| {_spread(result.tokens_per_second(False), '.1f')} |",
+        f"| each further position adds | {result.slope(True) * 1e3:+.3f} ms | {result.slope(False) * 1e3:+.3f} ms |",
+        "",
+        f"**Speed-up: {np.median(speedups):.2f}×** (runs ranged {speedups.min():.2f}× to {speedups.max():.2f}×).",
+    ]
+    shape, held = result.shape, int(result.cache_bytes[-1])
+    limit = getattr(lm.model.config, "n_positions", None) or getattr(lm.model.config, "max_position_embeddings", None)
+    lines.append(
+        f"The cache ended holding **{_mib(held)}** for {int(result.positions[-1])} positions "
+        f"({shape.layers} layers × {shape.kv_heads} kv-heads × {shape.head_dim} dims × 2 × "
+        f"{result.bytes_per_element} bytes per position each = {_mib(result.formula[-1])} by the formula)."
+    )
+    if limit:
+        full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, int(limit), result.bytes_per_element)
+        lines.append(
+            f"At this model's full context of {int(limit):,} positions it would hold {_mib(full)} per sequence."
+        )
+    if result.cross_bytes:
+        lines.append(
+            f"The encoder's keys and values for the source take {_mib(result.cross_bytes)} more, computed once."
+        )
+    return "\n".join(lines)
+
+
+def calculator(layers, kv_heads, head_dim, context, dtype, batch) -> str:
+    for value, what in ((layers, "layers"), (kv_heads, "kv-heads"), (head_dim, "head dimension"),
+                        (context, "context"), (batch, "batch")):  # fmt: skip
+        if value is None or int(value) < 1:
+            raise InputError(f"The {what} must be a whole number, 1 or more.")
+    if dtype not in DTYPE_BYTES:
+        raise InputError(f"Pick a number format: {', '.join(DTYPE_BYTES)}.")
+    per_sequence = formula_bytes(int(layers), int(kv_heads), int(head_dim), int(context), DTYPE_BYTES[dtype])
+    per_token = formula_bytes(int(layers), int(kv_heads), int(head_dim), 1, DTYPE_BYTES[dtype])
+    return (
+        f"2 × {int(layers)} × {int(kv_heads)} × {int(head_dim)} × {int(context):,} × {DTYPE_BYTES[dtype]} bytes = "
+        f"**{_mib(per_sequence)} per sequence** ({per_token / 1024:,.1f} KiB per token); "
+        f"for a batch of {int(batch)}: **{_mib(per_sequence * int(batch))}**."
+    )
+
+
+CALCULATOR_PRESETS = {  # layers, kv-heads, head dim, context: from each model's published config
+    "GPT-2 small": (12, 12, 64, 1024),
+    "GPT-2 XL": (48, 25, 64, 1024),
+    "Llama-2-7B (all heads cached)": (32, 32, 128, 4096),
+    "Llama-3-8B (grouped-query: 8 kv-heads)": (32, 8, 128, 8192),
+}
+
+
+def build(ctx: AppContext, shared) -> None:
+    with gr.Tab("KV cache", id="kv_cache"):
+        gr.Markdown(EXPLANATION)
+        with gr.Row():
+            new_tokens = gr.Slider(2, MAX_NEW_TOKENS, value=64, step=1, label="New tokens")
+            repeats = gr.Slider(1, MAX_REPEATS, value=3, step=1, label="Runs each way")
+            run_button = gr.Button("Run the experiment", variant="primary")
+            stop_button = gr.Button("Stop", variant="stop")
+        result_note = gr.Markdown()
+        with gr.Row():
+            latency_fig = gr.Plot(label="Latency per token")
+            memory_fig = gr.Plot(label="Cache memory")
+        with gr.Accordion("What the cache holds", open=True):
+            gr.Markdown(
+                "The cached keys (or values) of one layer and head after a step: one row per position, "
+                "one column per dimension. Each step adds a row; no earlier row changes — that is why they can be kept."
+            )
+            with gr.Row():
+                kind = gr.Radio(["keys", "values"], value="keys", label="Show")
+                layer = gr.Slider(0, MAX_LAYERS - 1, value=0, step=1, label="Layer")
+                head = gr.Slider(0, MAX_HEADS - 1, value=0, step=1, label="KV head")
+                step = gr.Slider(0, MAX_NEW_TOKENS - 1, value=MAX_NEW_TOKENS - 1, step=1, label="After step")
+            cache_fig = gr.Plot(label="Cache contents")
+        with gr.Accordion("Memory calculator", open=False):
+            with gr.Row():
+                preset = gr.Dropdown(list(CALCULATOR_PRESETS), label="Fill in from", value=None)
+                calc_layers = gr.Number(12, label="Layers", precision=0)
+                calc_heads = gr.Number(12, label="KV heads", precision=0)
+                calc_dim = gr.Number(64, label="Head dimension", precision=0)
+                calc_context = gr.Number(1024, label="Context (positions)", precision=0)
+                calc_dtype = gr.Dropdown(list(DTYPE_BYTES), value="float16", label="Numbers stored as")
+                calc_batch = gr.Number(1, label="Batch", precision=0)
+            calc_note = gr.Markdown()
+        with gr.Accordion("Eager vs fused attention", open=False):
+            gr.Markdown(
+                "The same forward pass with eager attention (every weight materialised, which is what lets this app "
+                "show attention maps) and with PyTorch's fused `scaled_dot_product_attention` (the FlashAttention idea: "
+                "never write the full weight matrix). The fused run uses a private copy of the model."
+            )
+            with gr.Row():
+                attn_tokens = gr.Slider(8, MAX_POSITIONS, value=256, step=8, label="Tokens (the text, repeated)")
+                attn_button = gr.Button("Time both")
+            attn_note = gr.Markdown()
+    result_state = gr.State(None)
+
+    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip()))
+    def experiment(selection, new_v, repeats_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        prompt = lm.tokenizer(selection.text)["input_ids"]
+        run = KVCacheExperiment(lm, prompt, int(new_v), int(repeats_v))
+        for done, total, label in run.steps():
+            progress(done / total, desc=label)
+            yield gr.skip(), f"⏳ {label} …", gr.skip(), gr.skip()
+        result = run.result()
+        latency = latency_plot(result.positions, result.with_cache, result.without_cache,
+                               (result.slope(True), result.slope(False)))  # fmt: skip
+        memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes)
+        yield (result, lm.spec.key), summary(result, lm), latency, memory
+
+    @guarded(message_figure)
+    def show_cache(held, selection, kind_v, layer_v, head_v, step_v):
+        if held is None:
+            return message_figure("Run the experiment to see what the cache holds.")
+        result, key = held
+        lm = ctx.pool.get(key)
+        data = result.keys if kind_v == "keys" else result.values  # (layers, kv_heads, positions, dim)
+        layers, heads = data.shape[:2]
+        layer_v, head_v = int(layer_v), int(head_v)
+        if not (0 <= layer_v < layers and 0 <= head_v < heads):
+            raise InputError(f"{key} caches {layers} layers × {heads} kv-heads: pick layer < {layers}, head < {heads}.")
+        step_v = min(int(step_v), result.with_cache.shape[1] - 1)
+        rows = int(result.positions[step_v])  # positions held after that step
+        labels = [t.display for t in token_rows(lm.tokenizer, _held_ids(lm, selection, result), None)][:rows]
+        title = f"{kind_v} of layer {layer_v}, kv-head {head_v}, after step {step_v + 1}: {rows} positions"
+        return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
+
+    def _held_ids(lm, selection, result) -> list[int]:
+        if lm.spec.family == "encoder_decoder":
+            start = [int(lm.model.config.decoder_start_token_id)]
+            return start + list(result.tokens)
+        return list(lm.tokenizer(selection.text)["input_ids"]) + list(result.tokens)
+
+    @guarded(lambda msg: f"⚠️ {msg}")
+    def time_fused(selection, tokens_v):
+        if selection is None:
+            raise InputError("Analyze a text first.")
+        lm = ctx.model(selection)
+        ids = lm.tokenizer(selection.text)["input_ids"]
+        limit = getattr(lm.model.config, "n_positions", None) or getattr(
+            lm.model.config, "max_position_embeddings", 512
+        )
+        n = min(int(tokens_v), int(limit))
+        ids = (ids * (n // len(ids) + 1))[:n]
+        timing = time_attention(lm, ids, repeats=5)
+        eager, fused = np.median(timing.eager_seconds) * 1e3, np.median(timing.fused_seconds) * 1e3
+        capped = f" (this model sees at most {int(limit)} positions)" if n < int(tokens_v) else ""
+        return (
+            f"{timing.tokens} tokens{capped}: eager **{eager:.1f} ms**, fused **{fused:.1f} ms** "
+            f"(median of 5): fused is **{timing.speedup:.2f}×** as fast. On a GPU and at long contexts the gap widens; "
+            "on a CPU with short texts it can be small."
+        )
+
+    def fill_calculator(name):
+        return CALCULATOR_PRESETS[name] if name in CALCULATOR_PRESETS else (gr.skip(),) * 4
+
+    def from_model(selection):
+        try:
+            shape = CacheShape.of(ctx.model(selection).model.config) if selection is not None else None
+        except Exception:  # the analysis reported it already
+            return gr.skip(), gr.skip(), gr.skip()
+        return (shape.layers, shape.kv_heads, shape.head_dim) if shape else (gr.skip(),) * 3
+
+    running = run_button.click(
+        experiment, [shared.state, new_tokens, repeats], [result_state, result_note, latency_fig, memory_fig],
+        api_name="kv_cache", **EXPERIMENT_QUEUE,
+    )  # fmt: skip
+    stop_button.click(None, None, None, cancels=[running], api_name=False)
+    cache_inputs = [result_state, shared.state, kind, layer, head, step]
+    running.then(show_cache, cache_inputs, cache_fig, api_name="kv_cache_contents")
+    for control in (kind, layer, head, step):
+        control.change(show_cache, cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
+    calc_inputs = [calc_layers, calc_heads, calc_dim, calc_context, calc_dtype, calc_batch]
+    calc_calc = guarded(lambda msg: f"⚠️ {msg}")(calculator)
+    for control in calc_inputs:
+        control.change(calc_calc, calc_inputs, calc_note, api_name=False)
+    preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
+    shared.on_analyzed(from_model, [shared.state], [calc_layers, calc_heads, calc_dim])
+    attn_button.click(
+        time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **EXPERIMENT_QUEUE
+    )

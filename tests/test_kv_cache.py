@@ -1,0 +1,129 @@
+"""The KV cache experiment: same tokens with and without the cache, bytes equal the formula, timings well formed."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.analysis.kv_cache import (
+    MAX_NEW_TOKENS,
+    CacheShape,
+    KVCacheExperiment,
+    formula_bytes,
+    run_experiment,
+    time_attention,
+)
+from explorer.core.errors import InputError
+
+PROMPT = "To be, or not to be: that is the question"
+
+
+def prompt_ids(lm):
+    return lm.tokenizer(PROMPT)["input_ids"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5"])
+def test_same_greedy_tokens_with_and_without_the_cache_as_generate_writes(tiny, name):
+    lm = tiny[name]
+    result = run_experiment(lm, prompt_ids(lm), new_tokens=12, repeats=2)  # checks on/off agree itself
+    with torch.no_grad():
+        plain = lm.model.generate(torch.tensor([prompt_ids(lm)]), max_new_tokens=12, min_new_tokens=12,
+                                  do_sample=False, use_cache=False, pad_token_id=0)  # fmt: skip
+    start = 1 if name == "t5" else len(prompt_ids(lm))
+    assert result.tokens == tuple(plain[0, start:].tolist())
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5"])
+def test_cache_bytes_equal_the_formula(tiny, name):
+    lm = tiny[name]
+    config = lm.model.config
+    result = run_experiment(lm, prompt_ids(lm), new_tokens=6, repeats=1)
+    # the configs of tests/tiny_models.py, read by hand: layers, kv heads, head dim
+    expected_shape = {"gpt2": (2, 4, 8), "llama": (2, 2, 8), "t5": (2, 4, 8)}[name]
+    shape = CacheShape.of(config)
+    assert (shape.layers, shape.kv_heads, shape.head_dim) == expected_shape
+    if name == "llama":
+        assert shape.heads == 4 > shape.kv_heads  # grouped-query attention caches fewer heads
+    held = result.prompt_length + np.arange(6)  # positions in the cache after each step
+    layers, kv_heads, head_dim = expected_shape
+    np.testing.assert_array_equal(result.cache_bytes, 2 * layers * kv_heads * head_dim * held * 4)
+    np.testing.assert_array_equal(result.formula, result.cache_bytes)
+    assert result.keys.shape == (layers, kv_heads, held[-1], head_dim) == result.values.shape
+    assert (result.cross_bytes > 0) == (name == "t5")
+
+
+def test_formula_for_real_model_sizes():
+    # GPT-2 small, 1024 positions, float32: 2 x 12 x 12 x 64 x 1024 x 4 bytes = 72 MiB
+    assert formula_bytes(12, 12, 64, 1024, 4) == 75_497_472
+    # a Llama-style model with 8 of 32 heads kept for keys and values caches 4x less than with all 32
+    assert formula_bytes(32, 32, 128, 4096, 2) == 4 * formula_bytes(32, 8, 128, 4096, 2)
+
+
+def test_timings_have_the_right_shape_and_are_positive(tiny):
+    lm = tiny["gpt2"]
+    result = run_experiment(lm, prompt_ids(lm), new_tokens=5, repeats=3)
+    for latencies in (result.with_cache, result.without_cache):
+        assert latencies.shape == (3, 5) and (latencies > 0).all()
+    assert result.totals(True).shape == result.speedups.shape == (3,)
+    assert (result.tokens_per_second(False) > 0).all()
+    assert np.isfinite([result.slope(True), result.slope(False)]).all()
+    np.testing.assert_array_equal(result.positions, len(prompt_ids(lm)) + np.arange(5))
+
+
+def test_progress_counts_runs_and_a_stopped_experiment_says_so(tiny):
+    lm = tiny["gpt2"]
+    experiment = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=4, repeats=2)
+    progress = list(itertools.islice(experiment.steps(), 3))  # stop after the first timed run
+    assert [done for done, _, _ in progress] == [0, 1, 2] and progress[0][1] == 5
+    with pytest.raises(InputError, match="stopped"):
+        experiment.result()
+    experiment = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=4, repeats=2)
+    assert [done for done, _, _ in experiment.steps()] == [0, 1, 2, 3, 4, 5]
+
+
+def test_bounds_and_families(tiny):
+    lm = tiny["gpt2"]
+    with pytest.raises(InputError, match="number of new tokens"):
+        KVCacheExperiment(lm, prompt_ids(lm), new_tokens=MAX_NEW_TOKENS + 1)
+    with pytest.raises(InputError, match="number of repeats"):
+        KVCacheExperiment(lm, prompt_ids(lm), repeats=0)
+    with pytest.raises(InputError, match="fills in masked tokens"):
+        KVCacheExperiment(tiny["bert"], [1, 2, 3])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert"])
+def test_fused_attention_is_timed_on_a_copy(tiny, name):
+    lm = tiny[name]
+    ids = prompt_ids(lm)
+    before = lm.model.config._attn_implementation
+    timing = time_attention(lm, ids, repeats=2)
+    assert timing.tokens == len(ids) and (timing.eager_seconds > 0).all() and (timing.fused_seconds > 0).all()
+    assert lm.model.config._attn_implementation == before == "eager"  # the shared model still shows weights
+
+
+# ------------------------------------------------------------------ the tab, through the app's API
+
+from tests.test_app import plot_data  # noqa: E402
+
+
+def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny_dir):
+    client.predict(str(tiny_dir["gpt2"]), PROMPT, "", api_name="/analyze")
+    job = client.submit(6, 2, api_name="/kv_cache")
+    note, latency, memory = job.result()
+    assert "Speed-up" in note and "Same tokens with and without the cache: checked" in note
+    names = {trace.get("name", "") for trace in plot_data(latency)}
+    assert {"cache on", "cache off"} <= names
+    assert {"formula", "measured"} <= {trace.get("name") for trace in plot_data(memory)}
+    assert any(update[0].startswith("⏳") for update in job.outputs()[:-1])  # progress came first
+    heatmap = plot_data(client.predict("values", 1, 3, 2, api_name="/kv_cache_contents"))[0]
+    prompt_length = len(prompt_ids(ctx.pool.get(str(tiny_dir["gpt2"]))))
+    assert heatmap["type"] == "heatmap" and len(heatmap["y"]) == prompt_length + 2  # after step 3: prompt + 2 fed
+    wrong = json.loads(client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")["plot"])
+    assert "pick layer < 2" in wrong["layout"]["annotations"][0]["text"]
+    timing = client.predict(64, api_name="/attention_timing")
+    assert "eager" in timing and "fused" in timing and "⚠️" not in timing
+    client.predict(str(tiny_dir["bert"]), PROMPT, "", api_name="/analyze")
+    note, _, _ = client.predict(6, 2, api_name="/kv_cache")
+    assert note.startswith("⚠️") and "masked" in note
