@@ -11,9 +11,9 @@ from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
-from explorer.ui.tabs import attention, attribution, decoding, embeddings, lora, tokens
+from explorer.ui.tabs import attention, attribution, decoding, embeddings, kv_cache, lora, tokens
 
-TABS = [tokens, embeddings, attention, decoding, lora, attribution]  # views not built yet do not appear
+TABS = [tokens, embeddings, attention, decoding, kv_cache, lora, attribution]  # views not built yet do not appear
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens and every attention head. "
     "Bundled models work offline; hub ids (e.g. `gpt2`, `bert-base-uncased`, `t5-small`) load where a network exists."
