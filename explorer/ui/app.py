@@ -15,7 +15,8 @@ from explorer.ui.tabs import attention, attribution, decoding, embeddings, kv_ca
 
 TABS = [tokens, embeddings, attention, decoding, kv_cache, lora, attribution]  # views not built yet do not appear
 INTRO = (
-    "# LLM Explorer\nPick a model, type a text, and look inside: its tokens and every attention head. "
+    "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
+    "the next token and how decoding picks it, the KV cache, a LoRA fine-tune and attribution. "
     "Bundled models work offline; hub ids (e.g. `gpt2`, `bert-base-uncased`, `t5-small`) load where a network exists."
 )
 CSS = """
@@ -121,7 +122,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             for fn, inputs, outputs, api_name in shared._listeners:
                 event.then(fn, inputs, outputs, api_name=api_name if named else False)
 
-        run_model = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+        # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
+        # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
+        run_model = {"concurrency_limit": 4, "concurrency_id": "analysis"}
         triggers = [button.click, text.submit, target.submit, model.change]
         then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.

@@ -67,12 +67,12 @@ def parse_setting(component, raw: str):
 def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> list:
     """Values for ``[*shell components, tabs, *settings]`` from a page's query parameters."""
     out = []
-    for key in shell:
+    for key, component in shell.items():
         raw = query.get(key)
         if raw is None or (key in ("text", "target") and len(raw) > MAX_CHARS):
             out.append(gr.skip())
-        elif key == "large":
-            out.append(raw.lower() in TRUE)
+        elif isinstance(component, (gr.Checkbox, gr.Dropdown)) and not getattr(component, "allow_custom_value", False):
+            out.append(parse_setting(component, raw))  # e.g. hosted mode: only catalogue models
         else:
             out.append(raw)
     tab = query.get("tab")
