@@ -32,24 +32,6 @@ def api() -> dict:
     return build_app().get_api_info()["named_endpoints"]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    from explorer.ui.app import build_app
-    from explorer.ui.context import AppContext
-
-    demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
-    demo.queue(default_concurrency_limit=8).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server, verbose=False)
-
-
 texts = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80),  # JSON cannot carry lone surrogates
     st.sampled_from(["", "   ", "\x00\x01", "[MASK]", "<extra_id_0>", "a" * 25_000, "😀" * 300, "-1", "1e9"]),
@@ -134,20 +116,20 @@ def test_every_endpoint_answers_arbitrary_input_and_the_server_stays_up(client, 
     check()
 
 
-def test_sessions_switching_models_at_once_see_only_their_own(server, tiny_dir, tiny):
+def test_sessions_switching_models_at_once_see_only_their_own(client, tiny_dir, tiny):
     """Six users, each analysing its own text (its own length) with a model picked at random, all at once."""
     names = ["gpt2", "bert", "t5"]
     failures: list[str] = []
 
     def user(k: int) -> None:
-        client = Client(server, verbose=False)
+        session = Client(client.src, verbose=False)  # a user of its own: its own gradio session
         rng = random.Random(k)
         for round_ in range(5):
             name = rng.choice(names)
             text = "The" + " tiger" * (k + round_ + 1) + " ran."
             expected = len(tiny[name].tokenizer(text)["input_ids"])
-            status = client.predict(str(tiny_dir[name]), text, "", api_name="/analyze")
-            figure = client.predict("self", 0, 0, "weights", api_name="/attention")
+            status = session.predict(str(tiny_dir[name]), text, "", api_name="/analyze")
+            figure = session.predict("self", 0, 0, "weights", api_name="/attention")
             title = json.loads(figure["plot"])["layout"]["title"]["text"]
             if "⚠️" in status or str(tiny_dir[name]) not in title or f" {expected} input tokens" not in status:
                 failures.append(f"user {k} round {round_} ({name}, {expected} tokens): {status} | {title}")
