@@ -9,7 +9,7 @@ from explorer.core.spec import FAMILY_NAMES
 from explorer.ui.context import AppContext, Selection, guarded
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
-from explorer.ui.share import share_button, share_link_box, wire_share_link
+from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
 from explorer.ui.tabs import attention, attribution, decoding, embeddings, kv_cache, lora, tokens
 
@@ -56,14 +56,8 @@ def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
             with gr.Row():
                 for label, preset_text in presets.items():
                     shared.preset_button(label, preset_text)
-    plots = [b for b in _descendants(tab) if isinstance(b, gr.Plot)]
+    plots = [b for b in descendants(tab) if isinstance(b, gr.Plot)]
     export_panel(plots, tab.label or str(tab.id))
-
-
-def _descendants(block):
-    for child in getattr(block, "children", []):
-        yield child
-        yield from _descendants(child)
 
 
 def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:

@@ -23,16 +23,17 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def _blocks(block):
+def descendants(block):
+    """Every block inside ``block``, depth first."""
     for child in getattr(block, "children", []):
         yield child
-        yield from _blocks(child)
+        yield from descendants(child)
 
 
 def tab_settings(tab: gr.Tab) -> dict[str, gr.components.Component]:
     """``<tab id>.<label slug>`` -> the settings inside a tab a link can restore (first of a label wins)."""
     found = {}
-    for block in _blocks(tab):
+    for block in descendants(tab):
         if not isinstance(block, SETTING_TYPES) or not block.label or block.interactive is False:
             continue
         if isinstance(block, gr.Dropdown) and (block.allow_custom_value or not block.choices or block.multiselect):
