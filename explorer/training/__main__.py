@@ -22,16 +22,27 @@ MAX_WEIGHT_BYTES = 24 * 2**20
 
 
 def previous_run(out: Path, recipe) -> dict:
-    """What an earlier run in ``out`` did: its card, or, for a run stopped early, its last checkpoint."""
+    """What earlier runs in ``out`` did: the card of the last finished one, plus the stage stopped at
+    its last checkpoint when a later run was stopped early (read from ``train.log``)."""
     card_file = out / "card.json"
-    if card_file.exists():
-        return json.loads(card_file.read_text())
-    log = (out / "train.log").read_text().splitlines()
-    steps = [int(line.split()[-1]) for line in log if line.startswith("checkpoint at step")]
-    wall = [float(line.split()[-2]) for line in log if line.startswith("step ")]
+    previous = json.loads(card_file.read_text()) if card_file.exists() else {}
+    log = (out / "train.log").read_text().splitlines() if (out / "train.log").exists() else []
+    finished = max((i for i, line in enumerate(log) if line.startswith("done in")), default=-1)
+    stopped = log[finished + 1 :] if previous else log
+    steps = [int(line.split()[-1]) for line in stopped if line.startswith("checkpoint at step")]
     if not steps:
+        if previous:
+            return previous
         raise SystemExit(f"{out} holds no finished run and no checkpoint to resume from")
-    return {"steps": steps[-1], "lr": recipe.lr, "wall_time_s": wall[-1] if wall else 0.0, "stopped_early": True}
+    progress = [line.split() for line in stopped if line.startswith("step ")]  # step N loss L lr R T s
+    peak_lr = max((float(p[5]) for p in progress), default=recipe.lr)
+    wall = float(progress[-1][-2]) if progress else 0.0
+    stage = {"steps": steps[-1], "lr": peak_lr, "stopped_early": True}
+    stages = previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else [])
+    last_loss = float(progress[-1][3]) if progress else previous.get("final_train_loss", float("nan"))
+    return {**previous, "steps": previous.get("steps", 0) + steps[-1], "lr": peak_lr,
+            "wall_time_s": previous.get("wall_time_s", 0.0) + wall, "stopped_early": True,
+            "final_train_loss": last_loss, "stages": [*stages, stage]}  # fmt: skip
 
 
 def main(argv=None) -> None:
