@@ -71,7 +71,7 @@ def wait_for_figure(page, panel) -> None:
         page.wait_for_function(
             "(panel) => [...panel.querySelectorAll('.js-plotly-plot')].some((el) => el.offsetParent && (el.data || []).length)",
             arg=panel.element_handle(),
-            timeout=15_000,
+            timeout=8_000,  # views drawn on analysis are there by now; others wait for a button
         )
         return
     except Exception:  # noqa: BLE001  (no figure yet: this view draws on request)
