@@ -111,3 +111,15 @@ def test_pool_shares_one_model_and_evicts_the_least_recently_used(tiny_dir):
 def test_pool_errors_are_explained_not_raised_raw():
     with pytest.raises(ModelLoadError):
         ModelPool().get("definitely not a model")
+
+
+def test_different_models_load_at_once_and_loading_still_works_after(tiny_dir):
+    """transformers builds models on the meta device through process-wide state: two loads at once
+    used to fail ("Cannot copy out of meta tensor") and leave every later load failing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [str(tiny_dir[n]) for n in ("gpt2", "bert", "t5", "llama")] * 2
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        loaded = list(pool.map(load, names))
+    assert [lm.spec.family for lm in loaded[:4]] == ["decoder", "encoder", "encoder_decoder", "decoder"]
+    assert load(str(tiny_dir["gpt2"])).spec.family == "decoder"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from explorer.core.spec import ModelSpec, family_of, spec_from_config
 
 hf_logging.disable_progress_bar()  # per-weight progress bars belong in a terminal, not in server logs
 
+_LOAD_LOCK = threading.Lock()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 MAX_NAME = 200
 
@@ -194,14 +196,17 @@ def load(name: str, device: torch.device | None = None) -> LoadedModel:
         _check_folder(folder)
     kwargs = {"trust_remote_code": False, **_hub_kwargs(source)}
     try:
-        config = AutoConfig.from_pretrained(source.location, **kwargs)
-        family = family_of(config)
-        cls = _model_class(family, config)
-        model = cls.from_pretrained(
-            source.location, config=config, attn_implementation="eager", use_safetensors=True, dtype=torch.float32,
-            **kwargs,
-        )  # fmt: skip
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        # One load at a time in the process: transformers builds the model on the meta device through
+        # process-wide state, and two loads at once break each other and every later load.
+        with _LOAD_LOCK:
+            config = AutoConfig.from_pretrained(source.location, **kwargs)
+            family = family_of(config)
+            cls = _model_class(family, config)
+            model = cls.from_pretrained(
+                source.location, config=config, attn_implementation="eager", use_safetensors=True,
+                dtype=torch.float32, **kwargs,
+            )  # fmt: skip
+            tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
     except ModelLoadError:
         raise
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ... : explain them all
