@@ -220,7 +220,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         )
         fig = token_links(weights, labels[: position + 1], labels[: position + 1], position,
                           f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v}")  # fmt: skip
-        return gr.update(maximum=made, value=step_v), shown, fig
+        # a slider needs its maximum above its minimum: with one token made, it stays put
+        return gr.update(maximum=max(made, 2), value=step_v, interactive=made > 1), shown, fig
 
     def refresh_all(selection, kind_v, layer_v, head_v, active_v, values_v, statistic_v, n_v, step_v):
         """After a new analysis: fit the selectors to the model, then redraw the view on screen only."""

@@ -57,10 +57,21 @@ def _model(ctx: AppContext, selection):
     return ctx.model(selection) if selection is not None else ctx.pool.get(ctx.default_model)
 
 
+def _as_list(chosen) -> list:
+    """The dropdown's value as a list: one module name may come alone through the API."""
+    if chosen is None:
+        return []
+    if isinstance(chosen, str):
+        return [chosen]
+    if isinstance(chosen, (list, tuple)):
+        return list(chosen)
+    raise InputError("Pick the modules to adapt from the list (their names, e.g. attn.c_attn).")
+
+
 def _settings(targets, r, alpha, dropout, lr, steps, batch, seed) -> LoraSettings:
     try:
         return LoraSettings(
-            tuple(targets or ()),
+            tuple(_as_list(targets)),
             int(r),
             float(alpha),
             float(dropout),
@@ -189,7 +200,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     def setup(selection, chosen, r):
         lm = _model(ctx, selection)
         kinds = list(adaptable_modules(lm.model))
-        chosen = [c for c in (chosen or []) if c in kinds] or default_targets(lm.model)
+        chosen = [c for c in _as_list(chosen) if c in kinds] or default_targets(lm.model)
         choices = gr.update(choices=kinds, value=chosen)
         check_trainable(lm)
         trainable = lora_parameter_count(lm.model, chosen, int(r))
