@@ -15,7 +15,7 @@ import torch
 
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
-from explorer.core.tokens import decoded_offsets, token_rows
+from explorer.core.tokens import decoded_offsets, encode, token_rows
 from explorer.core.trace import Trace
 
 MAX_CHARS = 20_000  # longer texts are refused before tokenizing
@@ -47,8 +47,7 @@ def _max_positions(lm: LoadedModel) -> int:
 
 
 def _encode(lm: LoadedModel, text: str, add_special_tokens: bool = True):
-    enc = lm.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    ids, offsets = encode(lm.tokenizer, text, add_special_tokens)
     limit = _max_positions(lm)
     truncated = len(ids) > limit
     if truncated:

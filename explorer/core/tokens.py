@@ -61,6 +61,17 @@ def display_piece(piece: str, byte_level: bool, special: bool) -> str:
     return visible(piece.replace("▁", " "))
 
 
+def encode(tokenizer, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` and each one's character span in it."""
+    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def tokenize(tokenizer, text: str) -> tuple[Token, ...]:
+    """``text`` as token rows (id, piece, display form, span), special tokens included."""
+    return token_rows(tokenizer, *encode(tokenizer, text))
+
+
 def token_rows(tokenizer, ids: list[int], offsets: list[tuple[int, int]] | None) -> tuple[Token, ...]:
     pieces = tokenizer.convert_ids_to_tokens(ids)
     special_ids = set(tokenizer.all_special_ids)

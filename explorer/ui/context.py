@@ -30,6 +30,27 @@ class Selection:
     generate: int = 0  # decoders: extend the text by this many greedy tokens first
 
 
+class Recent:
+    """A few recent results by key, oldest dropped beyond ``size``; safe to share between sessions."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        """The value for ``key``, computed (outside the lock) when it is not held."""
+        with self._lock:
+            if key in self._items:
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+        return value
+
+
 @dataclass
 class AppContext:
     """Shared, read-only services. One per process; sessions differ only by their ``Selection``."""
@@ -38,9 +59,8 @@ class AppContext:
     cache: RunCache = field(default_factory=RunCache)
     default_model: str = field(default_factory=default_model_key)
     default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
-    _scores: dict = field(default_factory=dict, repr=False)
-    _tokenizers: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards both small caches
+    _scores: Recent = field(default_factory=lambda: Recent(8), repr=False)
+    _tokenizers: Recent = field(default_factory=lambda: Recent(16), repr=False)
 
     def model_choices(self) -> list[str]:
         keys = bundled_keys()
@@ -62,27 +82,11 @@ class AppContext:
         """A tokenizer by model or tokenizer-catalogue name: a loaded model's own, else loaded alone (kept)."""
         if name in self.pool.loaded():
             return self.pool.get(name).tokenizer
-        with self._lock:
-            if name in self._tokenizers:
-                return self._tokenizers[name]
-        tokenizer = load_tokenizer(name)
-        with self._lock:
-            self._tokenizers[name] = tokenizer
-            while len(self._tokenizers) > 16:
-                self._tokenizers.pop(next(iter(self._tokenizers)))
-        return tokenizer
+        return self._tokenizers.get(name, lambda: load_tokenizer(name))
 
     def scores(self, selection: Selection) -> dict:
         """Pre-softmax scores for a selection (one extra forward pass, remembered for recent selections)."""
-        with self._lock:
-            if selection in self._scores:
-                return self._scores[selection]
-        scores = attention_scores(self.model(selection), self.trace(selection))
-        with self._lock:
-            self._scores[selection] = scores
-            while len(self._scores) > 8:
-                self._scores.pop(next(iter(self._scores)))
-        return scores
+        return self._scores.get(selection, lambda: attention_scores(self.model(selection), self.trace(selection)))
 
 
 def user_message(err: Exception) -> str:

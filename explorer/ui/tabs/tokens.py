@@ -12,7 +12,7 @@ from explorer.analysis.tokens import TOKEN_COLUMNS, token_rows_table, token_tabl
 from explorer.core.catalogue import tokenizer_catalogue
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
-from explorer.core.tokens import is_byte_level, token_rows
+from explorer.core.tokens import is_byte_level, tokenize
 from explorer.ui.assets import presets, sample_texts
 from explorer.ui.context import AppContext, Selection, guarded, user_message
 
@@ -30,18 +30,13 @@ MERGE_COLUMNS = ["rank", "pair", "new token"]
 MAX_REPLAY_WORDS = 200
 
 
-def _stream_tokens(tokenizer, text: str):
-    enc = tokenizer(text, return_offsets_mapping=True)
-    return token_rows(tokenizer, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]])
-
-
 def _round(value) -> float | str:
     return "–" if value is None else round(value, 2)
 
 
 def live_view(tokenizer, text: str) -> tuple[str, str, tuple]:
     """(spans HTML, counts line, tokens) for a text under one tokenizer."""
-    tokens = _stream_tokens(tokenizer, text)
+    tokens = tokenize(tokenizer, text)
     counts = token_counts(text, tokens)
     line = (
         f"**{counts['tokens']}** tokens · {counts['characters']} characters · {counts['bytes']} bytes · "
@@ -131,7 +126,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         ]
         html = "".join(
             f"<h4>{escape(r['tokenizer'])} — {r['tokens']} tokens</h4>"
-            + token_spans_html(_stream_tokens(tokenizers[r["tokenizer"]], text), text)
+            + token_spans_html(tokenize(tokenizers[r["tokenizer"]], text), text)
             for r in rows
         )
         if problems:
