@@ -38,15 +38,21 @@ def ctx(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def client(ctx):
-    """The whole app served on loopback, driven through gradio_client (the app test tier)."""
-    from gradio_client import Client
-
+def app_url(ctx):
+    """The whole app served on loopback (the app test tier); one per test module."""
     from explorer.ui.app import build_app
 
     demo = build_app(ctx)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield demo.local_url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    """One browser session of the app, through gradio_client."""
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

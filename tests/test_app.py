@@ -1,26 +1,12 @@
 """App tier: launch the Gradio app on loopback and call its endpoints with gradio_client."""
 
-import base64
-import json
-
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
 from explorer.analysis.decoding import sample
 from explorer.analysis.sampling import DecodingSettings
-
-
-def plot_data(result) -> list[dict]:
-    return json.loads(result["plot"])["data"]
-
-
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        return flat.reshape([int(n) for n in str(value["shape"]).split(",")])
-    return np.asarray(value, dtype=float)
+from tests.plotly_json import array, plot_data
 
 
 def test_the_app_exposes_named_endpoints(client):

@@ -1,13 +1,11 @@
 """Attribution: completeness of integrated gradients, a model where only one token matters, every family,
 encoder-decoder scores on the source, bounds, stopping, the shared model left untouched, and the app endpoints."""
 
-import json
 import time
 
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from explorer.analysis.attribution import (
@@ -22,9 +20,8 @@ from explorer.analysis.attribution import (
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
-from explorer.ui.app import build_app
-from explorer.ui.context import AppContext
 from tests import tiny_models
+from tests.plotly_json import plot_data
 
 TEXTS = {
     "decoder": "The tiger jumped out of a tree",
@@ -337,20 +334,6 @@ def test_bars_and_heatmap_check_shapes_and_keep_gaps():
 # ---------------------------------------------------------------- the app
 
 
-@pytest.fixture(scope="module")
-def client(tiny_dir):
-    demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
-
-
-def figure_data(figure) -> list[dict]:
-    return json.loads(figure["plot"])["data"]
-
-
 @pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
 def test_attribution_endpoints_for_each_family(client, tiny_dir, name):
     text = {"gpt2": TEXTS["decoder"], "bert": "the tiger jumped out of a [MASK].", "t5": TEXTS["encoder_decoder"]}
@@ -363,9 +346,9 @@ def test_attribution_endpoints_for_each_family(client, tiny_dir, name):
     )
     assert "convergence delta" in note and not note.startswith("⚠️")
     assert html_a.count("<span") == html_b.count("<span") > 1
-    assert len(figure_data(bars)) == 2
+    assert len(plot_data(bars)) == 2
     note, heat = client.predict("saliency", "probability", "zero", 3, 20, api_name="/attribution_matrix")
-    assert "rows" in note and len(figure_data(heat)) == 1
+    assert "rows" in note and len(plot_data(heat)) == 1
 
 
 def test_attribution_refuses_bad_input_with_a_sentence(client, tiny_dir):

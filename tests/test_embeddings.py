@@ -1,8 +1,6 @@
 """Embedding space: projections on data of known structure, the projection cache, neighbours and
 analogies, contextual states, position encodings of every family, and the tab's endpoints."""
 
-import base64
-import json
 import os
 
 import numpy as np
@@ -13,6 +11,7 @@ from explorer.analysis import embeddings as emb
 from explorer.analysis import projections
 from explorer.analysis.projections import ProjectionCache, cache_dir, fingerprint, pca, project
 from explorer.core.errors import InputError
+from tests.plotly_json import array, figure
 
 
 @pytest.fixture(autouse=True)
@@ -273,36 +272,6 @@ def test_rope_score_depends_only_on_distance():
 
 
 # ----------------------------------------------------------------------------------------------------- app
-
-
-@pytest.fixture(scope="module")
-def client(tiny_dir, tmp_path_factory):
-    from gradio_client import Client
-
-    from explorer.ui.app import build_app
-    from explorer.ui.context import AppContext
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EXPLORER_CACHE_DIR", str(tmp_path_factory.mktemp("app-cache")))  # read when the tab is built
-        mp.setenv("EXPLORER_WARMUP", "0")
-        demo = build_app(AppContext(default_model=str(tiny_dir["gpt2"])))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
-
-
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"[, "shape"]}."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        return flat.reshape([int(n) for n in str(value["shape"]).split(",")]) if "shape" in value else flat
-    return np.asarray(value)
-
-
-def figure(result) -> dict:
-    return json.loads(result["plot"])
 
 
 def analyze(client, folder, text="The tiger jumped out of a tree to get a drink."):

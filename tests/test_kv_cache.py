@@ -105,7 +105,7 @@ def test_fused_attention_is_timed_on_a_copy(tiny, name):
 
 # ------------------------------------------------------------------ the tab, through the app's API
 
-from tests.test_app import plot_data  # noqa: E402
+from tests.plotly_json import plot_data  # noqa: E402
 
 
 def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny_dir):
