@@ -39,6 +39,10 @@ bench: install
 	$(PY) bench/threads.py
 	$(PY) bench/tokenize.py
 	$(PY) bench/decoding.py
+	$(PY) bench/embeddings.py
+	$(PY) bench/kv_cache.py
+	$(PY) bench/lora.py
+	$(PY) bench/attribution.py
 
 # 30 simulated users against the app on loopback: latency per endpoint, errors, peak memory.
 load: install
