@@ -60,10 +60,11 @@ def summary(result, lm) -> str:
     ]
     shape, held = result.shape, int(result.cache_bytes[-1])
     limit = getattr(lm.model.config, "n_positions", None) or getattr(lm.model.config, "max_position_embeddings", None)
+    positions = int(result.positions[-1])
     lines.append(
-        f"The cache ended holding **{_mib(held)}** for {int(result.positions[-1])} positions "
-        f"({shape.layers} layers × {shape.kv_heads} kv-heads × {shape.head_dim} dims × 2 × "
-        f"{result.bytes_per_element} bytes per position each = {_mib(result.formula[-1])} by the formula)."
+        f"The cache ended holding **{_mib(held)}** for {positions} positions; the formula 2 × {shape.layers} layers × "
+        f"{shape.kv_heads} kv-heads × {shape.head_dim} dims × {positions} positions × {result.bytes_per_element} "
+        f"bytes gives {_mib(result.formula[-1])}."
     )
     if limit:
         full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, int(limit), result.bytes_per_element)
