@@ -72,15 +72,17 @@ def test_timings_have_the_right_shape_and_are_positive(tiny):
     np.testing.assert_array_equal(result.positions, len(prompt_ids(lm)) + np.arange(5))
 
 
-def test_progress_counts_runs_and_a_stopped_experiment_says_so(tiny):
+def test_progress_counts_every_token_and_a_stopped_experiment_says_so(tiny):
     lm = tiny["gpt2"]
     experiment = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=4, repeats=2)
-    progress = list(itertools.islice(experiment.steps(), 3))  # stop after the first timed run
-    assert [done for done, _, _ in progress] == [0, 1, 2] and progress[0][1] == 5
+    progress = list(itertools.islice(experiment.steps(), 10))  # warm-up (4), first run, half of the second
+    assert [done for done, _, _ in progress] == list(range(1, 11)) and {total for _, total, _ in progress} == {20}
+    assert progress[4][2] == "run 1 of 2, cache on: token 1 of 4" and progress[9][2].endswith("token 2 of 4")
     with pytest.raises(InputError, match="stopped"):
         experiment.result()
     experiment = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=4, repeats=2)
-    assert [done for done, _, _ in experiment.steps()] == [0, 1, 2, 3, 4, 5]
+    assert [done for done, _, _ in experiment.steps()] == list(range(1, 21))
+    assert experiment.result().with_cache.shape == (2, 4)
 
 
 def test_bounds_and_families(tiny):

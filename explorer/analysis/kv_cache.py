@@ -83,10 +83,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _greedy_run(lm: LoadedModel, prompt_ids: list[int], new_tokens: int, use_cache: bool):
-    """One greedy generation, timed per step: (tokens, seconds per step, cache bytes after each step, runner)."""
+    """One greedy generation, each step timed (only the model's step is inside the timer).
+
+    A generator: yields the count of tokens made after each step, and returns
+    ``(tokens, seconds per step, cache bytes after each step, runner)``.
+    """
     runner = Runner(lm, prompt_ids, 1, use_cache=use_cache)
     tokens, seconds, held = [], [], []
-    for _ in range(new_tokens):
+    for made in range(1, new_tokens + 1):
         _sync(lm.device)
         start = time.perf_counter()
         token = runner.next_logits().argmax(dim=-1)
@@ -95,6 +99,7 @@ def _greedy_run(lm: LoadedModel, prompt_ids: list[int], new_tokens: int, use_cac
         held.append(cache_bytes(runner.cache) if runner.cache is not None else 0)
         runner.append(token)
         tokens.append(int(token[0]))
+        yield made
     return tokens, seconds, held, runner
 
 
@@ -149,8 +154,8 @@ class KVCacheResult:
 class KVCacheExperiment:
     """Greedy generation from one prompt, ``repeats`` times with the cache and without, interleaved.
 
-    ``steps()`` runs one generation per iteration and yields ``(done, total, label)`` so a caller
-    can show progress and stop between runs; ``result()`` then summarises them.
+    ``steps()`` yields ``(done, total, label)`` after every token, so a caller can show progress
+    and stop at any point; ``result()`` then summarises the runs (all of them must have finished).
     """
 
     def __init__(self, lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3):
@@ -163,16 +168,26 @@ class KVCacheExperiment:
         self._runs: dict[bool, list] = {True: [], False: []}
 
     def steps(self):
-        total = 2 * self.repeats + 1
-        yield 0, total, "warming up (one untimed run)"
+        """Runs the experiment, yielding ``(done, total, label)`` after every generated token."""
+        n = self.new_tokens
+        warm_up = min(n, 8)
+        total, done = warm_up + 2 * self.repeats * n, 0
+        runs = [("warming up (untimed)", None, warm_up)] + [
+            (f"run {r + 1} of {self.repeats}, cache {'on' if cached else 'off'}", cached, n)
+            for r in range(self.repeats) for cached in (True, False)
+        ]  # fmt: skip
         with torch.inference_mode():
-            _greedy_run(self.lm, self.prompt_ids, min(self.new_tokens, 8), True)
-            for r in range(self.repeats):
-                for k, cached in enumerate((True, False)):
-                    done = 1 + 2 * r + k
-                    yield done, total, f"run {r + 1} of {self.repeats}, cache {'on' if cached else 'off'}"
-                    self._runs[cached].append(_greedy_run(self.lm, self.prompt_ids, self.new_tokens, cached))
-        yield total, total, "done"
+            for label, cached, length in runs:
+                steps = _greedy_run(self.lm, self.prompt_ids, length, cached is not False)
+                while True:
+                    try:
+                        made = next(steps)
+                    except StopIteration as end:
+                        if cached is not None:
+                            self._runs[cached].append(end.value)
+                        break
+                    done += 1
+                    yield done, total, f"{label}: token {made} of {length}"
 
     def result(self) -> KVCacheResult:
         on, off = self._runs[True], self._runs[False]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import numpy as np
 
@@ -154,9 +156,12 @@ def build(ctx: AppContext, shared) -> None:
         lm = ctx.model(selection)
         prompt = lm.tokenizer(selection.text)["input_ids"]
         run = KVCacheExperiment(lm, prompt, int(new_v), int(repeats_v))
-        for done, total, label in run.steps():
-            progress(done / total, desc=label)
-            yield gr.skip(), f"⏳ {label} …", gr.skip(), gr.skip()
+        shown = 0.0
+        for done, total, label in run.steps():  # after every token; the screen is told a few times a second
+            if time.perf_counter() - shown >= 0.25:
+                shown = time.perf_counter()
+                progress(done / total, desc=label)
+                yield gr.skip(), f"⏳ {label} …", gr.skip(), gr.skip()
         result = run.result()
         latency = latency_plot(result.positions, result.with_cache, result.without_cache,
                                (result.slope(True), result.slope(False)))  # fmt: skip
