@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ def test_same_greedy_tokens_with_and_without_the_cache_as_generate_writes(tiny, 
                                   do_sample=False, use_cache=False, pad_token_id=0)  # fmt: skip
     start = 1 if name == "t5" else len(prompt_ids(lm))
     assert result.tokens == tuple(plain[0, start:].tolist())
+    assert result.decoder_ids == tuple(plain[0].tolist())  # the prompt side (T5: the start token) + new tokens
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "t5"])
@@ -129,3 +131,16 @@ def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny
     client.predict(str(tiny_dir["bert"]), PROMPT, "", api_name="/analyze")
     note, _, _ = client.predict(6, 2, api_name="/kv_cache")
     assert note.startswith("⚠️") and "masked" in note
+
+
+def test_the_experiment_leaves_no_grad_mode_behind_on_the_thread_that_ran_it(tiny):
+    """A UI resumes generator handlers on other threads: a mode entered around a yield stays set on the first."""
+    lm = tiny["gpt2"]
+    steps = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=3, repeats=1).steps()
+
+    def first_step_then_modes():
+        next(steps)
+        return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(first_step_then_modes).result() == (True, False)

@@ -107,7 +107,8 @@ def _greedy_run(lm: LoadedModel, prompt_ids: list[int], new_tokens: int, use_cac
 class KVCacheResult:
     """Latencies (repeats, new_tokens) in seconds; step 0 processes the prompt (prefill)."""
 
-    tokens: tuple[int, ...]
+    tokens: tuple[int, ...]  # the new tokens
+    decoder_ids: tuple[int, ...]  # the decoder side at the end: prompt (or start token) + new tokens
     prompt_length: int  # decoder-side tokens before the first new one
     with_cache: np.ndarray
     without_cache: np.ndarray
@@ -176,18 +177,19 @@ class KVCacheExperiment:
             (f"run {r + 1} of {self.repeats}, cache {'on' if cached else 'off'}", cached, n)
             for r in range(self.repeats) for cached in (True, False)
         ]  # fmt: skip
-        with torch.inference_mode():
-            for label, cached, length in runs:
-                steps = _greedy_run(self.lm, self.prompt_ids, length, cached is not False)
-                while True:
-                    try:
-                        made = next(steps)
-                    except StopIteration as end:
-                        if cached is not None:
-                            self._runs[cached].append(end.value)
-                        break
-                    done += 1
-                    yield done, total, f"{label}: token {made} of {length}"
+        # No grad-mode context around the yields: a UI may resume this generator on another thread,
+        # and the mode would stay set on the first one. The model's steps run under no_grad themselves.
+        for label, cached, length in runs:
+            steps = _greedy_run(self.lm, self.prompt_ids, length, cached is not False)
+            while True:
+                try:
+                    made = next(steps)
+                except StopIteration as end:
+                    if cached is not None:
+                        self._runs[cached].append(end.value)
+                    break
+                done += 1
+                yield done, total, f"{label}: token {made} of {length}"
 
     def result(self) -> KVCacheResult:
         on, off = self._runs[True], self._runs[False]
@@ -195,15 +197,19 @@ class KVCacheExperiment:
             raise InputError("The experiment was stopped before every run finished.")
         for tokens, *_ in on + off:
             if tokens != on[0][0]:
-                raise RuntimeError("Greedy generation wrote different tokens with and without the cache.")
+                step = next(i for i, (a, b) in enumerate(zip(tokens, on[0][0])) if a != b)
+                raise InputError(
+                    f"With and without the cache the model chose different tokens from step {step + 1} on (two "
+                    "near-equal scores rounded differently), so the runs are not comparable: try another text."
+                )
         tokens, _, held, runner = on[0]
         layers = _self_attention_layers(runner.cache)
         keys = np.stack([layer.keys[0].float().cpu().numpy() for layer in layers]).astype(np.float16)
         values = np.stack([layer.values[0].float().cpu().numpy() for layer in layers]).astype(np.float16)
         element = layers[0].keys.element_size()
         return KVCacheResult(
-            tuple(tokens), runner.prompt_len, np.array([s for _, s, _, _ in on]), np.array([s for _, s, _, _ in off]),
-            np.array(held), cross_attention_bytes(runner.cache), CacheShape.of(self.lm.model.config), element,
+            tuple(tokens), tuple(runner.ids[0].tolist()), runner.prompt_len,
+            np.array([s for _, s, _, _ in on]), np.array([s for _, s, _, _ in off]), np.array(held), cross_attention_bytes(runner.cache), CacheShape.of(self.lm.model.config), element,
             keys, values,
         )  # fmt: skip
 

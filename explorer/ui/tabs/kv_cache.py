@@ -181,15 +181,9 @@ def build(ctx: AppContext, shared) -> None:
             raise InputError(f"{key} caches {layers} layers × {heads} kv-heads: pick layer < {layers}, head < {heads}.")
         step_v = min(int(step_v), result.with_cache.shape[1] - 1)
         rows = int(result.positions[step_v])  # positions held after that step
-        labels = [t.display for t in token_rows(lm.tokenizer, _held_ids(lm, selection, result), None)][:rows]
+        labels = [t.display for t in token_rows(lm.tokenizer, list(result.decoder_ids[:rows]), None)]
         title = f"{kind_v} of layer {layer_v}, kv-head {head_v}, after step {step_v + 1}: {rows} positions"
         return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
-
-    def _held_ids(lm, selection, result) -> list[int]:
-        if lm.spec.family == "encoder_decoder":
-            start = [int(lm.model.config.decoder_start_token_id)]
-            return start + list(result.tokens)
-        return list(lm.tokenizer(selection.text)["input_ids"]) + list(result.tokens)
 
     @guarded(lambda msg: f"⚠️ {msg}")
     def time_fused(selection, tokens_v):
