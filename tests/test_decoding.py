@@ -2,7 +2,9 @@
 
 import copy
 import dataclasses
+import gc
 import itertools
+import weakref
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from explorer.analysis.logit_lens import logit_lens
 from explorer.analysis.sampling import DecodingSettings, transform
 from explorer.analysis.stepwise import PrefixCache, StepHistory, _top_candidates, next_step
 from explorer.core.errors import InputError
+from explorer.core.loading import load
 from explorer.core.run import run
 
 PROMPT = "To be, or not to be: that is"
@@ -201,6 +204,15 @@ def test_steps_reuse_the_kv_cache_and_match_a_full_forward(tiny, name):
     # the whole text, one token per step, one after the undo, a new entry, one token, the start's last token
     assert fed == [len(start), 1, 1, 1, len(other), 1, 1]
     assert len(cache._entries) == 2
+
+
+def test_a_model_dropped_by_the_pool_is_freed_with_its_step_caches(tiny_dir):
+    lm = load(str(tiny_dir["gpt2"]))
+    StepHistory.start(lm, PROMPT).advance(lm, DecodingSettings(greedy=True))
+    model = weakref.ref(lm.model)
+    del lm
+    gc.collect()
+    assert model() is None
 
 
 def test_step_history_refuses_to_go_past_the_end(tiny):

@@ -42,7 +42,8 @@ class PrefixCache:
     """
 
     def __init__(self, lm: LoadedModel, max_entries: int = 8):
-        self.lm, self.max_entries = lm, max_entries
+        self._lm = weakref.ref(lm)  # the cache lives in a dict keyed weakly by lm: it must not keep lm alive
+        self.max_entries = max_entries
         self._entries: list[tuple[tuple | None, Runner, threading.Lock]] = []  # most recently used last
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class PrefixCache:
                     if shared > best_shared:
                         best, best_shared = entry, shared
             if best is None:
-                best = (source, Runner(self.lm, list(source or ids), 1), threading.Lock())
+                best = (source, Runner(self._lm(), list(source or ids), 1), threading.Lock())
             else:
                 self._entries.remove(best)
             self._entries.append(best)
