@@ -175,6 +175,7 @@ def adapted_copy(lm: LoadedModel, settings: LoraSettings):
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> float:
     """One optimizer step of next-token loss on ``batch`` (B, T); returns the loss."""
+    batch = batch.to(_device(model))  # the data lives on the CPU; the model may be on a GPU
     loss = model(input_ids=batch, labels=batch).loss
     loss.backward()
     optimizer.step()
@@ -188,11 +189,15 @@ def heldout_loss(model: torch.nn.Module, data: TrainingData, batch_size: int = 8
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    for chunk in data.heldout.split(batch_size):
+    for chunk in data.heldout.to(_device(model)).split(batch_size):
         total += model(input_ids=chunk, labels=chunk).loss.item() * len(chunk)
         n += len(chunk)
     model.train(was_training)
     return total / n
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
