@@ -65,3 +65,16 @@ def test_export_of_bars_keeps_labels_and_values():
     fig = stage_bars(["a", "b"], ["model"], np.array([[0.6, 0.4]]), np.ones((1, 2), bool))
     table = pd.read_csv(write_export({"plot": fig.to_json()}, "csv"))
     assert list(zip(table.x, table.y)) == [("a", 0.6), ("b", 0.4)]
+
+
+def test_files_handed_to_users_are_removed_after_a_while():
+    import os
+    import time
+
+    from explorer.ui.export import SCRATCH_TTL_S, scratch_folder
+
+    old, recent = scratch_folder(), scratch_folder()
+    (old / "figure.html").write_text("x")
+    os.utime(old, (time.time() - SCRATCH_TTL_S - 5,) * 2)
+    fresh = scratch_folder()
+    assert not old.exists() and recent.is_dir() and fresh.is_dir() and fresh != recent

@@ -75,7 +75,8 @@ def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
-    with gr.Blocks(title="LLM Explorer") as demo:
+    # delete_cache: files handed to users (exports, adapters) leave gradio's cache after an hour, checked every 10 min
+    with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
             with gr.Column(scale=4):

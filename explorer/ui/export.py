@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import tempfile
+import time
 import uuid
 from functools import cache
 from pathlib import Path
@@ -28,9 +30,24 @@ FORMATS = {"html": "Figure as HTML", "csv": "Numbers as CSV", "json": "Numbers a
 ARRAY_FIELDS = ("x", "y", "z", "text", "customdata")
 
 
+SCRATCH_TTL_S = 600  # gradio copies a returned file into its own cache at once; ours can go soon after
+
+
 @cache
-def export_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="explorer-export-"))
+def _scratch_root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="explorer-files-"))
+
+
+def scratch_folder() -> Path:
+    """A fresh folder for one file handed to a user (an export, an adapter); older ones are removed."""
+    root = _scratch_root()
+    now = time.time()
+    for old in root.iterdir():
+        if now - old.stat().st_mtime > SCRATCH_TTL_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / uuid.uuid4().hex  # one folder per file: sessions never share one
+    folder.mkdir()
+    return folder
 
 
 def figure_of(payload) -> go.Figure:
@@ -114,8 +131,7 @@ def write_export(payload, fmt: str, stem: str = "figure") -> str:
     if fmt not in FORMATS:
         raise InputError(f"Unknown export format '{fmt}'; use one of {', '.join(FORMATS)}.")
     fig = figure_of(payload)
-    folder = export_dir() / uuid.uuid4().hex  # one folder per export: sessions never share a file
-    folder.mkdir()
+    folder = scratch_folder()
     path = folder / f"{stem}.{fmt}"
     if fmt == "html":  # self-contained: plotly.js inside, so it opens offline too
         fig.write_html(path, include_plotlyjs=True, full_html=True)

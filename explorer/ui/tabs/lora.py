@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -28,6 +26,7 @@ from explorer.analysis.lora_sessions import SessionRegistry
 from explorer.core.errors import InputError
 from explorer.plots import lora as plots
 from explorer.ui.context import AppContext, guarded, user_message
+from explorer.ui.export import scratch_folder
 from explorer.ui.tabs.attention import message_figure
 from explorer.ui.tabs.decoding import _label as token_label
 
@@ -320,7 +319,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     @guarded(lambda msg: (None, f"⚠️ {msg}"))
     def download(session):
         session = _need(session)
-        folder = Path(tempfile.mkdtemp(prefix="lora-"))
+        folder = scratch_folder()
         name = f"lora-{session.base.spec.key.replace('/', '_')[:40]}-r{session.settings.r}.safetensors"
         path = save_adapter(session, folder / name)
         return str(path), f"Saved {path.stat().st_size / 1024:,.1f} kB: the A and B matrices and the settings."
