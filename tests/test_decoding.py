@@ -83,6 +83,8 @@ def test_streamed_tokens_are_the_sampled_ones_and_may_run_long(tiny, name):
         assert len(list(itertools.islice(long, MAX_NEW_TOKENS + 1))) == MAX_NEW_TOKENS + 1
     with pytest.raises(InputError, match="number of new tokens"):
         next(stream(lm, ids, SETTINGS, max_new_tokens=MAX_STREAM_TOKENS + 1))
+    with pytest.raises(InputError, match="seed"):
+        next(stream(lm, ids, SETTINGS, max_new_tokens=4, seed=2**64))
 
 
 def test_same_seed_same_samples_other_seed_other_samples(tiny):

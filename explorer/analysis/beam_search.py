@@ -203,6 +203,3 @@ def _path(nodes, node: int) -> list[int]:
         out.append(node)
         node = nodes[node].parent
     return out[::-1]
-
-
-# ---------------------------------------------------------------- the logit lens

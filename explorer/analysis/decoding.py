@@ -267,7 +267,7 @@ def stream(lm: LoadedModel, prompt_ids, settings: DecodingSettings, max_new_toke
     ``(token_id, model_logprob)`` per new token; the same tokens as ``sample``/``greedy`` with the
     same seed. Allows up to ``MAX_STREAM_TOKENS`` (and the model's positions); the caller may stop early.
     """
-    for _, tokens, model_logp, _ in _decode_steps(lm, prompt_ids, settings, 1, max_new_tokens, seed,
+    for _, tokens, model_logp, _ in _decode_steps(lm, prompt_ids, settings, 1, max_new_tokens, check_seed(seed),
                                                   limit=MAX_STREAM_TOKENS):  # fmt: skip
         yield int(tokens[0]), float(model_logp[0])
 
@@ -287,6 +287,3 @@ def sample(
     """
     n_samples = check_count(n_samples, 1, MAX_SAMPLES, "number of samples")
     return _generate(lm, prompt_ids, settings, n_samples, max_new_tokens, check_seed(seed))
-
-
-# ---------------------------------------------------------------- step by step (the UI's "choose the next token")

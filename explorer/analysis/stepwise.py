@@ -246,6 +246,3 @@ class StepHistory:
 
     def text(self, lm: LoadedModel) -> str:
         return decode_text(lm, self.ids)
-
-
-# ---------------------------------------------------------------- beam search, recorded as a tree

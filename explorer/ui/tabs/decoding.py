@@ -216,7 +216,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         limit = decoding.check_count(int(tokens_v), 1, decoding.MAX_STREAM_TOKENS, "number of tokens to write")
         shown = "" if lm.spec.family == "encoder_decoder" else selection.text
         new, logprob, start, last = [], 0.0, time.perf_counter(), 0.0
-        for token, token_logprob in decoding.stream(lm, prompt, settings, limit, int(seed_v or 0)):
+        for token, token_logprob in decoding.stream(lm, prompt, settings, limit, seed_v or 0):
             new.append(token)
             logprob += token_logprob
             now = time.perf_counter()
