@@ -368,7 +368,9 @@ def test_attribution_refuses_bad_input_with_a_sentence(client, tiny_dir):
 def test_stop_ends_a_running_generation_matrix(client):
     client.predict("tiny-gpt2", "It is a truth universally acknowledged, that a single man", "", api_name="/analyze")
     job = client.submit("integrated_gradients", "probability", "pad", 16, 200, api_name="/attribution_matrix")
+    deadline = time.monotonic() + 120
     while job.status().code.name not in ("PROGRESS", "FINISHED"):  # progress: the run has its stop flag
+        assert time.monotonic() < deadline, "the attribution never started"
         time.sleep(0.05)
     client.predict(api_name="/attribution_stop")  # (a browser also cancels the event; this client cannot)
     note, _ = job.result()

@@ -312,13 +312,15 @@ def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
 def test_stop_cancels_training_and_keeps_the_adapter_trained_so_far(app_url):
     client = Client(app_url, verbose=False)
     job = client.submit("Pirate voice", "", ["attn.c_attn"], 4, 8, 0.0, 0.01, 500, 2, 0, "Ahoy", api_name="/lora_train")
+    deadline = time.monotonic() + 120
     while len(job.outputs()) < 3 and not job.done():  # a few progress updates: the loss curve is live
+        assert time.monotonic() < deadline, "the training never reported progress"
         time.sleep(0.1)
     job.cancel()
     status, _ = client.predict(api_name="/lora_stop")
     steps_done = int(status.split("**")[1].split("/")[0])
     assert "stopped" in status and "after" in status and 0 < steps_done < 500
-    time.sleep(2.0)
+    time.sleep(2.0)  # a step still running would have ended by now and changed the count
     assert client.predict(api_name="/lora_stop")[0] == status  # no step ran after the stop
     table, *_ = client.predict("Ahoy", 1, api_name="/lora_compare")
     assert table["data"][0][1] > 0  # the adapter trained so far is there to compare
