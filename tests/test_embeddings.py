@@ -100,6 +100,18 @@ def test_cache_hits_skip_computation_in_memory_and_on_disk(tmp_path, monkeypatch
     assert ProjectionCache(tmp_path / "empty").get(x, ids, "pca", 2, compute=False) is None
 
 
+def test_the_disk_cache_keeps_within_its_budget_dropping_the_oldest(tmp_path, monkeypatch):
+    x, _ = clusters()
+    cache = ProjectionCache(tmp_path / "p")
+    cache.get(x, np.arange(0, len(x), 2), "pca", 2)
+    one_file = sum(f.stat().st_size for f in (tmp_path / "p").glob("*.npz"))
+    monkeypatch.setenv("EXPLORER_CACHE_MB", str(2.5 * one_file / 2**20))  # room for two such files
+    for start in (1, 3, 5):
+        cache.get(x, np.arange(start, len(x), 2), "pca", 2)
+    kept = sorted((tmp_path / "p").glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    assert len(kept) == 2 and sum(f.stat().st_size for f in kept) <= 2.5 * one_file
+
+
 def test_shipped_projections_are_used_only_for_the_same_weights(tmp_path):
     x, _ = clusters()
     ids = np.arange(len(x))

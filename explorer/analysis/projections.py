@@ -286,9 +286,27 @@ class ProjectionCache:
             self._remember(name, p)
             try:
                 _save(self.directory / name, p)
+                _prune(self.directory, disk_budget())
             except OSError as err:  # a read-only home still gets the memory cache
                 log.warning("could not write projection cache %s: %s", self.directory, err)
-            return p
+        with self._lock:
+            self._key_locks.pop(name, None)  # later requests find it in memory
+        return p
+
+
+def disk_budget() -> int:
+    """Bytes the disk cache may hold (``EXPLORER_CACHE_MB``, default 500): the oldest files go first."""
+    return int(float(os.environ.get("EXPLORER_CACHE_MB", "500")) * 2**20)
+
+
+def _prune(folder: Path, max_bytes: int) -> None:
+    files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    total = sum(f.stat().st_size for f in files)
+    for f in files:
+        if total <= max_bytes:
+            break
+        total -= f.stat().st_size
+        f.unlink(missing_ok=True)
 
 
 _warm = threading.Event()
