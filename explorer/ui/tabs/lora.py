@@ -32,7 +32,7 @@ from explorer.ui.tabs.decoding import _label as token_label
 
 PASTED = "your own text"
 TRAININGS = int(os.environ.get("EXPLORER_LORA_TRAININGS", "2"))  # trainings that run at once; others queue
-SESSION_TTL_S = float(os.environ.get("EXPLORER_LORA_TTL_S", "7200"))  # an idle session's fine-tune is freed after this
+SESSION_TTL_S = float(os.environ.get("EXPLORER_LORA_TTL_S", "7200"))  # a fine-tune is freed this long after it was made (or when the tab closes)
 COMPARE_COLUMNS = ["probe", "KL(adapted ‖ base), bits", "base: top 3", "adapted: top 3"]
 GENERATION_COLUMNS = ["probe", "base model", "adapted model (same seed)"]
 REPORT_COLUMNS = ["method", "trainable parameters", "training memory (MB)", "time (s)", "steps",
