@@ -78,3 +78,8 @@ def test_files_handed_to_users_are_removed_after_a_while():
     os.utime(old, (time.time() - SCRATCH_TTL_S - 5,) * 2)
     fresh = scratch_folder()
     assert not old.exists() and recent.is_dir() and fresh.is_dir() and fresh != recent
+
+
+def test_a_long_text_is_left_out_of_the_link():
+    url = share_url("http://host/app", {"model": "tiny-gpt2", "text": "word " * 1000}, "tokens", {}, [])
+    assert "text=" not in url and "model=tiny-gpt2" in url and len(url) < 200

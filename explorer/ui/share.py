@@ -83,9 +83,14 @@ def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> lis
     return out
 
 
+MAX_LINK_TEXT = 2000  # characters of text a link carries
+
+
 def share_url(base: str, shell_values: dict, tab: str | None, settings: dict, values: list) -> str:
     """The link for the current state: shell values, the tab, and settings that differ from their defaults."""
     query = {k: v for k, v in shell_values.items() if v not in (None, "", False)}
+    for long in [k for k in ("text", "target") if len(str(query.get(k, ""))) > MAX_LINK_TEXT]:
+        del query[long]  # servers refuse very long addresses: the link then opens on the default text
     if query.get("large") is True:
         query["large"] = 1
     if tab:
@@ -103,7 +108,7 @@ def share_button() -> gr.Button:
 def share_link_box() -> gr.Textbox:
     """Where the link appears (hidden until the first press of the button)."""
     return gr.Textbox(
-        label="Share link (model, text, tab and settings)", buttons=["copy"], interactive=False, visible=False,
+        label="Share link (model, text, tab and settings; texts over 2,000 characters are left out)", buttons=["copy"], interactive=False, visible=False,
         elem_classes="explorer-share-link",
     )  # fmt: skip
 
