@@ -1,12 +1,15 @@
 """LoRA: parameter counts, a fresh adapter changes nothing, training learns a planted pattern, merging,
 the rank of ΔW, adapter files, bounds, and isolation (the shared model never changes; sessions are private)."""
 
+import json
 import time
 
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from explorer.analysis import lora_compare as compare
@@ -207,6 +210,13 @@ def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_s
     junk.write_bytes(b"not a tensor file at all")
     with pytest.raises(InputError, match="not a safetensors file"):
         load_adapter(bundled, junk, session.data)
+    with safe_open(path, "pt") as f:  # the same weights with settings of the wrong kind, then out of range
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for bad, message in (({"r": "8"}, "unreadable"), ({"r": 0}, "rank r")):
+        settings = {**json.loads(metadata["settings"]), **bad}
+        save_file(tensors, tmp_path / "bad.safetensors", {**metadata, "settings": json.dumps(settings)})
+        with pytest.raises(InputError, match=message):
+            load_adapter(bundled, tmp_path / "bad.safetensors", session.data)
 
 
 def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):

@@ -63,7 +63,7 @@ def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData) -> LoraS
         )
     try:
         raw = json.loads(metadata["settings"])
-        settings = LoraSettings(**{**raw, "targets": tuple(raw["targets"])})
+        settings = LoraSettings(**{**raw, "targets": tuple(raw["targets"])}).validate()
     except (KeyError, TypeError, ValueError) as err:
         raise InputError("The adapter's settings in the file are unreadable.") from err
     session = LoraSession(lm, settings, data)
