@@ -56,10 +56,13 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Rebuild the bundled models from scratch (about an hour on two CPU cores).
+# Rebuild the bundled models from scratch, as they were made (about three hours on two CPU cores).
 train: install
 	$(PY) -m explorer.training --family decoder --steps 1600 --out models/tiny-gpt2
+	$(PY) -m explorer.training --family decoder --steps 600 --lr 4e-4 --resume --out models/tiny-gpt2
+	$(PY) -m explorer.training --family decoder --steps 1000 --lr 6e-4 --resume --out models/tiny-gpt2
 	$(PY) -m explorer.training --family encoder --steps 1500 --out models/tiny-bert
+	$(PY) -m explorer.training --family encoder --steps 3000 --lr 5e-4 --resume --out models/tiny-bert
 	$(PY) -m explorer.training --family encoder_decoder --steps 800 --out models/tiny-t5
 	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
 

@@ -53,7 +53,7 @@ def test_bundled_model_loads_offline_as_its_catalogue_family(bundled, key):
 def test_decoder_bits_per_byte_on_held_out_text(bundled, corpus):
     lm = bundled["tiny-gpt2"]
     measured = recipes.bits_per_byte(lm.model, lm.tokenizer, corpus.held_out[:12])
-    assert card("tiny-gpt2")["bits_per_byte"] < 1.85  # the target is 1.8: see the card
+    assert card("tiny-gpt2")["bits_per_byte"] <= 1.8  # the target the bundled decoder was trained to
     assert measured["bits_per_byte"] < 2.1  # this slice is harder than the whole held-out set
     assert abs(measured["bits_per_byte"] - card("tiny-gpt2")["bits_per_byte"]) < 0.2
 
@@ -62,7 +62,7 @@ def test_decoder_writes_real_words(bundled, corpus):
     import torch
 
     lm = bundled["tiny-gpt2"]
-    known = set(re.findall(r"[a-z]+", " ".join(corpus.train[:400]).lower()))
+    known = set(re.findall(r"[a-z]+", " ".join(corpus.train).lower()))  # words of the training text
     ids = lm.tokenizer("And the king said", return_tensors="pt")["input_ids"]
     torch.manual_seed(0)
     out = lm.model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=lm.tokenizer.eos_token_id)
@@ -76,8 +76,8 @@ def test_encoder_fill_mask_top5_on_held_out_text(bundled, corpus):
     measured = recipes.fill_mask_accuracy(
         lm.model, lm.tokenizer, corpus.held_out[:12], seq_len=recipes.RECIPES["encoder"].seq_len
     )
-    assert card("tiny-bert")["top5_accuracy"] >= 0.2  # the target is 0.35: not reached yet, see the card
-    assert measured["top5_accuracy"] > 0.15
+    assert card("tiny-bert")["top5_accuracy"] >= 0.35  # the target the bundled encoder was trained to
+    assert measured["top5_accuracy"] > 0.3
     assert abs(measured["top5_accuracy"] - card("tiny-bert")["top5_accuracy"]) < 0.08
 
 
