@@ -128,6 +128,8 @@ class Runner:
         self.cache = None
         params = inspect.signature(self.model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        # as generate does: only the last position's logits are computed, where the model allows it
+        self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         prompt = torch.tensor([prompt_ids], device=self.device)  # (1, S)
         if self.encoder_decoder:
             mask = torch.ones_like(prompt)
@@ -160,7 +162,7 @@ class Runner:
             inputs = {"input_ids": new, "attention_mask": torch.ones_like(self.ids)}
         if self.use_cache:
             inputs[self.cache_arg] = self.cache
-        out = self.model(**inputs, use_cache=self.use_cache, return_dict=True)
+        out = self.model(**inputs, **self.keep, use_cache=self.use_cache, return_dict=True)
         if self.use_cache:
             self.cache = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)
