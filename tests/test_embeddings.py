@@ -341,3 +341,17 @@ def test_position_view_for_each_family(client, tiny_dir, name, expected):
     analyze(client, tiny_dir[name])
     note, model_fig, sinusoid = client.predict(64, api_name="/positions")
     assert expected in note and figure(model_fig)["data"] and figure(sinusoid)["data"]
+
+
+def test_an_embedding_table_is_freed_with_its_model(tiny_dir):
+    import gc
+    import weakref
+
+    from explorer.core.loading import load
+
+    lm = load(str(tiny_dir["gpt2"]))
+    table = weakref.ref(emb.embedding_table(lm))
+    assert emb.embedding_table(lm) is table()  # built once per model
+    del lm
+    gc.collect()
+    assert table() is None  # with its matrix (which shares the model's weights) and labels

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,7 +53,7 @@ class EmbeddingTable:
         return len(self.labels)
 
 
-_tables: dict[tuple, EmbeddingTable] = {}
+_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> its table, freed with it
 _tables_lock = threading.Lock()
 
 
@@ -66,12 +67,11 @@ def input_embeddings(lm) -> np.ndarray:
 
 
 def embedding_table(lm) -> EmbeddingTable:
-    """The table of a loaded model, built once per model (labels and fingerprint included)."""
-    weight = lm.model.get_input_embeddings().weight
-    key = (lm.spec.key, lm.spec.source, weight.data_ptr(), tuple(weight.shape))
+    """The table of a loaded model, built once per model (labels and fingerprint included) and kept as
+    long as the model is (the pool decides), so it never holds on to a model the pool has dropped."""
     with _tables_lock:
-        if key in _tables:
-            return _tables[key]
+        if lm in _tables:
+            return _tables[lm]
     matrix = input_embeddings(lm)
     special = frozenset(int(i) for i in lm.tokenizer.all_special_ids)
     byte_level = is_byte_level(lm.tokenizer)
@@ -79,9 +79,7 @@ def embedding_table(lm) -> EmbeddingTable:
     labels = tuple(display_piece(str(p), byte_level, i in special) for i, p in enumerate(pieces))
     table = EmbeddingTable(matrix, labels, special, fingerprint(matrix))
     with _tables_lock:
-        _tables[key] = table
-        while len(_tables) > 4:
-            _tables.pop(next(iter(_tables)))
+        _tables[lm] = table
     return table
 
 
