@@ -162,7 +162,9 @@ def test_before_after_views_report_what_moved(bundled, planted_session):
 
 def test_full_finetuning_trains_every_weight_on_a_copy(bundled, planted_session):
     session, shared_before = planted_session
-    report = compare.full_finetune(session, [PASSWORD_PROMPT])
+    fractions = []
+    report = compare.full_finetune(session, [PASSWORD_PROMPT], progress=fractions.append)
+    assert len(fractions) == 40 and fractions[-1] == 1.0  # after every step
     lora = compare.lora_report(session, [PASSWORD_PROMPT])
     assert report.trainable == report.total == parameter_count(bundled.model)
     assert lora.trainable == lora_parameter_count(bundled.model, session.settings.targets, 4) < report.trainable / 20

@@ -216,11 +216,12 @@ def lora_report(session: LoraSession, probes: list[str]) -> FineTuneReport:
     )  # fmt: skip
 
 
-def full_finetune(session: LoraSession, probes: list[str], lr: float | None = None) -> FineTuneReport:
+def full_finetune(session: LoraSession, probes: list[str], lr: float | None = None, progress=None) -> FineTuneReport:
     """Train every weight of another private copy on the same batches, as many steps as the LoRA run took.
 
     The learning rate defaults to a tenth of LoRA's (full fine-tuning moves every weight, so it
-    needs smaller steps). The copy is dropped at the end; only the report is kept.
+    needs smaller steps). The copy is dropped at the end; only the report is kept. ``progress(fraction)``
+    is called after every step.
     """
     base = session.base
     total = parameter_count(base.model)
@@ -236,8 +237,10 @@ def full_finetune(session: LoraSession, probes: list[str], lr: float | None = No
     generator = torch.Generator().manual_seed(session.settings.seed)  # the same batches as the LoRA run
     model.train()
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         training_step(model, optimizer, session.data.batch(session.settings.batch_size, generator))
+        if progress is not None:
+            progress((step + 1) / steps)
     seconds = time.perf_counter() - t0
     model.eval().requires_grad_(False)
     after = heldout_loss(model, session.data)

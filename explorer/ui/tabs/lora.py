@@ -32,7 +32,9 @@ from explorer.ui.tabs.decoding import _label as token_label
 
 PASTED = "your own text"
 TRAININGS = int(os.environ.get("EXPLORER_LORA_TRAININGS", "2"))  # trainings that run at once; others queue
-SESSION_TTL_S = float(os.environ.get("EXPLORER_LORA_TTL_S", "7200"))  # a fine-tune is freed this long after it was made (or when the tab closes)
+SESSION_TTL_S = float(
+    os.environ.get("EXPLORER_LORA_TTL_S", "7200")
+)  # a fine-tune is freed this long after it was made (or when the tab closes)
 COMPARE_COLUMNS = ["probe", "KL(adapted ‖ base), bits", "base: top 3", "adapted: top 3"]
 GENERATION_COLUMNS = ["probe", "base model", "adapted model (same seed)"]
 REPORT_COLUMNS = ["method", "trainable parameters", "training memory (MB)", "time (s)", "steps",
@@ -344,11 +346,16 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         )
 
     @guarded(lambda msg: [[f"⚠️ {msg}", "", "", "", "", "", "", ""]])
-    def full_compare(session, probe_text, progress=gr.Progress()):  # noqa: B008 (gradio idiom)
+    def full_compare(session, probe_text, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (gradio idiom)
         session = _need(session)
         probe_list = check_probes(probe_text)
-        progress(0.1, desc="full fine-tuning")
-        reports = [compare.lora_report(session, probe_list), compare.full_finetune(session, probe_list)]
+        owner = f"{request.session_hash}/full"  # weights, gradients and two optimizer states: 4 copies' worth
+        sessions.budget.reserve(owner, 4 * session.base.nbytes)
+        try:
+            full = compare.full_finetune(session, probe_list, progress=lambda f: progress(f, desc="full fine-tuning"))
+        finally:
+            sessions.budget.release(owner)
+        reports = [compare.lora_report(session, probe_list), full]
         return [
             [r.method, f"{r.trainable:,} ({r.trainable / r.total:.2%})", round(r.training_bytes / 2**20, 1),
              round(r.seconds, 2), r.steps, round(r.heldout_before, 3), round(r.heldout_after, 3), round(r.mean_kl_bits, 4)]
