@@ -169,7 +169,7 @@ def build(ctx: AppContext, shared) -> None:
         yield (result, lm.spec.key), summary(result, lm), latency, memory
 
     @guarded(message_figure)
-    def show_cache(held, selection, kind_v, layer_v, head_v, step_v):
+    def show_cache(held, kind_v, layer_v, head_v, step_v):
         if held is None:
             return message_figure("Run the experiment to see what the cache holds.")
         result, key = held
@@ -220,7 +220,7 @@ def build(ctx: AppContext, shared) -> None:
         api_name="kv_cache", **EXPERIMENT_QUEUE,
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[running], api_name=False)
-    cache_inputs = [result_state, shared.state, kind, layer, head, step]
+    cache_inputs = [result_state, kind, layer, head, step]
     running.then(show_cache, cache_inputs, cache_fig, api_name="kv_cache_contents")
     for control in (kind, layer, head, step):
         control.change(show_cache, cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
