@@ -69,14 +69,9 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def _position_limit(lm: LoadedModel) -> int | None:
-    config = lm.model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 def check_room(lm: LoadedModel, prompt_len: int, new_tokens: int) -> None:
     """A decoder's prompt plus its continuation must fit the model's positions."""
-    limit = _position_limit(lm)
+    limit = lm.max_positions
     if lm.spec.family == "decoder" and limit and prompt_len + new_tokens > limit:
         raise InputError(
             f"The prompt has {prompt_len} tokens and this model sees at most {limit}, "

@@ -49,6 +49,13 @@ class LoadedModel:
     device: torch.device
 
     @property
+    def max_positions(self) -> int | None:
+        """The longest input the model's position embeddings allow, where its config says (None: no limit known)."""
+        config = self.model.config
+        limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    @property
     def nbytes(self) -> int:
         tensors = list(self.model.parameters()) + list(self.model.buffers())
         return sum(t.numel() * t.element_size() for t in tensors)

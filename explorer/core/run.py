@@ -41,9 +41,7 @@ def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
 
 
 def _max_positions(lm: LoadedModel) -> int:
-    config = lm.model.config
-    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or MAX_TOKENS
-    return min(MAX_TOKENS, int(limit))
+    return min(MAX_TOKENS, lm.max_positions or MAX_TOKENS)
 
 
 def _encode(lm: LoadedModel, text: str, add_special_tokens: bool = True):

@@ -61,7 +61,7 @@ def summary(result, lm) -> str:
         f"**Speed-up: {np.median(speedups):.2f}×** (runs ranged {speedups.min():.2f}× to {speedups.max():.2f}×).",
     ]
     shape, held = result.shape, int(result.cache_bytes[-1])
-    limit = getattr(lm.model.config, "n_positions", None) or getattr(lm.model.config, "max_position_embeddings", None)
+    limit = lm.max_positions
     positions = int(result.positions[-1])
     lines.append(
         f"The cache ended holding **{_mib(held)}** for {positions} positions; the formula 2 × {shape.layers} layers × "
@@ -69,9 +69,9 @@ def summary(result, lm) -> str:
         f"bytes gives {_mib(result.formula[-1])}."
     )
     if limit:
-        full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, int(limit), result.bytes_per_element)
+        full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, limit, result.bytes_per_element)
         lines.append(
-            f"At this model's full context of {int(limit):,} positions it would hold {_mib(full)} per sequence."
+            f"At this model's full context of {limit:,} positions it would hold {_mib(full)} per sequence."
         )
     if result.cross_bytes:
         lines.append(
@@ -191,14 +191,12 @@ def build(ctx: AppContext, shared) -> None:
             raise InputError("Analyze a text first.")
         lm = ctx.model(selection)
         ids = lm.tokenizer(selection.text)["input_ids"]
-        limit = getattr(lm.model.config, "n_positions", None) or getattr(
-            lm.model.config, "max_position_embeddings", 512
-        )
-        n = min(int(tokens_v), int(limit))
+        limit = lm.max_positions or 512
+        n = min(int(tokens_v), limit)
         ids = (ids * (n // len(ids) + 1))[:n]
         timing = time_attention(lm, ids, repeats=5)
         eager, fused = np.median(timing.eager_seconds) * 1e3, np.median(timing.fused_seconds) * 1e3
-        capped = f" (this model sees at most {int(limit)} positions)" if n < int(tokens_v) else ""
+        capped = f" (this model sees at most {limit} positions)" if n < int(tokens_v) else ""
         return (
             f"{timing.tokens} tokens{capped}: eager **{eager:.1f} ms**, fused **{fused:.1f} ms** "
             f"(median of 5): fused is **{timing.speedup:.2f}×** as fast. On a GPU and at long contexts the gap widens; "

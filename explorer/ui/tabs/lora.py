@@ -94,8 +94,7 @@ def _text(choice: str, pasted: str) -> str:
 
 
 def _positions(lm) -> int:
-    config = lm.model.config
-    return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024)
+    return lm.max_positions or 1024
 
 
 def _need(session: LoraSession | None) -> LoraSession:
