@@ -70,9 +70,7 @@ def summary(result, lm) -> str:
     )
     if limit:
         full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, limit, result.bytes_per_element)
-        lines.append(
-            f"At this model's full context of {limit:,} positions it would hold {_mib(full)} per sequence."
-        )
+        lines.append(f"At this model's full context of {limit:,} positions it would hold {_mib(full)} per sequence.")
     if result.cross_bytes:
         lines.append(
             f"The encoder's keys and values for the source take {_mib(result.cross_bytes)} more, computed once."
