@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see e
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from explorer.core.catalogue import MODELS_DIR  # noqa: E402
+from explorer.core.catalogue import models_dir  # noqa: E402
 from explorer.core.loading import load, load_tokenizer  # noqa: E402
 from explorer.core.run import run  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         models = {"gpt2-small-random": gpt2_small_random(Path(tmp) / "gpt2-small")}
-        if (MODELS_DIR / "tiny-gpt2" / "model.safetensors").exists():
+        if (models_dir() / "tiny-gpt2" / "model.safetensors").exists():
             models = {"tiny-gpt2 (bundled)": "tiny-gpt2", **models}
         print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians")
         print(f"{'model':<22}{'tokens':>7}{'plain ms':>10}{'run ms':>9}{'ratio':>7}")

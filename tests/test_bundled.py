@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from explorer.core.catalogue import MODELS_DIR, bundled_keys, catalogue
+from explorer.core.catalogue import bundled_keys, catalogue, models_dir
 from explorer.core.loading import load, load_tokenizer
 from explorer.training import recipes
 from explorer.training.corpus import build_corpus
@@ -28,12 +28,12 @@ def bundled():
 
 
 def card(key: str) -> dict:
-    return json.loads((MODELS_DIR / key / "card.json").read_text())
+    return json.loads((models_dir() / key / "card.json").read_text())
 
 
 @pytest.mark.parametrize("key", bundled_keys())
 def test_bundled_model_is_complete_small_and_safetensors(key):
-    folder = MODELS_DIR / key
+    folder = models_dir() / key
     weights = folder / "model.safetensors"
     assert weights.is_file() and weights.stat().st_size <= MAX_BYTES
     assert not list(folder.glob("*.bin"))

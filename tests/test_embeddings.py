@@ -11,13 +11,14 @@ from explorer.analysis import embeddings as emb
 from explorer.analysis import projections
 from explorer.analysis.projections import ProjectionCache, cache_dir, fingerprint, pca, project
 from explorer.core.errors import InputError
+from explorer.core.settings import overridden
 from tests.plotly_json import array, figure
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("EXPLORER_WARMUP", "0")
+def _private_cache(tmp_path):
+    with overridden(cache_dir=tmp_path / "cache", warmup=False):
+        yield
 
 
 def clusters(n_per: int = 60, d: int = 30, seed: int = 0):
@@ -100,14 +101,14 @@ def test_cache_hits_skip_computation_in_memory_and_on_disk(tmp_path, monkeypatch
     assert ProjectionCache(tmp_path / "empty").get(x, ids, "pca", 2, compute=False) is None
 
 
-def test_the_disk_cache_keeps_within_its_budget_dropping_the_oldest(tmp_path, monkeypatch):
+def test_the_disk_cache_keeps_within_its_budget_dropping_the_oldest(tmp_path):
     x, _ = clusters()
     cache = ProjectionCache(tmp_path / "p")
     cache.get(x, np.arange(0, len(x), 2), "pca", 2)
     one_file = sum(f.stat().st_size for f in (tmp_path / "p").glob("*.npz"))
-    monkeypatch.setenv("EXPLORER_CACHE_MB", str(2.5 * one_file / 2**20))  # room for two such files
-    for start in (1, 3, 5):
-        cache.get(x, np.arange(start, len(x), 2), "pca", 2)
+    with overridden(cache_mb=2.5 * one_file / 2**20):  # room for two such files
+        for start in (1, 3, 5):
+            cache.get(x, np.arange(start, len(x), 2), "pca", 2)
     kept = sorted((tmp_path / "p").glob("*.npz"), key=lambda f: f.stat().st_mtime)
     assert len(kept) == 2 and sum(f.stat().st_size for f in kept) <= 2.5 * one_file
 
@@ -129,12 +130,10 @@ def test_shipped_projections_are_used_only_for_the_same_weights(tmp_path):
     assert ProjectionCache(tmp_path / "other").get(changed, ids, "pca", 2, shipped=[shipped]).source == "computed"
 
 
-def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path / "here"))
-    assert cache_dir() == tmp_path / "here"
-    monkeypatch.delenv("EXPLORER_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_dir() == tmp_path / "xdg" / "llm-explorer"
+def test_cache_directory_follows_the_settings(tmp_path):
+    with overridden(cache_dir=tmp_path / "here"):
+        assert cache_dir() == tmp_path / "here"
+        assert ProjectionCache().directory == tmp_path / "here" / "projections"
     assert os.environ["NUMBA_CACHE_DIR"]  # numba's compiled code is kept between runs
 
 

@@ -10,6 +10,7 @@ from explorer.core.catalogue import bundled_keys, catalogue
 from explorer.core.errors import ModelLoadError
 from explorer.core.loading import load, pick_device, resolve
 from explorer.core.pool import ModelPool
+from explorer.core.settings import overridden
 from tests.tiny_models import TINY
 
 
@@ -81,18 +82,18 @@ def test_a_bin_only_checkpoint_is_refused(tiny_dir, tmp_path):
     assert "safetensors only" in text
 
 
-def test_hosted_mode_loads_catalogue_keys_only(tiny_dir, monkeypatch):
-    monkeypatch.setenv("EXPLORER_HOSTED", "1")
-    text = _message(str(tiny_dir["gpt2"]))
+def test_hosted_mode_loads_catalogue_keys_only(tiny_dir):
+    with overridden(hosted=True):
+        text = _message(str(tiny_dir["gpt2"]))
+        assert resolve("tiny-gpt2").kind == "bundled"
     assert "catalogue" in text
-    assert resolve("tiny-gpt2").kind == "bundled"
 
 
-def test_device_follows_the_environment(monkeypatch):
-    monkeypatch.setenv("EXPLORER_DEVICE", "cpu")
-    assert pick_device() == torch.device("cpu")
-    monkeypatch.delenv("EXPLORER_DEVICE")
-    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_device_follows_the_settings():
+    with overridden(device="cpu"):
+        assert pick_device() == torch.device("cpu")
+    with overridden(device=""):
+        assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_pool_shares_one_model_and_evicts_the_least_recently_used(tiny_dir):

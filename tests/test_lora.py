@@ -26,6 +26,7 @@ from explorer.analysis.lora_files import load_adapter, save_adapter
 from explorer.analysis.lora_sessions import SessionBudget, SessionRegistry
 from explorer.core.errors import InputError
 from explorer.core.loading import load
+from explorer.core.settings import overridden
 
 PLANTED = bundled_datasets()["Planted pattern"]
 PASSWORD_PROMPT = "Hamlet said that the password is"
@@ -221,7 +222,7 @@ def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_s
             load_adapter(bundled, tmp_path / "bad.safetensors", session.data)
 
 
-def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
+def test_bounds_give_one_clear_sentence(bundled, tiny):
     with pytest.raises(InputError, match="at least 300"):
         training_data(bundled.tokenizer, "Too short.")
     with pytest.raises(InputError, match="at most 20,000"):
@@ -235,8 +236,7 @@ def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
         LoraSession(tiny["bert"], LoraSettings(("attention.self.query",)), data)
     with pytest.raises(InputError, match="no module 'q_proj'"):
         LoraSession(bundled, LoraSettings(("q_proj",)), data)
-    monkeypatch.setenv("EXPLORER_LORA_MAX_MB", "1")
-    with pytest.raises(InputError, match="per session"):
+    with overridden(lora_max_mb=1), pytest.raises(InputError, match="per session"):
         LoraSession(bundled, LoraSettings(("attn.c_attn",)), data)
     budget = SessionBudget(max_bytes=100)
     budget.reserve("a", 60)

@@ -33,12 +33,12 @@ import torch
 from explorer.analysis.attribution_methods import METHODS, AttributionJob, Method
 from explorer.analysis.decoding import check_count, greedy
 from explorer.core.errors import ExplorerError, InputError
+from explorer.core.limits import MAX_EXPLAINED_TOKENS
 from explorer.core.loading import LoadedModel
 from explorer.core.run import check_text
 from explorer.core.tokens import token_rows
 
 MAX_INPUT_TOKENS = 64  # a prompt, source or masked text longer than this is refused
-MAX_NEW_TOKENS = 16  # continuation tokens that can be explained (rows of the generation matrix)
 MAX_MATRIX_ROWS = 16  # explained outputs in one generation matrix
 MAX_STEPS = 200  # integrated-gradients steps
 MAX_BATCH_TOKENS = 2048  # embeddings per forward pass: rows of a batch × tokens
@@ -83,7 +83,7 @@ class Prediction:
 class Task:
     """The outputs of one text that can be explained, and the tokens of the whole input stream."""
 
-    family: str
+    masked: bool  # predictions at masked positions (an encoder's MLM head), not continuation tokens
     predictions: tuple[Prediction, ...]
     stream_labels: tuple[str, ...]  # columns of the generation matrix
     note: str
@@ -120,25 +120,25 @@ def predictions_of(lm: LoadedModel, text: str, new_tokens: int = 8) -> Task:
     """
     _check_head(lm)
     ids = _encode(lm, text)
-    family = lm.spec.family
-    if family == "encoder":
+    family = lm.spec.adapter
+    if family.masked_lm:
         return _masked_predictions(lm, ids)
-    new_tokens = check_count(new_tokens, 1, MAX_NEW_TOKENS, "number of tokens to generate")
+    new_tokens = check_count(new_tokens, 1, MAX_EXPLAINED_TOKENS, "number of tokens to generate")
     out = greedy(lm, ids, new_tokens)
     new = list(out.new_ids)
     shown = _labels(lm, new)
-    if family == "decoder":
+    if family.continues_prompt:
         preds = tuple(
             Prediction(tuple(ids + new[:k]), len(ids) + k - 1, tok, _step_label(k, shown[k]))
             for k, tok in enumerate(new)
         )
-        return Task(family, preds, _labels(lm, ids + new[:-1]), f"Greedy continuation: “{out.text}”.")
+        return Task(False, preds, _labels(lm, ids + new[:-1]), f"Greedy continuation: “{out.text}”.")
     start = list(out.ids[: len(out.ids) - len(new)])  # the decoder start token
     preds = tuple(
         Prediction(tuple(ids), len(start) + k - 1, tok, _step_label(k, shown[k]), tuple(start + new[:k]))
         for k, tok in enumerate(new)
     )
-    return Task(family, preds, _labels(lm, ids), f"The model's greedy output: “{out.text}”.")
+    return Task(False, preds, _labels(lm, ids), f"The model's greedy output: “{out.text}”.")
 
 
 def _step_label(k: int, shown: str) -> str:
@@ -153,7 +153,7 @@ def _masked_predictions(lm: LoadedModel, ids: list[int]) -> Task:
     masked = [i for i, t in enumerate(ids) if t == mask]
     if masked:
         preds = tuple(Prediction(tuple(ids), i, None, f"[MASK] at position {i}") for i in masked)
-        return Task("encoder", preds, labels, "The top prediction at each [MASK] of the text.")
+        return Task(True, preds, labels, "The top prediction at each [MASK] of the text.")
     special = set(lm.tokenizer.all_special_ids)
     preds = tuple(
         Prediction(tuple(ids[:i] + [mask] + ids[i + 1 :]), i, None, f"“{labels[i]}” masked (position {i})")
@@ -162,7 +162,7 @@ def _masked_predictions(lm: LoadedModel, ids: list[int]) -> Task:
     )
     if not preds:
         raise InputError("The text holds only special tokens: type a few words.")
-    return Task("encoder", preds, labels, "Each word token masked in turn; the model's top prediction there.")
+    return Task(True, preds, labels, "Each word token masked in turn; the model's top prediction there.")
 
 
 # ---------------------------------------------------------------- the score as a function of embeddings
@@ -327,5 +327,5 @@ def attribution_matrix(
         result = attribute(lm, pred, method, steps, output, row_progress, should_stop, baseline)
         scores[r, : len(result.scores)] = result.scores
         deltas.append(result.delta)
-        row_labels.append(f"{r}: {result.token}" if task.family != "encoder" else f"{pred.position}→{result.token}")
+        row_labels.append(f"{pred.position}→{result.token}" if task.masked else f"{r}: {result.token}")
     return AttributionMatrix(scores, tuple(row_labels), task.stream_labels, tuple(deltas))

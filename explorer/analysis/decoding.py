@@ -25,21 +25,17 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from explorer.analysis.sampling import DecodingSettings, transform
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_NEW_TOKENS, MAX_STREAM_TOKENS
 from explorer.core.loading import LoadedModel
+from explorer.core.spec import GENERATE
 
-MAX_NEW_TOKENS = 64  # whole-sequence views (samples, strategies, step by step)
-MAX_STREAM_TOKENS = 512  # streamed generation
 MAX_SAMPLES = 16
 
 # ---------------------------------------------------------------- checks and model facts
 
 
 def check_generative(lm: LoadedModel) -> None:
-    if lm.spec.family not in ("decoder", "encoder_decoder"):
-        raise InputError(
-            f"'{lm.spec.key}' is a {lm.spec.family_name}: it fills in masked tokens but does not generate text. "
-            "Pick a decoder (GPT-style) or an encoder-decoder (T5-style) model."
-        )
+    lm.spec.require(GENERATE)
 
 
 def _vocab_size(lm: LoadedModel) -> int:
@@ -72,7 +68,7 @@ def check_seed(seed) -> int:
 def check_room(lm: LoadedModel, prompt_len: int, new_tokens: int) -> None:
     """A decoder's prompt plus its continuation must fit the model's positions."""
     limit = lm.max_positions
-    if lm.spec.family == "decoder" and limit and prompt_len + new_tokens > limit:
+    if lm.spec.adapter.continues_prompt and limit and prompt_len + new_tokens > limit:
         raise InputError(
             f"The prompt has {prompt_len} tokens and this model sees at most {limit}, "
             f"so it cannot add {new_tokens} more: shorten the prompt or ask for fewer tokens."
@@ -119,7 +115,7 @@ class Runner:
 
     def __init__(self, lm: LoadedModel, prompt_ids: list[int], batch: int, use_cache: bool = True):
         self.model, self.device, self.use_cache = lm.model, lm.device, use_cache
-        self.encoder_decoder = lm.spec.family == "encoder_decoder"
+        self.encoder_decoder = lm.spec.adapter.is_encoder_decoder
         self.cache = None
         params = inspect.signature(self.model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x

@@ -19,9 +19,9 @@ import torch
 
 from explorer.analysis.decoding import Runner, check_count, check_generative, check_ids, check_room
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TIMED_TOKENS
 from explorer.core.loading import LoadedModel
 
-MAX_NEW_TOKENS = 256
 MAX_REPEATS = 5
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
 
@@ -163,7 +163,7 @@ class KVCacheExperiment:
         check_generative(lm)
         self.lm = lm
         self.prompt_ids = check_ids(lm, prompt_ids)
-        self.new_tokens = check_count(new_tokens, 2, MAX_NEW_TOKENS, "number of new tokens")
+        self.new_tokens = check_count(new_tokens, 2, MAX_TIMED_TOKENS, "number of new tokens")
         self.repeats = check_count(repeats, 1, MAX_REPEATS, "number of repeats")
         check_room(lm, len(self.prompt_ids), self.new_tokens)
         self._runs: dict[bool, list] = {True: [], False: []}
@@ -253,7 +253,7 @@ def time_attention(lm: LoadedModel, ids, repeats: int = 5) -> AttentionTiming:
     fused.set_attn_implementation("sdpa")
     x = torch.tensor([ids], device=lm.device)
     inputs = {"input_ids": x}
-    if lm.spec.family == "encoder_decoder":
+    if lm.spec.adapter.is_encoder_decoder:
         inputs["decoder_input_ids"] = x
     models = {"eager": lm.model, "fused": fused}
     timings = {name: [] for name in models}

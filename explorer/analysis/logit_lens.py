@@ -57,7 +57,7 @@ def logit_lens(lm: LoadedModel, trace: Trace, top_k: int = 5) -> LogitLens:
     """
     head = lm.model.get_output_embeddings() if hasattr(lm.model, "get_output_embeddings") else None
     norm, stream = _find_final_norm(lm)
-    if lm.spec.family == "encoder" or head is None or norm is None or trace.logits is None:
+    if lm.spec.adapter.masked_lm or head is None or norm is None or trace.logits is None:
         raise InputError(
             f"The logit lens needs a decoder's final norm and language-model head, and '{lm.spec.key}' "
             f"({lm.spec.family_name}) has no such pair we know: it works for GPT-2, Llama-style, Pythia, OPT "

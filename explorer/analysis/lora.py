@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
 import threading
 import time
@@ -31,6 +30,8 @@ from transformers.pytorch_utils import Conv1D
 from explorer.analysis.lora_data import TrainingData
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.settings import settings
+from explorer.core.spec import FINE_TUNE
 
 MAX_STEPS = 500
 MAX_RANK = 64
@@ -40,7 +41,7 @@ _BLOCK_INDEX = re.compile(r"^(.*)\.(\d+)\.(.+)$")  # "transformer.h.3.attn.c_att
 
 def session_max_bytes() -> int:
     """The largest model copy one session may hold (``EXPLORER_LORA_MAX_MB``, default 1024 MB)."""
-    return int(float(os.environ.get("EXPLORER_LORA_MAX_MB", "1024")) * 2**20)
+    return settings().lora_max_bytes
 
 
 # ---------------------------------------------------------------- what can be adapted, and what it costs
@@ -143,11 +144,7 @@ def lora_config(model: torch.nn.Module, settings: LoraSettings) -> LoraConfig:
 
 
 def check_trainable(lm: LoadedModel) -> None:
-    if lm.spec.family != "decoder":
-        raise InputError(
-            f"'{lm.spec.key}' is a {lm.spec.family_name}; fine-tuning here works for decoders (GPT-style) so far. "
-            "Pick tiny-gpt2 or another decoder."
-        )
+    lm.spec.require(FINE_TUNE)
     if lm.nbytes > session_max_bytes():
         raise InputError(
             f"'{lm.spec.key}' takes {lm.nbytes / 2**20:,.0f} MB and each session fine-tunes its own copy; "

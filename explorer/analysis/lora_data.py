@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TRAINING_CHARS
 from explorer.core.run import check_text
 
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "lora"
 MIN_CHARS = 300  # below this there is too little text to hold some out
-MAX_CHARS = 20_000  # a few pages: training on more would not finish in a class
 HELDOUT_FRACTION = 0.1
 DEFAULT_BLOCK = 64
 
@@ -53,8 +53,8 @@ def check_training_text(text) -> str:
             f"The training text has {len(text.strip()):,} characters; paste at least {MIN_CHARS} "
             "(a few paragraphs) so some of it can be held out."
         )
-    if len(text) > MAX_CHARS:
-        raise InputError(f"The training text has {len(text):,} characters; at most {MAX_CHARS:,} can be used.")
+    if len(text) > MAX_TRAINING_CHARS:
+        raise InputError(f"The training text has {len(text):,} characters; at most {MAX_TRAINING_CHARS:,} can be used.")
     return text
 
 

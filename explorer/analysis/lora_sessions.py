@@ -7,17 +7,17 @@ frees a fine-tune as soon as its browser session closes.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 
 from explorer.analysis.lora import LoraSession
 from explorer.core.errors import InputError
+from explorer.core.settings import settings
 
 
 def total_max_bytes() -> int:
     """What all sessions' copies may hold together (``EXPLORER_LORA_TOTAL_MB``, default 4096 MB)."""
-    return int(float(os.environ.get("EXPLORER_LORA_TOTAL_MB", "4096")) * 2**20)
+    return settings().lora_total_bytes
 
 
 class SessionBudget:

@@ -5,8 +5,8 @@ t-SNE first reduce to ``PRE_PCA_DIMS`` with the same PCA; UMAP is given an exact
 neighbour graph (one matrix product) up to ``EXACT_KNN_MAX`` rows, so that the only numba code it
 compiles is the layout, which ``warm_up`` compiles once per process in the background.
 
-``ProjectionCache`` keeps results in memory and on disk under ``cache_dir()`` (``EXPLORER_CACHE_DIR``,
-else ``$XDG_CACHE_HOME/llm-explorer``, else ``~/.cache/llm-explorer``), keyed by a fingerprint of the
+``ProjectionCache`` keeps results in memory and on disk under ``cache_dir()`` (the settings' ``cache_dir``:
+``EXPLORER_CACHE_DIR``, else ``$XDG_CACHE_HOME/llm-explorer``, else ``~/.cache/llm-explorer``), keyed by a fingerprint of the
 matrix, so the second request for the same projection only reads a small ``.npz``.
 """
 
@@ -20,14 +20,15 @@ import os
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from explorer.core.cache import BoundedCache
 from explorer.core.errors import InputError
+from explorer.core.settings import settings
 
 log = logging.getLogger("explorer")
 
@@ -38,16 +39,14 @@ EXACT_KNN_MAX = 12_000  # above this, UMAP's own approximate neighbour search (N
 N_NEIGHBORS = 15
 UMAP_EPOCHS = 200
 FORMAT_VERSION = 1
+MEMORY_BYTES = 128 * 2**20  # projections held in memory (a 60k-point UMAP is about 1 MB)
 
 Progress = Callable[[float, str], None]
 
 
 def cache_dir() -> Path:
     """Where computed projections (and numba's compiled code) are kept between runs."""
-    if os.environ.get("EXPLORER_CACHE_DIR"):
-        return Path(os.environ["EXPLORER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llm-explorer"
+    return settings().cache_dir
 
 
 # numba reads this once, when umap first imports it: its compiled code then persists across runs.
@@ -70,6 +69,11 @@ class Projection:
     mean: np.ndarray | None = None
     components: np.ndarray | None = None  # (dims, d)
     source: str = "computed"  # computed, memory, disk or shipped
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.coords, self.ids, self.explained, self.mean, self.components)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def transform(self, rows: np.ndarray) -> np.ndarray:
         """PCA only: project new rows with the fitted axes."""
@@ -215,40 +219,38 @@ class ProjectionCache:
 
     ``shipped`` folders hold precomputed ``.npz`` files (e.g. ``models/<key>/projections``); they are
     used only when their fingerprint matches the matrix, so retrained weights are never mislabelled.
-    Thread-safe; two requests for the same projection compute it once. ``computed`` counts real work.
+    The memory tier is a ``BoundedCache`` of ``max_bytes``: two requests for the same projection
+    compute (or read) it once. ``computed`` counts real work, ``hits`` answers that needed none.
     """
 
-    def __init__(self, directory: Path | None = None, max_items: int = 32):
+    def __init__(self, directory: Path | None = None, max_bytes: int = MEMORY_BYTES):
         self.directory = Path(directory) if directory is not None else cache_dir() / "projections"
-        self.max_items = max_items
-        self._items: OrderedDict[str, Projection] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._memory: BoundedCache[Projection] = BoundedCache(max_bytes, size=lambda p: p.nbytes)
         self.hits = self.computed = 0
 
     @staticmethod
     def filename(matrix_id: str, method: str, dims: int, ids: np.ndarray) -> str:
         return f"{matrix_id}-{method}{dims}d-{ids_key(ids)}.npz"
 
-    def _remember(self, name: str, p: Projection) -> None:
-        with self._lock:
-            self._items[name] = p
-            self._items.move_to_end(name)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-    def _lookup(self, name: str, shipped: list[Path]) -> Projection | None:
-        with self._lock:
-            if name in self._items:
-                self._items.move_to_end(name)
-                return dataclasses.replace(self._items[name], source="memory")
+    def _from_files(self, name: str, shipped: list[Path]) -> Projection | None:
         for folder, source in [(self.directory, "disk"), *((Path(s), "shipped") for s in shipped)]:
             if (folder / name).is_file():
                 found = _load(folder / name, source)
                 if found is not None:
-                    self._remember(name, found)
                     return found
         return None
+
+    def _read_or_compute(self, name, matrix, ids, method, dims, shipped, progress) -> Projection:
+        found = self._from_files(name, shipped)
+        if found is not None:
+            return found
+        p = project(np.asarray(matrix[ids], np.float32), ids, method, dims, progress)
+        try:
+            _save(self.directory / name, p)
+            _prune(self.directory, disk_budget())
+        except OSError as err:  # a read-only home still gets the memory cache
+            log.warning("could not write projection cache %s: %s", self.directory, err)
+        return p
 
     def get(
         self,
@@ -268,35 +270,29 @@ class ProjectionCache:
         ids = np.asarray(ids, np.int64)
         check_size(method, len(ids), dims)
         name = self.filename(matrix_id or fingerprint(matrix), method, dims, ids)
-        found = self._lookup(name, list(shipped))
-        if found is not None:
+        held = self._memory.peek(name)
+        if held is not None:
             self.hits += 1
-            return found
+            return dataclasses.replace(held, source="memory")
         if not compute:
-            return None
-        with self._lock:
-            key_lock = self._key_locks.setdefault(name, threading.Lock())
-        with key_lock:
-            found = self._lookup(name, list(shipped))
+            found = self._from_files(name, list(shipped))
             if found is not None:
                 self.hits += 1
-                return found
-            p = project(np.asarray(matrix[ids], np.float32), ids, method, dims, progress)
+                self._memory.put(name, found)
+            return found
+        p, here = self._memory.lookup(
+            name, lambda: self._read_or_compute(name, matrix, ids, method, dims, list(shipped), progress)
+        )
+        if here and p.source == "computed":
             self.computed += 1
-            self._remember(name, p)
-            try:
-                _save(self.directory / name, p)
-                _prune(self.directory, disk_budget())
-            except OSError as err:  # a read-only home still gets the memory cache
-                log.warning("could not write projection cache %s: %s", self.directory, err)
-        with self._lock:
-            self._key_locks.pop(name, None)  # later requests find it in memory
-        return p
+            return p
+        self.hits += 1
+        return p if here else dataclasses.replace(p, source="memory")
 
 
 def disk_budget() -> int:
     """Bytes the disk cache may hold (``EXPLORER_CACHE_MB``, default 500): the oldest files go first."""
-    return int(float(os.environ.get("EXPLORER_CACHE_MB", "500")) * 2**20)
+    return settings().cache_bytes
 
 
 def _prune(folder: Path, max_bytes: int) -> None:
@@ -325,7 +321,7 @@ def warm_up(n: int = 300, dims: tuple[int, ...] = (2, 3)) -> float:
 
 def warm_up_in_background(delay: float = 2.0) -> threading.Thread | None:
     """Start ``warm_up`` once per process in a daemon thread (``EXPLORER_WARMUP=0`` turns it off)."""
-    if os.environ.get("EXPLORER_WARMUP", "1") == "0" or not _warm_started.acquire(blocking=False):
+    if not settings().warmup or not _warm_started.acquire(blocking=False):
         return None
 
     def run():

@@ -168,7 +168,7 @@ def next_step(
     ids = check_ids(lm, ids_so_far, "text so far")
     check_room(lm, len(ids), 0)
     source = None
-    if lm.spec.family == "encoder_decoder":
+    if lm.spec.adapter.is_encoder_decoder:
         if source_ids is None:
             raise InputError("An encoder-decoder model needs a source text to translate or answer.")
         source = tuple(check_ids(lm, source_ids, "source"))
@@ -206,7 +206,7 @@ class StepHistory:
         """A fresh history: ``text`` is the prompt (decoders) or the source (encoder-decoders)."""
         check_generative(lm)
         ids = check_ids(lm, lm.tokenizer(check_text(text))["input_ids"])
-        if lm.spec.family == "encoder_decoder":
+        if lm.spec.adapter.is_encoder_decoder:
             return cls((int(lm.model.config.decoder_start_token_id),), tuple(ids))
         return cls(tuple(ids))
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from explorer.core.settings import settings
 from explorer.core.spec import Family
 
-MODELS_DIR = Path(os.environ.get("EXPLORER_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+
+def models_dir() -> Path:
+    """Where bundled models and ``catalogue.json`` live (``EXPLORER_MODELS_DIR``, default the repository's ``models/``)."""
+    return settings().models_dir
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class CatalogueEntry:
     @property
     def location(self) -> str:
         """What ``from_pretrained`` is given: a folder for bundled models, else the hub id."""
-        return str(MODELS_DIR / self.source) if self.bundled else self.source
+        return str(models_dir() / self.source) if self.bundled else self.source
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,12 @@ class TokenizerEntry:
 
     @property
     def location(self) -> str:
-        return str(MODELS_DIR / self.source) if self.bundled else self.source
+        return str(models_dir() / self.source) if self.bundled else self.source
 
 
 @cache
 def _data() -> dict:
-    return json.loads((MODELS_DIR / "catalogue.json").read_text(encoding="utf-8"))
+    return json.loads((models_dir() / "catalogue.json").read_text(encoding="utf-8"))
 
 
 @cache
@@ -67,4 +70,4 @@ def default_model_key() -> str:
 
 def hosted_mode() -> bool:
     """In hosted mode (``EXPLORER_HOSTED=1``, e.g. a public Space) only catalogue keys load."""
-    return os.environ.get("EXPLORER_HOSTED", "").lower() in ("1", "true", "yes")
+    return settings().hosted

@@ -11,3 +11,7 @@ class ModelLoadError(ExplorerError):
 
 class InputError(ExplorerError):
     """A text or setting cannot be used as given."""
+
+
+class CapabilityError(InputError):
+    """The current model cannot do what a view asks of it (see ``ModelSpec.require``)."""

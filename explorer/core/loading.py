@@ -7,7 +7,6 @@ whose message is one sentence a user can act on, naming what is available instea
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -30,7 +29,9 @@ from transformers.utils import logging as hf_logging
 
 from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, tokenizer_catalogue
 from explorer.core.errors import ModelLoadError
-from explorer.core.spec import ModelSpec, family_of, spec_from_config
+from explorer.core.family import FamilyAdapter
+from explorer.core.settings import settings
+from explorer.core.spec import ModelSpec, adapter_for, spec_from_config
 
 hf_logging.disable_progress_bar()  # per-weight progress bars belong in a terminal, not in server logs
 
@@ -63,7 +64,7 @@ class LoadedModel:
 
 def pick_device() -> torch.device:
     """``EXPLORER_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU."""
-    wanted = os.environ.get("EXPLORER_DEVICE", "").strip()
+    wanted = settings().device
     if wanted:
         return torch.device(wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,7 +83,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     Checked up front because the hub client otherwise retries an unreachable host for ~30 s.
     """
     global _hub_reachable_cache
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if settings().hub_offline:
         return False
     now = time.monotonic()
     if _hub_reachable_cache and now - _hub_reachable_cache[0] < 60:
@@ -183,14 +184,15 @@ def _explain(err: Exception, source: Source) -> ModelLoadError:
     return ModelLoadError(f"'{source.key}' could not be loaded: {first[:300]}")
 
 
-def _model_class(family: str, config):
-    if family == "decoder":
-        return AutoModelForCausalLM
-    if family == "encoder_decoder":
-        return AutoModelForSeq2SeqLM
-    if config.model_type in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return AutoModelForMaskedLM
-    return AutoModel
+AUTO_CLASSES = {c.__name__: c for c in (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForMaskedLM)}
+
+
+def _model_class(family: FamilyAdapter, config):
+    """The family's auto class with its head; a bare ``AutoModel`` where transformers knows no such head."""
+    cls = AUTO_CLASSES[family.auto_class]
+    if cls is AutoModelForMaskedLM and config.model_type not in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return AutoModel
+    return cls
 
 
 def load(name: str, device: torch.device | None = None) -> LoadedModel:
@@ -207,8 +209,7 @@ def load(name: str, device: torch.device | None = None) -> LoadedModel:
         # process-wide state, and two loads at once break each other and every later load.
         with _LOAD_LOCK:
             config = AutoConfig.from_pretrained(source.location, **kwargs)
-            family = family_of(config)
-            cls = _model_class(family, config)
+            cls = _model_class(adapter_for(config), config)
             model = cls.from_pretrained(
                 source.location, config=config, attn_implementation="eager", use_safetensors=True,
                 dtype=torch.float32, **kwargs,

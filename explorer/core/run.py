@@ -7,20 +7,15 @@ returns a frozen ``Trace``. ``RunCache`` keeps recent traces so re-plots never r
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
+from explorer.core.cache import BoundedCache
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_CHARS, MAX_RUN_NEW_TOKENS, MAX_TOKENS
 from explorer.core.loading import LoadedModel
 from explorer.core.tokens import decoded_offsets, encode, token_rows
 from explorer.core.trace import Trace
-
-MAX_CHARS = 20_000  # longer texts are refused before tokenizing
-MAX_TOKENS = 512  # longer inputs are cut to this many tokens (and the trace says so)
-MAX_NEW_TOKENS = 64
 
 
 def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
@@ -57,7 +52,7 @@ def _encode(lm: LoadedModel, text: str, add_special_tokens: bool = True):
 
 def _continue(lm: LoadedModel, ids: list[int], offsets: list, text: str, steps: int):
     """Greedy continuation of a decoder's input: (all ids, all offsets, prompt + continuation text)."""
-    steps = int(np.clip(steps, 1, MAX_NEW_TOKENS))
+    steps = int(np.clip(steps, 1, MAX_RUN_NEW_TOKENS))
     steps = min(steps, _max_positions(lm) - len(ids))
     if steps <= 0:
         return ids, offsets, text
@@ -87,19 +82,19 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
     causal mask, row i of each attention map is exactly what token i attended to when generated.
     """
     text = check_text(text)
-    family = lm.spec.family
+    adapter = lm.spec.adapter
     ids, offsets, truncated = _encode(lm, text)
     x = torch.tensor([ids], device=lm.device)
     meta = {"truncated": truncated, "max_tokens": _max_positions(lm)}
-    if family == "decoder" and generate > 0:
+    if adapter.continues_prompt and generate > 0:
         ids, offsets, text = _continue(lm, ids, offsets, text, generate)
         meta["prompt_tokens"] = x.shape[1]
         x = torch.tensor([ids], device=lm.device)
-    if family in ("decoder", "encoder"):
+    if not adapter.is_encoder_decoder:
         out = lm.model(input_ids=x, output_attentions=True, output_hidden_states=True)
         logits = out.logits[0].float().cpu().numpy() if getattr(out, "logits", None) is not None else None
         return Trace(
-            lm.spec.key, family, {"input": text}, {"input": token_rows(lm.tokenizer, ids, offsets)},
+            lm.spec.key, adapter.family, {"input": text}, {"input": token_rows(lm.tokenizer, ids, offsets)},
             {"self": _stack(out.attentions)}, {"input": _stack(out.hidden_states)}, logits, meta,
         )  # fmt: skip
     start = lm.model.config.decoder_start_token_id
@@ -109,7 +104,7 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
         dec = [start, *tgt]
         meta["target_source"] = "given"
     else:
-        steps = int(np.clip(max_new_tokens, 1, MAX_NEW_TOKENS))
+        steps = int(np.clip(max_new_tokens, 1, MAX_RUN_NEW_TOKENS))
         gen = lm.model.generate(input_ids=x, max_new_tokens=steps, do_sample=False, num_beams=1)
         dec = gen[0].tolist()
         meta["target_source"] = "generated"
@@ -118,7 +113,7 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
     target_text = lm.tokenizer.decode(dec, skip_special_tokens=True)
     return Trace(
         lm.spec.key,
-        family,
+        adapter.family,
         {"source": text, "target": target_text},
         {
             "source": token_rows(lm.tokenizer, ids, offsets),
@@ -138,48 +133,39 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
 class RunCache:
     """Recent traces keyed by (model, inputs, settings), bounded by bytes, least recently used first out.
 
-    Thread-safe; two requests for the same key at once run the model once.
+    Thread-safe; two requests for the same key at once run the model once (a ``BoundedCache``).
     """
 
     def __init__(self, max_bytes: int = 512 * 2**20):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, Trace] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple, threading.Lock] = {}
-        self.hits = self.misses = 0
+        self._traces: BoundedCache[Trace] = BoundedCache(max_bytes, size=lambda t: t.nbytes)
 
     @staticmethod
     def key(lm: LoadedModel, text: str, target: str | None, max_new_tokens: int, generate: int) -> tuple:
-        generated = lm.spec.family == "encoder_decoder" and target is None
-        extended = generate if lm.spec.family == "decoder" else 0
+        generated = lm.spec.adapter.is_encoder_decoder and target is None
+        extended = generate if lm.spec.adapter.continues_prompt else 0
         return (lm.spec.key, lm.spec.source, text, target, max_new_tokens if generated else None, extended)
 
     def get(
         self, lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20, generate: int = 0
     ) -> Trace:
         key = self.key(lm, text, target, max_new_tokens, generate)
-        with self._lock:
-            if key in self._items:
-                self.hits += 1
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._items:
-                    self.hits += 1
-                    return self._items[key]
-            trace = run(lm, text, target, max_new_tokens, generate)
-            with self._lock:
-                self.misses += 1
-                self._items[key] = trace
-                self._evict()
-                self._key_locks.pop(key, None)
-        return trace
+        return self._traces.get(key, lambda: run(lm, text, target, max_new_tokens, generate))
 
-    def _evict(self) -> None:
-        while len(self._items) > 1 and sum(t.nbytes for t in self._items.values()) > self.max_bytes:
-            self._items.popitem(last=False)
+    @property
+    def max_bytes(self) -> int:
+        return self._traces.max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._traces.nbytes
+
+    @property
+    def hits(self) -> int:
+        return self._traces.hits
+
+    @property
+    def misses(self) -> int:
+        return self._traces.misses
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._traces)

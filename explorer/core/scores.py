@@ -43,14 +43,18 @@ def attention_scores(lm: LoadedModel, trace: Trace) -> dict[str, np.ndarray]:
     For T5 the scores include its learned relative-position bias and are not scaled by 1/√d
     (T5 folds the scale into its weights).
     """
+    family = trace.adapter
     with SoftmaxInputs() as seen:
-        if trace.family == "encoder_decoder":
-            lm.model(input_ids=_ids(trace, "source", lm.device), decoder_input_ids=_ids(trace, "target", lm.device))
+        if family.is_encoder_decoder:
+            lm.model(
+                input_ids=_ids(trace, family.primary_stream, lm.device),
+                decoder_input_ids=_ids(trace, family.target_stream, lm.device),
+            )
         else:
-            lm.model(input_ids=_ids(trace, "input", lm.device))
+            lm.model(input_ids=_ids(trace, family.primary_stream, lm.device))
     maps = [s[0].numpy() for s in seen.captured]  # each (H, Q, K), in call order
     n = trace.n_layers
-    if trace.family == "encoder_decoder":
+    if family.is_encoder_decoder:
         n_dec = trace.attentions["decoder_self"].shape[0]
         encoder, decoder = maps[:n], maps[n:]
         kinds = {

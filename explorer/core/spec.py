@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-Family = Literal["decoder", "encoder", "encoder_decoder"]
-FAMILIES: tuple[Family, ...] = ("decoder", "encoder", "encoder_decoder")
-
-FAMILY_NAMES = {
-    "decoder": "GPT-style decoder",
-    "encoder": "BERT-style encoder",
-    "encoder_decoder": "T5-style encoder-decoder",
-}
-
-# Capabilities a view can require (see ``ModelSpec.capabilities``).
-GENERATE = "generate"  # produces text token by token (decoders, encoder-decoders)
-MLM = "mlm"  # has a masked-LM head (fill-mask)
-CROSS_ATTENTION = "cross_attention"  # decoder attends to an encoder
-LM_HEAD = "lm_head"  # a trace carries logits over the vocabulary
+from explorer.core.errors import CapabilityError
+from explorer.core.family import (  # noqa: F401  (re-exported: the names views import from here)
+    CROSS_ATTENTION,
+    FAMILIES,
+    FAMILY_NAMES,
+    FINE_TUNE,
+    GENERATE,
+    LM_HEAD,
+    MLM,
+    Family,
+    FamilyAdapter,
+    adapter,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +24,7 @@ class ModelSpec:
     """A model's identity and shape, known before or read at load time.
 
     ``source`` is a bundled folder, a local folder or a hub id; ``key`` is how the UI names it.
+    ``capabilities`` (``GENERATE``, ``MLM``, ...) are decided by the family adapter at load time.
     """
 
     key: str
@@ -37,12 +36,26 @@ class ModelSpec:
     description: str = ""
     bundled: bool = False
 
+    @property
+    def adapter(self) -> FamilyAdapter:
+        return adapter(self.family)
+
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
 
+    def why_not(self, capability: str) -> str | None:
+        """None when the model can; else the one sentence a view shows instead."""
+        return None if self.can(capability) else self.adapter.missing(capability, self.key)
+
+    def require(self, capability: str) -> None:
+        """Raise ``CapabilityError`` (an ``InputError``) with ``why_not``'s sentence unless the model can."""
+        reason = self.why_not(capability)
+        if reason is not None:
+            raise CapabilityError(reason)
+
     @property
     def family_name(self) -> str:
-        return FAMILY_NAMES[self.family]
+        return self.adapter.name
 
 
 def family_of(config) -> Family:
@@ -61,6 +74,11 @@ def family_of(config) -> Family:
     return "decoder"
 
 
+def adapter_for(config) -> FamilyAdapter:
+    """The adapter for a transformers config (the factory: one question, ``is_encoder_decoder``, first)."""
+    return adapter(family_of(config))
+
+
 def layer_and_head_counts(config) -> tuple[int, int]:
     """(layers, heads) for the common config spellings; for encoder-decoders, the encoder's."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -76,16 +94,7 @@ def layer_and_head_counts(config) -> tuple[int, int]:
 
 
 def capabilities_of(family: Family, has_lm_head: bool) -> frozenset[str]:
-    caps = set()
-    if has_lm_head:
-        caps.add(LM_HEAD)
-    if family in ("decoder", "encoder_decoder"):
-        caps.add(GENERATE)
-    if family == "encoder" and has_lm_head:
-        caps.add(MLM)
-    if family == "encoder_decoder":
-        caps.add(CROSS_ATTENTION)
-    return frozenset(caps)
+    return adapter(family).capabilities(has_lm_head)
 
 
 def spec_from_config(key: str, source: str, config, has_lm_head: bool, **extra) -> ModelSpec:

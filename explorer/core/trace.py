@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from explorer.core.family import FamilyAdapter, adapter
+
 # Which token streams each attention kind relates: (query stream, key stream).
 KIND_STREAMS = {
     "self": ("input", "input"),
@@ -96,6 +98,11 @@ class Trace:
                 arrays[k] = _freeze(v)
         if self.logits is not None:
             object.__setattr__(self, "logits", _freeze(self.logits))
+
+    @property
+    def adapter(self) -> FamilyAdapter:
+        """What the model's family is and can do (streams, causal kinds, ...)."""
+        return adapter(self.family)
 
     @property
     def kinds(self) -> list[str]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from dataclasses import dataclass, field
 from functools import wraps
 
-from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, hosted_mode
+from explorer.core.cache import BoundedCache
+from explorer.core.catalogue import bundled_keys, catalogue, default_model_key
 from explorer.core.errors import ExplorerError
 from explorer.core.loading import LoadedModel, load_tokenizer
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
 from explorer.core.scores import attention_scores
+from explorer.core.settings import Settings
+from explorer.core.settings import settings as current_settings
 from explorer.core.trace import Trace
 
 log = logging.getLogger("explorer")
@@ -30,37 +32,29 @@ class Selection:
     generate: int = 0  # decoders: extend the text by this many greedy tokens first
 
 
-class Recent:
-    """A few recent results by key, oldest dropped beyond ``size``; safe to share between sessions."""
+SCORES_BYTES = 256 * 2**20  # pre-softmax scores of recent selections (12 layers x 12 heads x 512^2 is 150 MB)
 
-    def __init__(self, size: int):
-        self.size = size
-        self._items: dict = {}
-        self._lock = threading.Lock()
 
-    def get(self, key, compute):
-        """The value for ``key``, computed (outside the lock) when it is not held."""
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-        value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.pop(next(iter(self._items)))
-        return value
+def _scores_bytes(scores: dict) -> int:
+    return sum(a.nbytes for a in scores.values())
 
 
 @dataclass
 class AppContext:
-    """Shared, read-only services. One per process; sessions differ only by their ``Selection``."""
+    """Shared, read-only services. One per process; sessions differ only by their ``Selection``.
 
+    ``settings`` are the server's (``EXPLORER_*``, read once at start-up); the pool is sized by them.
+    """
+
+    settings: Settings = field(default_factory=current_settings)
     pool: ModelPool = field(default_factory=default_pool)
     cache: RunCache = field(default_factory=RunCache)
     default_model: str = field(default_factory=default_model_key)
     default_text: str = "The tiger jumped out of a tree to get a drink because it was thirsty."
-    _scores: Recent = field(default_factory=lambda: Recent(8), repr=False)
-    _tokenizers: Recent = field(default_factory=lambda: Recent(16), repr=False)
+    _scores: BoundedCache = field(
+        default_factory=lambda: BoundedCache(SCORES_BYTES, _scores_bytes, max_items=8), repr=False
+    )
+    _tokenizers: BoundedCache = field(default_factory=lambda: BoundedCache(None, max_items=16), repr=False)
 
     def model_choices(self) -> list[str]:
         keys = bundled_keys()
@@ -68,7 +62,7 @@ class AppContext:
 
     @property
     def hosted(self) -> bool:
-        return hosted_mode()
+        return self.settings.hosted
 
     def model(self, selection: Selection) -> LoadedModel:
         return self.pool.get(selection.model)

@@ -49,7 +49,7 @@ def message_figure(text: str) -> go.Figure:
 
 
 def is_causal(trace: Trace, kind: str) -> bool:
-    return kind == "decoder_self" or (kind == "self" and trace.family == "decoder")
+    return trace.adapter.is_causal(kind)
 
 
 def _pick(trace: Trace, kind, layer, head) -> tuple[str, int, int]:
@@ -202,7 +202,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
     def draw_step(selection, layer_v, head_v, n, step_v):
         if selection is None:
             return gr.skip(), "", message_figure("Analyze a text first.")
-        if ctx.model(selection).spec.family != "decoder":
+        if not ctx.model(selection).spec.adapter.continues_prompt:
             note = "Step-by-step generation is shown for decoders (GPT-style models); pick one above."
             return gr.skip(), note, message_figure(note)
         trace = ctx.trace(generation_selection(selection, n))

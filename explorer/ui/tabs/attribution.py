@@ -11,7 +11,6 @@ import gradio as gr
 from explorer.analysis.attribution import (
     BASELINES,
     MAX_MATRIX_ROWS,
-    MAX_NEW_TOKENS,
     MAX_STEPS,
     METHODS,
     OUTPUTS,
@@ -22,6 +21,7 @@ from explorer.analysis.attribution import (
     predictions_of,
 )
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.ui.context import AppContext, guarded
 from explorer.ui.tabs.attention import message_figure

@@ -15,6 +15,7 @@ from explorer.analysis.logit_lens import logit_lens
 from explorer.analysis.sampling import DecodingSettings, next_token_distribution, transform
 from explorer.analysis.stepwise import StepHistory
 from explorer.core.errors import InputError
+from explorer.core.spec import GENERATE
 from explorer.core.tokens import display_piece, is_byte_level
 from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
 from explorer.ui.context import AppContext, Selection, guarded
@@ -39,11 +40,7 @@ def settings_of(temperature, top_k, top_p, min_p, penalty, greedy) -> DecodingSe
 
 def _generating(ctx: AppContext, selection: Selection):
     lm = ctx.model(selection)
-    if lm.spec.family == "encoder":
-        raise InputError(
-            f"{lm.spec.key} is an encoder: it fills in masked tokens rather than writing the next one. "
-            "Pick a decoder (tiny-gpt2) or an encoder-decoder (tiny-t5)."
-        )
+    lm.spec.require(GENERATE)
     return lm
 
 
@@ -149,7 +146,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         lm = _generating(ctx, selection)
         settings = settings_of(*knob_values)
         trace = ctx.trace(selection)
-        stream = "target" if lm.spec.family == "encoder_decoder" else "input"
+        stream = lm.spec.adapter.target_stream
         logits = torch.from_numpy(np.array(trace.logits[-1]))
         previous = torch.tensor([t.id for t in trace.tokens[stream]])
         stages = transform(logits, previous, settings)
@@ -214,7 +211,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         settings = settings_of(*knob_values)
         prompt = lm.tokenizer(selection.text)["input_ids"]
         limit = decoding.check_count(int(tokens_v), 1, decoding.MAX_STREAM_TOKENS, "number of tokens to write")
-        shown = "" if lm.spec.family == "encoder_decoder" else selection.text
+        shown = selection.text if lm.spec.adapter.continues_prompt else ""
         new, logprob, start, last = [], 0.0, time.perf_counter(), 0.0
         for token, token_logprob in decoding.stream(lm, prompt, settings, limit, seed_v or 0):
             new.append(token)
@@ -269,9 +266,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         if selection is None:
             raise InputError("Analyze a text first.")
         lm = ctx.model(selection)
-        if lm.spec.family == "decoder":
+        if lm.spec.adapter.continues_prompt:
             raise InputError(f"{lm.spec.key} only writes left to right; filling in is for BERT- and T5-style models.")
-        if lm.spec.family == "encoder_decoder":
+        if lm.spec.adapter.is_encoder_decoder:
             if not SENTINEL.search(selection.text):
                 raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
             prompt = lm.tokenizer(selection.text)["input_ids"]

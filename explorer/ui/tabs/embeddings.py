@@ -263,7 +263,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
     def compare_texts(selection, a_v, b_v, word_v, dims_v):
         lm = model_of(selection)
-        target = "" if lm.spec.family == "encoder_decoder" else None  # the encoder's states; no generation
+        target = "" if lm.spec.adapter.is_encoder_decoder else None  # the encoder's states; no generation
         states = []
         for text in (a_v, b_v):
             trace = ctx.trace(Selection(selection.model, check_text(text), target))

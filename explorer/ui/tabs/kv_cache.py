@@ -9,7 +9,6 @@ import numpy as np
 
 from explorer.analysis.kv_cache import (
     DTYPE_BYTES,
-    MAX_NEW_TOKENS,
     MAX_REPEATS,
     CacheShape,
     KVCacheExperiment,
@@ -17,6 +16,7 @@ from explorer.analysis.kv_cache import (
     time_attention,
 )
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.ui.context import AppContext, guarded

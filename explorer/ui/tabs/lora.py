@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import gradio as gr
@@ -20,10 +19,12 @@ from explorer.analysis.lora import (
     parameter_count,
     session_max_bytes,
 )
-from explorer.analysis.lora_data import MAX_CHARS, bundled_datasets, check_probes, training_data
+from explorer.analysis.lora_data import bundled_datasets, check_probes, training_data
 from explorer.analysis.lora_files import load_adapter, save_adapter
 from explorer.analysis.lora_sessions import SessionRegistry
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
+from explorer.core.settings import settings
 from explorer.plots import lora as plots
 from explorer.ui.context import AppContext, guarded, user_message
 from explorer.ui.export import scratch_folder
@@ -31,10 +32,8 @@ from explorer.ui.tabs.attention import message_figure
 from explorer.ui.tabs.decoding import _label as token_label
 
 PASTED = "your own text"
-TRAININGS = int(os.environ.get("EXPLORER_LORA_TRAININGS", "2"))  # trainings that run at once; others queue
-SESSION_TTL_S = float(
-    os.environ.get("EXPLORER_LORA_TTL_S", "7200")
-)  # a fine-tune is freed this long after it was made (or when the tab closes)
+TRAININGS = settings().lora_trainings  # trainings that run at once; others queue
+SESSION_TTL_S = settings().lora_ttl_s  # a fine-tune is freed this long after it was made (or when the tab closes)
 COMPARE_COLUMNS = ["probe", "KL(adapted ‖ base), bits", "base: top 3", "adapted: top 3"]
 GENERATION_COLUMNS = ["probe", "base model", "adapted model (same seed)"]
 REPORT_COLUMNS = ["method", "trainable parameters", "training memory (MB)", "time (s)", "steps",
