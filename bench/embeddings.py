@@ -39,8 +39,8 @@ from timing import median_seconds  # noqa: E402
 from explorer.analysis import projections  # noqa: E402
 from explorer.analysis.embeddings import embedding_table, frequent_ids  # noqa: E402
 from explorer.analysis.projections import ProjectionCache, fingerprint, pca, warm_up  # noqa: E402
+from explorer.analysis.texts import sample_texts  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
-from explorer.ui.assets import sample_texts  # noqa: E402
 
 COLD_UMAP = """
 import sys, time

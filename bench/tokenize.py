@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import median_seconds  # noqa: E402
 
+from explorer.analysis.texts import sample_texts  # noqa: E402
+from explorer.analysis.tokenization import token_counts  # noqa: E402
 from explorer.analysis.tokens import token_rows_table  # noqa: E402
 from explorer.core.loading import load_tokenizer  # noqa: E402
-from explorer.ui.assets import sample_texts  # noqa: E402
-from explorer.ui.tabs.tokens import live_view  # noqa: E402
+from explorer.core.tokens import is_byte_level, tokenize  # noqa: E402
+from explorer.plots.tokens import token_spans_html  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -41,8 +43,10 @@ def main() -> None:
             n = len(tokenizer(text)["input_ids"])
             plain = median_ms(lambda tok=tokenizer, t=text: tok(t, return_offsets_mapping=True), args.repeats)
 
-            def live(tok=tokenizer, t=text):
-                _, _, tokens = live_view(tok, t)
+            def live(tok=tokenizer, t=text):  # what the tokens tab does on every edit
+                tokens = tokenize(tok, t)
+                token_counts(t, tokens)
+                token_spans_html(tokens, t, byte_level=is_byte_level(tok))
                 token_rows_table(tokens, t)
 
             full = median_ms(live, args.repeats)

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from explorer.analysis.bpe import (
-    MAX_TRAIN_CHARS,
     MergeStep,
     adjacent_pairs,
     merge,
@@ -23,13 +22,15 @@ from explorer.analysis.bpe import (
     replay_tokens,
     train_bpe,
 )
-from explorer.analysis.tokenization import compare_tokenizers, token_counts, token_spans_html
+from explorer.analysis.tokenization import compare_tokenizers, token_counts
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_BPE_TRAINING_CHARS
 from explorer.core.loading import load_tokenizer
 from explorer.core.run import check_text
+from explorer.core.tokenizer_training import train_wordpiece
 from explorer.core.tokens import token_rows
 from explorer.core.trace import Token
-from explorer.training.tokenizer_recipes import train_wordpiece
+from explorer.plots.tokens import token_spans_html
 
 GPT2_JSON = Path(__file__).resolve().parents[1] / "models" / "gpt2-bpe" / "tokenizer.json"
 
@@ -258,7 +259,7 @@ def test_train_bpe_stops_early_on_a_tiny_text():
     [
         ("", 300, "empty"),
         ("  \n ", 300, "empty"),
-        ("x" * (MAX_TRAIN_CHARS + 1), 300, "at most 2,000,000"),
+        ("x" * (MAX_BPE_TRAINING_CHARS + 1), 300, "at most 2,000,000"),
         ("hello", 256, "vocabulary size"),
         ("hello", 20_001, "vocabulary size"),
         ("hello", "300", "vocabulary size"),

@@ -20,7 +20,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from explorer.training import tokenizer_recipes
+from explorer.core import tokenizer_training
 
 TEXT = (
     "The tiger jumped out of a tree to get a drink because it was thirsty. "
@@ -37,7 +37,7 @@ def build(name: str):
     """(model, tokenizer) for one tiny config, with a fixed seed."""
     torch.manual_seed(0)
     if name in ("gpt2", "llama"):
-        tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 400)
+        tok = tokenizer_training.train_byte_level_bpe([TEXT], 400)
         if name == "gpt2":
             cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=4,
                              bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
@@ -47,11 +47,11 @@ def build(name: str):
                           bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
         return LlamaForCausalLM(cfg), tok
     if name == "bert":
-        tok = tokenizer_recipes.train_wordpiece([TEXT], 300)
+        tok = tokenizer_training.train_wordpiece([TEXT], 300)
         cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=128)  # fmt: skip
         return BertForMaskedLM(cfg), tok
-    tok = tokenizer_recipes.train_unigram([TEXT], 300)
+    tok = tokenizer_training.train_unigram([TEXT], 300)
     cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
                    num_heads=4, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                    decoder_start_token_id=tok.pad_token_id)  # fmt: skip

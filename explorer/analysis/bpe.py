@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_BPE_TRAINING_CHARS
 
 Pair = tuple[str, str]
-MAX_TRAIN_CHARS = 2_000_000
 MIN_VOCAB = 257  # the 256 byte symbols and <|endoftext|>: no merges at all
 MAX_VOCAB = 20_000
 
@@ -235,8 +235,10 @@ def _check_training_input(text, vocab_size) -> None:
         raise InputError(f"The training text must be a string, not {type(text).__name__}.")
     if not text.strip():
         raise InputError("The training text is empty: paste a few paragraphs to learn merges from.")
-    if len(text) > MAX_TRAIN_CHARS:
-        raise InputError(f"The training text has {len(text):,} characters; at most {MAX_TRAIN_CHARS:,} can be used.")
+    if len(text) > MAX_BPE_TRAINING_CHARS:
+        raise InputError(
+            f"The training text has {len(text):,} characters; at most {MAX_BPE_TRAINING_CHARS:,} can be used."
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -257,7 +259,7 @@ def train_bpe(text: str, vocab_size: int, progress: Callable[[float, str], objec
     Raises ``InputError`` for an empty or over-long text and a vocabulary size outside 257..20,000.
     """
     _check_training_input(text, vocab_size)
-    from explorer.training.tokenizer_recipes import train_byte_level_bpe  # transformers: only when training
+    from explorer.core.tokenizer_training import train_byte_level_bpe  # transformers: only when training
 
     if progress:
         progress(0.0, f"Learning merges from {len(text):,} characters…")

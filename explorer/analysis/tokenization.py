@@ -1,22 +1,10 @@
-"""How a text becomes tokens, measured and drawn: counts, tokenizer comparisons, coloured token spans."""
+"""How a text becomes tokens, measured: counts and tokenizer comparisons (the coloured spans are drawn in
+``explorer.plots.tokens``)."""
 
 from __future__ import annotations
 
-from html import escape
-
-from explorer.core.tokens import byte_decoder, display_piece, is_byte_level, piece_bytes
-from explorer.core.trace import Token, visible
-
-PASTELS = ("#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db")
-# One style block per view instead of a style attribute per token: a 10 kB text has ~2,800 spans.
-SPAN_STYLE = (
-    "<style>.token-spans{line-height:1.9;font-family:monospace}"
-    ".token-spans .tok{padding:1px 2px;margin:1px;border-radius:3px;white-space:pre}"
-    ".token-spans .tok-special{border:2px solid #444;font-weight:bold;background:#f4f4f4}"
-    ".token-spans .tok-gap{color:#999}"
-    + "".join(f".token-spans .c{i}{{background:{c}}}" for i, c in enumerate(PASTELS))
-    + "</style>"
-)
+from explorer.core.tokens import display_piece, is_byte_level
+from explorer.core.trace import Token
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -76,58 +64,3 @@ def compare_tokenizers(text: str, tokenizers: dict[str, object]) -> list[dict]:
             }
         )
     return rows
-
-
-def _looks_byte_level(tokens) -> bool:
-    """Whether the pieces are written in GPT-2's byte alphabet: some piece uses a stand-in such as ``Ġ``."""
-    stand_ins = {c for c, b in byte_decoder().items() if ord(c) != b}
-    pieces = [t.piece for t in tokens if not t.special]
-    return any(stand_ins.intersection(p) for p in pieces) and all(piece_bytes(p) is not None for p in pieces)
-
-
-def _token_bytes(token: Token, text: str, byte_level: bool) -> bytes:
-    """The bytes a token stands for: its own bytes in byte-level BPE (which may split a character), else its text's."""
-    if byte_level and not token.special:
-        raw = piece_bytes(token.piece)
-        if raw is not None:
-            return raw
-    if token.end > token.start:
-        return text[token.start : token.end].encode("utf-8", "surrogatepass")
-    return b""  # a special token the tokenizer added ([CLS]) stands for no text
-
-
-def token_title(index: int, token: Token, text: str, byte_level: bool) -> str:
-    """The hover text of one token: ``#1 id 995 · piece 'Ġworld' · chars 5–11 · bytes 20 77 6f 72 6c 64``."""
-    raw = _token_bytes(token, text, byte_level)
-    where = f"chars {token.start}–{token.end}" if token.end > token.start else "no characters"
-    kind = " · special" if token.special else ""
-    return f"#{index} id {token.id} · piece {token.piece!r} · {where} · bytes {raw.hex(' ') or '—'}{kind}"
-
-
-def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_level: bool | None = None) -> str:
-    """The live tokenization view: every token a coloured ``<span>``, whitespace visible, details on hover.
-
-    Backgrounds cycle through pastels so neighbouring tokens stand apart; special tokens get a bold
-    border. Text a tokenizer drops (BERT drops spaces) is shown, greyed, between the tokens. Every piece of
-    text is HTML-escaped. ``byte_level`` (GPT-2 style pieces) is guessed from the pieces when not given.
-    No tokens give ``""``.
-    """
-    if not tokens:
-        return ""
-    if byte_level is None:
-        byte_level = _looks_byte_level(tokens)
-    parts, cursor, colour = [], 0, 0
-    for i, t in enumerate(tokens):
-        if t.end > t.start and t.start > cursor:  # text between tokens that no token covers
-            gap = escape(visible(text[cursor : t.start]))
-            parts.append(f'<span class="tok-gap" title="not part of any token">{gap}</span>')
-        if t.special:
-            classes = "tok tok-special"
-        else:
-            classes = f"tok c{colour % len(PASTELS)}"  # neighbours never share a colour
-            colour += 1
-        title = escape(token_title(i, t, text, byte_level), quote=True)
-        label = escape(t.display or visible(t.piece))
-        parts.append(f'<span class="{classes}" title="{title}">{label}</span>')
-        cursor = max(cursor, t.end)
-    return f'<div class="token-spans">{SPAN_STYLE}' + "".join(parts) + "</div>"

@@ -92,3 +92,10 @@ def decoded_offsets(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
         offsets.append((prev, max(prev, length)))
         prev = max(prev, length)
     return offsets
+
+
+def looks_byte_level(tokens) -> bool:
+    """Whether the pieces are written in GPT-2's byte alphabet: some piece uses a stand-in such as ``Ġ``."""
+    stand_ins = {c for c, b in byte_decoder().items() if ord(c) != b}
+    pieces = [t.piece for t in tokens if not t.special]
+    return any(stand_ins.intersection(p) for p in pieces) and all(piece_bytes(p) is not None for p in pieces)

@@ -26,7 +26,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from explorer.training import data, tokenizer_recipes
+from explorer.core import tokenizer_training
+from explorer.training import data
 from explorer.training.corpus import Corpus
 
 VOCAB_SIZE = 8192
@@ -72,9 +73,9 @@ RECIPES = {
 
 def train_tokenizer(family: str, texts: list[str]):
     trainers = {
-        "decoder": tokenizer_recipes.train_byte_level_bpe,
-        "encoder": tokenizer_recipes.train_wordpiece,
-        "encoder_decoder": tokenizer_recipes.train_unigram,
+        "decoder": tokenizer_training.train_byte_level_bpe,
+        "encoder": tokenizer_training.train_wordpiece,
+        "encoder_decoder": tokenizer_training.train_unigram,
     }
     return trainers[family](texts, VOCAB_SIZE)
 

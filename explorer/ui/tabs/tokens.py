@@ -7,12 +7,13 @@ from html import escape
 import gradio as gr
 
 from explorer.analysis.bpe import replay_text, train_bpe
-from explorer.analysis.tokenization import compare_tokenizers, token_counts, token_spans_html
+from explorer.analysis.tokenization import compare_tokenizers, token_counts
 from explorer.analysis.tokens import TOKEN_COLUMNS, token_rows_table, token_table
 from explorer.core.catalogue import tokenizer_catalogue
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
 from explorer.core.tokens import is_byte_level, tokenize
+from explorer.plots.tokens import token_spans_html
 from explorer.ui.assets import presets, sample_texts
 from explorer.ui.context import AppContext, Selection, guarded, user_message
 
