@@ -117,3 +117,20 @@ def test_the_app_refuses_to_start_with_a_bad_value_in_one_sentence():
     assert done.stderr.strip() == (
         "LLM Explorer cannot start: EXPLORER_POOL_MB must be a number of megabytes, at least 0, not 'lots'."
     )
+
+
+def test_each_bound_is_defined_once_in_limits():
+    import ast
+
+    from explorer.core import limits
+
+    bounds = {name for name in vars(limits) if name.startswith("MAX_")}
+    assert {"MAX_CHARS", "MAX_NEW_TOKENS", "MAX_TOKENS"} <= bounds
+    elsewhere = []
+    for path in ROOT.joinpath("explorer").rglob("*.py"):
+        if path.name == "limits.py":
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            elsewhere += [f"{path.name}: {t.id}" for t in targets if isinstance(t, ast.Name) and t.id in bounds]
+    assert elsewhere == []
