@@ -24,7 +24,7 @@ def mask_token_at(text: str, start: int, end: int, mask_token: str) -> str:
 
 
 def masked_positions(trace: Trace, mask_id: int) -> list[int]:
-    return [i for i, t in enumerate(trace.tokens["input"]) if t.id == mask_id]
+    return [i for i, t in enumerate(trace.tokens[trace.adapter.primary_stream]) if t.id == mask_id]
 
 
 def fill_mask(trace: Trace, position: int, top_n: int = 10) -> tuple[list[int], list[float]]:
