@@ -286,10 +286,17 @@ def test_compare_tokenizers_counts_are_consistent(gpt2, wordpiece):
         assert row["bytes_per_token"] == pytest.approx(row["bytes"] / row["tokens"])
     assert rows[0]["tokens"] == len(gpt2(text)["input_ids"])
     assert rows[0]["pieces"][:2] == ["Hello", "␣world"]
-    assert "[CLS]" not in rows[1]["pieces"] and rows[1]["pieces"][:2] == [
-        "h",
-        "##el",
-    ]  # lower-cased, no template tokens
+    # The trained WordPiece's split of a word depends on how its trainer broke ties in that process
+    # ("##el" or "##e ##ll"), so check what holds for any split: its own tokens, no template tokens,
+    # and continuation pieces that glue back into the lower-cased words (unknown characters as [UNK]).
+    assert rows[1]["pieces"] == own_tokens(wordpiece, text) and rows[1]["tokens"] == len(rows[1]["pieces"])
+    words = []
+    for piece in rows[1]["pieces"]:
+        if piece.startswith("##") and words:
+            words[-1] += piece[2:]
+        else:
+            words.append(piece)
+    assert words == ["hello", "world", ",", "the", "cat", "sat", "on", "the", "mat", ".", "東", "京", "[UNK]"]
     assert compare_tokenizers("", {"gpt2": gpt2})[0] | {"pieces": None} == {
         "tokenizer": "gpt2", "tokens": 0, "characters": 0, "bytes": 0,
         "chars_per_token": None, "bytes_per_token": None, "pieces": None,
