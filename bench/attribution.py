@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 from trace_overhead import gpt2_small_random, text_of_length  # noqa: E402
 
-from explorer.analysis.attribution import Prediction, attribute, input_embeddings  # noqa: E402
+from explorer.analysis.attribution.attribute import Prediction, attribute, input_embeddings  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 

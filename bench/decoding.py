@@ -25,9 +25,9 @@ import torch  # noqa: E402
 from timing import median_seconds  # noqa: E402
 from trace_overhead import gpt2_small_random  # noqa: E402
 
-from explorer.analysis import decoding  # noqa: E402
-from explorer.analysis.sampling import DecodingSettings  # noqa: E402
-from explorer.analysis.stepwise import StepHistory  # noqa: E402
+from explorer.analysis.decoding import generate as decoding  # noqa: E402
+from explorer.analysis.decoding.sampling import DecodingSettings  # noqa: E402
+from explorer.analysis.decoding.stepwise import StepHistory  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"

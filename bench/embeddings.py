@@ -36,10 +36,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from explorer.analysis import projections  # noqa: E402
-from explorer.analysis.embeddings import embedding_table, frequent_ids  # noqa: E402
-from explorer.analysis.projections import ProjectionCache, fingerprint, pca, warm_up  # noqa: E402
-from explorer.analysis.texts import sample_texts  # noqa: E402
+from explorer.analysis.embeddings import projections  # noqa: E402
+from explorer.analysis.embeddings.projections import ProjectionCache, fingerprint, pca, warm_up  # noqa: E402
+from explorer.analysis.embeddings.space import embedding_table, frequent_ids  # noqa: E402
+from explorer.analysis.tokens.texts import sample_texts  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 COLD_UMAP = """
@@ -47,7 +47,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 t0 = time.perf_counter()
 import numpy as np
-from explorer.analysis.projections import project
+from explorer.analysis.embeddings.projections import project
 x = np.load({path!r})
 t1 = time.perf_counter()
 project(x, np.arange(len(x)), "umap", 2)

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from trace_overhead import gpt2_small_random  # noqa: E402
 
-from explorer.analysis.kv_cache import run_experiment  # noqa: E402
+from explorer.analysis.inference.kv_cache import run_experiment  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"

@@ -26,8 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from peft import get_peft_model  # noqa: E402
 
-from explorer.analysis.lora import LoraSession, LoraSettings, default_targets, lora_config  # noqa: E402
-from explorer.analysis.lora_data import bundled_datasets, training_data  # noqa: E402
+from explorer.analysis.lora.data import bundled_datasets, training_data  # noqa: E402
+from explorer.analysis.lora.finetune import LoraSession, LoraSettings, default_targets, lora_config  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 

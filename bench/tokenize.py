@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import median_seconds  # noqa: E402
 
-from explorer.analysis.texts import sample_texts  # noqa: E402
-from explorer.analysis.tokenization import token_counts  # noqa: E402
-from explorer.analysis.tokens import token_rows_table  # noqa: E402
+from explorer.analysis.tokens.counts import token_counts  # noqa: E402
+from explorer.analysis.tokens.table import token_rows_table  # noqa: E402
+from explorer.analysis.tokens.texts import sample_texts  # noqa: E402
 from explorer.core.loading import load_tokenizer  # noqa: E402
 from explorer.core.tokens import is_byte_level, tokenize  # noqa: E402
 from explorer.plots.tokens import token_spans_html  # noqa: E402

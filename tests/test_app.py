@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
-from explorer.analysis.decoding import sample
-from explorer.analysis.sampling import DecodingSettings
+from explorer.analysis.decoding.generate import sample
+from explorer.analysis.decoding.sampling import DecodingSettings
 from tests.plotly_json import array, plot_data
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from explorer.analysis.attention import (
+from explorer.analysis.attention.heads import (
     STAT_COLUMNS,
     STATISTICS,
     attention_rollout,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from explorer.analysis.attribution import Prediction, Stopped, attribute, attribution_matrix, predictions_of
-from explorer.analysis.attribution_methods import METHODS, register
+from explorer.analysis.attribution.attribute import Prediction, Stopped, attribute, attribution_matrix, predictions_of
+from explorer.analysis.attribution.methods import METHODS, register
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from explorer.analysis.bpe import (
+from explorer.analysis.tokens.bpe import (
     MergeStep,
     adjacent_pairs,
     merge,
@@ -22,7 +22,7 @@ from explorer.analysis.bpe import (
     replay_tokens,
     train_bpe,
 )
-from explorer.analysis.tokenization import compare_tokenizers, token_counts
+from explorer.analysis.tokens.counts import compare_tokenizers, token_counts
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_BPE_TRAINING_CHARS
 from explorer.core.loading import load_tokenizer

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from explorer.analysis.projections import ProjectionCache
+from explorer.analysis.embeddings.projections import ProjectionCache
 from explorer.core.cache import BoundedCache
 from explorer.core.pool import ModelPool
 from explorer.core.run import RunCache

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.analysis.beam_search import MAX_BEAMS, beam_search
-from explorer.analysis.decoding import MAX_NEW_TOKENS, MAX_STREAM_TOKENS, eos_ids, greedy, sample, stream
-from explorer.analysis.logit_lens import logit_lens
-from explorer.analysis.sampling import DecodingSettings, transform
-from explorer.analysis.stepwise import PrefixCache, StepHistory, _top_candidates, next_step
+from explorer.analysis.decoding.beam_search import MAX_BEAMS, beam_search
+from explorer.analysis.decoding.generate import MAX_NEW_TOKENS, MAX_STREAM_TOKENS, eos_ids, greedy, sample, stream
+from explorer.analysis.decoding.logit_lens import logit_lens
+from explorer.analysis.decoding.sampling import DecodingSettings, transform
+from explorer.analysis.decoding.stepwise import PrefixCache, StepHistory, _top_candidates, next_step
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.core.run import run

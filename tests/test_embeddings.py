@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.analysis import embeddings as emb
-from explorer.analysis import projections
-from explorer.analysis.projections import ProjectionCache, cache_dir, fingerprint, pca, project
+from explorer.analysis.embeddings import projections
+from explorer.analysis.embeddings import space as emb
+from explorer.analysis.embeddings.projections import ProjectionCache, cache_dir, fingerprint, pca, project
 from explorer.core.errors import InputError
 from explorer.core.settings import overridden
 from tests.plotly_json import array, figure

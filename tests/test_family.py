@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from transformers import BertConfig, GPT2Config, T5Config
 
-from explorer.analysis.decoding import check_generative
-from explorer.analysis.lora import check_trainable
+from explorer.analysis.decoding.generate import check_generative
+from explorer.analysis.lora.finetune import check_trainable
 from explorer.core.errors import CapabilityError, InputError
 from explorer.core.family import ADAPTERS, CAPABILITIES, adapter
 from explorer.core.run import run

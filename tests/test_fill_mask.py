@@ -2,7 +2,7 @@
 
 import pytest
 
-from explorer.analysis.fill_mask import fill_mask, infill_spans, mask_token_at, masked_positions
+from explorer.analysis.decoding.fill_mask import fill_mask, infill_spans, mask_token_at, masked_positions
 from explorer.core.errors import InputError
 from explorer.core.run import run
 

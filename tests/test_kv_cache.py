@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.analysis.kv_cache import (
+from explorer.analysis.inference.kv_cache import (
     CacheShape,
     KVCacheExperiment,
     formula_bytes,

@@ -108,8 +108,20 @@ def broken(modules_: list[str], bad) -> dict[str, list[str]]:
 def test_the_walk_sees_the_whole_tree():
     assert len(under("explorer")) > 60 and len(under("bench")) > 5
     assert "gradio" in imports("explorer.ui.app") and "torch" in imports("explorer.core.run")
-    assert "explorer.analysis.decoding" in imports("explorer.analysis.beam_search")  # from-import of names
-    assert "explorer.core.tokenizer_training" in imports("explorer.analysis.bpe")  # an import inside a function
+    # a from-import of names, and an import inside a function
+    assert "explorer.analysis.decoding.generate" in imports("explorer.analysis.decoding.beam_search")
+    assert "explorer.core.tokenizer_training" in imports("explorer.analysis.tokens.bpe")
+
+
+def test_analysis_is_grouped_into_rooms_by_topic():
+    """Every analysis module lives in a topic subpackage (no flat files), and each room says what it holds."""
+    flat = [m for m in under("explorer.analysis") if m.count(".") != 3 and modules()[m].name != "__init__.py"]
+    assert flat == [], "put the module in the room of its topic (explorer/analysis/<topic>/)"
+    rooms = [m for m in under("explorer.analysis") if m.count(".") == 2]
+    assert len(rooms) >= 7
+    for room in rooms:
+        tree = ast.parse(modules()[room].read_text(encoding="utf-8"))
+        assert len(ast.get_docstring(tree) or "") > 80, f"{room}/__init__.py: say in a paragraph what lives there"
 
 
 def test_gradio_only_under_ui():

@@ -12,8 +12,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from explorer.analysis import lora_compare as compare
-from explorer.analysis.lora import (
+from explorer.analysis.lora import compare
+from explorer.analysis.lora.data import bundled_datasets, check_probes, training_data
+from explorer.analysis.lora.files import load_adapter, save_adapter
+from explorer.analysis.lora.finetune import (
     LoraSession,
     LoraSettings,
     adaptable_modules,
@@ -21,9 +23,7 @@ from explorer.analysis.lora import (
     lora_parameter_count,
     parameter_count,
 )
-from explorer.analysis.lora_data import bundled_datasets, check_probes, training_data
-from explorer.analysis.lora_files import load_adapter, save_adapter
-from explorer.analysis.lora_sessions import SessionBudget, SessionRegistry
+from explorer.analysis.lora.sessions import SessionBudget, SessionRegistry
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.core.settings import overridden

@@ -18,8 +18,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from explorer.analysis import sampling
-from explorer.analysis.sampling import (
+from explorer.analysis.decoding import sampling
+from explorer.analysis.decoding.sampling import (
     DecodingSettings,
     entropy_bits,
     min_p_filter,

@@ -1,5 +1,5 @@
 """Train a tokenizer of each kind with the ``tokenizers`` library: shared by the bundled models' training
-recipes (``explorer.training``), the tokens view's toy BPE (``explorer.analysis.bpe``) and the tests.
+recipes (``explorer.training``), the tokens view's toy BPE (``explorer.analysis.tokens.bpe``) and the tests.
 
 Each is trained with the same pre-tokenization its transformers class uses, then handed to
 that class as a vocabulary (and merges), so the saved tokenizer is the standard one:

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from explorer.analysis.texts import sample_texts  # noqa: F401  (the tabs' import; the corpus lives in analysis)
+from explorer.analysis.tokens.texts import sample_texts  # noqa: F401  (the tabs' import; the corpus lives in analysis)
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 

@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.analysis.attention import (
+from explorer.analysis.attention.heads import (
     STAT_COLUMNS,
     STATISTICS,
     attention_rollout,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from explorer.analysis.attribution import (
+from explorer.analysis.attribution.attribute import (
     BASELINES,
     MAX_MATRIX_ROWS,
     MAX_STEPS,

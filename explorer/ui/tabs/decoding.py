@@ -8,12 +8,12 @@ import gradio as gr
 import numpy as np
 import torch
 
-from explorer.analysis import decoding
-from explorer.analysis.beam_search import MAX_BEAMS, beam_search
-from explorer.analysis.fill_mask import SENTINEL, fill_mask, infill_spans, mask_token_at, masked_positions
-from explorer.analysis.logit_lens import logit_lens
-from explorer.analysis.sampling import DecodingSettings, next_token_distribution, transform
-from explorer.analysis.stepwise import StepHistory
+from explorer.analysis.decoding import generate as decoding
+from explorer.analysis.decoding.beam_search import MAX_BEAMS, beam_search
+from explorer.analysis.decoding.fill_mask import SENTINEL, fill_mask, infill_spans, mask_token_at, masked_positions
+from explorer.analysis.decoding.logit_lens import logit_lens
+from explorer.analysis.decoding.sampling import DecodingSettings, next_token_distribution, transform
+from explorer.analysis.decoding.stepwise import StepHistory
 from explorer.core.errors import InputError
 from explorer.core.spec import GENERATE
 from explorer.core.tokens import display_piece, is_byte_level

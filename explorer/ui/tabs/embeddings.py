@@ -13,8 +13,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from explorer.analysis import embeddings as emb
-from explorer.analysis.projections import MAX_POINTS, METHODS, ProjectionCache, is_warm, warm_up_in_background
+from explorer.analysis.embeddings import space as emb
+from explorer.analysis.embeddings.projections import (
+    MAX_POINTS,
+    METHODS,
+    ProjectionCache,
+    is_warm,
+    warm_up_in_background,
+)
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
 from explorer.plots import embeddings as plots

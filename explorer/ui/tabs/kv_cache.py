@@ -7,7 +7,7 @@ import time
 import gradio as gr
 import numpy as np
 
-from explorer.analysis.kv_cache import (
+from explorer.analysis.inference.kv_cache import (
     DTYPE_BYTES,
     MAX_REPEATS,
     CacheShape,

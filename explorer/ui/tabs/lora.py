@@ -7,9 +7,11 @@ import time
 import gradio as gr
 import numpy as np
 
-from explorer.analysis import decoding
-from explorer.analysis import lora_compare as compare
-from explorer.analysis.lora import (
+from explorer.analysis.decoding import generate as decoding
+from explorer.analysis.lora import compare
+from explorer.analysis.lora.data import bundled_datasets, check_probes, training_data
+from explorer.analysis.lora.files import load_adapter, save_adapter
+from explorer.analysis.lora.finetune import (
     LoraSession,
     LoraSettings,
     adaptable_modules,
@@ -19,9 +21,7 @@ from explorer.analysis.lora import (
     parameter_count,
     session_max_bytes,
 )
-from explorer.analysis.lora_data import bundled_datasets, check_probes, training_data
-from explorer.analysis.lora_files import load_adapter, save_adapter
-from explorer.analysis.lora_sessions import SessionRegistry
+from explorer.analysis.lora.sessions import SessionRegistry
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
 from explorer.core.settings import settings

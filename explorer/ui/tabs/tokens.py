@@ -6,9 +6,9 @@ from html import escape
 
 import gradio as gr
 
-from explorer.analysis.bpe import replay_text, train_bpe
-from explorer.analysis.tokenization import compare_tokenizers, token_counts
-from explorer.analysis.tokens import TOKEN_COLUMNS, token_rows_table, token_table
+from explorer.analysis.tokens.bpe import replay_text, train_bpe
+from explorer.analysis.tokens.counts import compare_tokenizers, token_counts
+from explorer.analysis.tokens.table import TOKEN_COLUMNS, token_rows_table, token_table
 from explorer.core.catalogue import tokenizer_catalogue
 from explorer.core.errors import InputError
 from explorer.core.run import check_text

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from explorer.analysis.projections import fingerprint, pca
+from explorer.analysis.embeddings.projections import fingerprint, pca
 from explorer.core.errors import InputError
 from explorer.core.tokens import display_piece, is_byte_level
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from peft.tuners.lora import LoraLayer
 
-from explorer.analysis import decoding
-from explorer.analysis.lora import (
+from explorer.analysis.decoding import generate as decoding
+from explorer.analysis.decoding.sampling import DecodingSettings
+from explorer.analysis.lora.finetune import (
     LoraSession,
     _optimizer,
     heldout_loss,
@@ -24,7 +25,6 @@ from explorer.analysis.lora import (
     parameter_count,
     training_step,
 )
-from explorer.analysis.sampling import DecodingSettings
 from explorer.core.errors import InputError
 
 FULL_FINETUNE_MAX_PARAMS = 30_000_000  # full fine-tuning (4x the weights in memory) only for tiny models

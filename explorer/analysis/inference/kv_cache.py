@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.decoding import Runner, check_count, check_generative, check_ids, check_room
+from explorer.analysis.decoding.generate import Runner, check_count, check_generative, check_ids, check_room
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TIMED_TOKENS
 from explorer.core.loading import LoadedModel

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from explorer.analysis.sampling import DecodingSettings, transform
+from explorer.analysis.decoding.sampling import DecodingSettings, transform
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_NEW_TOKENS, MAX_STREAM_TOKENS
 from explorer.core.loading import LoadedModel

@@ -9,7 +9,7 @@ at most r. Only A and B train: r · (in + out) numbers per adapted matrix instea
 
 Isolation: models in the pool are shared read-only by every user, and peft's ``get_peft_model``
 rewrites a module in place. So each ``LoraSession`` deep-copies the base model first (refused past
-``EXPLORER_LORA_MAX_MB``) and the shared model is never touched. ``lora_sessions`` bounds the
+``EXPLORER_LORA_MAX_MB``) and the shared model is never touched. ``sessions`` bounds the
 memory all sessions hold together (``EXPLORER_LORA_TOTAL_MB``).
 """
 
@@ -27,7 +27,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers.pytorch_utils import Conv1D
 
-from explorer.analysis.lora_data import TrainingData
+from explorer.analysis.lora.data import TrainingData
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.settings import settings

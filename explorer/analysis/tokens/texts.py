@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-TEXTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "texts"
+TEXTS_DIR = Path(__file__).resolve().parents[3] / "assets" / "texts"
 SAMPLE_TEXTS = {
     "shakespeare_sample.txt": "Shakespeare (Hamlet, 80 kB)",
     "kjv_genesis_1-10.txt": "Genesis 1–10 (KJV, 32 kB)",

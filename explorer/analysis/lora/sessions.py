@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from explorer.analysis.lora import LoraSession
+from explorer.analysis.lora.finetune import LoraSession
 from explorer.core.errors import InputError
 from explorer.core.settings import settings
 

@@ -18,7 +18,7 @@ from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TRAINING_CHARS
 from explorer.core.run import check_text
 
-DATASETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "lora"
+DATASETS_DIR = Path(__file__).resolve().parents[3] / "assets" / "lora"
 MIN_CHARS = 300  # below this there is too little text to hold some out
 HELDOUT_FRACTION = 0.1
 DEFAULT_BLOCK = 64

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.decoding import (
+from explorer.analysis.decoding.generate import (
     MAX_NEW_TOKENS,
     Runner,
     check_count,

@@ -13,8 +13,8 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from explorer.analysis.lora import LoraSession, LoraSettings
-from explorer.analysis.lora_data import TrainingData
+from explorer.analysis.lora.data import TrainingData
+from explorer.analysis.lora.finetune import LoraSession, LoraSettings
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.attribution_methods import METHODS, AttributionJob, Method
-from explorer.analysis.decoding import check_count, greedy
+from explorer.analysis.attribution.methods import METHODS, AttributionJob, Method
+from explorer.analysis.decoding.generate import check_count, greedy
 from explorer.core.errors import ExplorerError, InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS
 from explorer.core.loading import LoadedModel

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.decoding import check_count
+from explorer.analysis.decoding.generate import check_count
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.trace import Trace

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from explorer.analysis.decoding import (
+from explorer.analysis.decoding.generate import (
     MAX_NEW_TOKENS,
     Runner,
     check_count,
@@ -25,7 +25,7 @@ from explorer.analysis.decoding import (
     eos_ids,
     shared_prefix,
 )
-from explorer.analysis.sampling import DecodingSettings, entropy_bits, transform
+from explorer.analysis.decoding.sampling import DecodingSettings, entropy_bits, transform
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.run import check_text
