@@ -20,14 +20,7 @@ HEAVY = ("torch", "transformers", "peft", "captum")  # model code: never reached
 TORCH_IN_UI = {
     "explorer.ui.tabs.decoding",  # builds tensors for the distribution and fill-in views
 }
-TAB_IMPORTS_TAB = {
-    ("explorer.ui.tabs.attribution", "explorer.ui.tabs.attention"),  # message_figure
-    ("explorer.ui.tabs.decoding", "explorer.ui.tabs.attention"),
-    ("explorer.ui.tabs.embeddings", "explorer.ui.tabs.attention"),
-    ("explorer.ui.tabs.kv_cache", "explorer.ui.tabs.attention"),
-    ("explorer.ui.tabs.lora", "explorer.ui.tabs.attention"),
-    ("explorer.ui.tabs.lora", "explorer.ui.tabs.decoding"),  # _label
-}
+TAB_IMPORTS_TAB: set[tuple[str, str]] = set()  # message_figure now in plots/text.py, token_label in core/tokens.py
 
 
 def module_name(path: Path) -> str:

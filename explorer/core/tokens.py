@@ -61,6 +61,12 @@ def display_piece(piece: str, byte_level: bool, special: bool) -> str:
     return visible(piece.replace("▁", " "))
 
 
+def token_label(tokenizer, token_id: int) -> str:
+    """One vocabulary entry as a view labels it: its piece with whitespace and bytes visible (``␣world``)."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    return display_piece(str(piece), is_byte_level(tokenizer), int(token_id) in tokenizer.all_special_ids)
+
+
 def encode(tokenizer, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of ``text`` and each one's character span in it."""
     enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)

@@ -22,6 +22,7 @@ from explorer.analysis.attention.heads import (
 )
 from explorer.core.trace import KIND_NAMES, Trace
 from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
+from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, Selection, guarded
 
 EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
@@ -39,13 +40,6 @@ VALUES = {
 }
 MAX_GENERATE = 32
 MAX_INDEX = 63
-
-
-def message_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 15})
-    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=300, plot_bgcolor="white")
-    return fig
 
 
 def is_causal(trace: Trace, kind: str) -> bool:

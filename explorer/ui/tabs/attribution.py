@@ -23,8 +23,8 @@ from explorer.analysis.attribution.attribute import (
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
+from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, guarded
-from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
 much the output — the probability (or log-probability, or logit) of the predicted token — depends on it. **Integrated gradients** \

@@ -16,10 +16,10 @@ from explorer.analysis.decoding.sampling import DecodingSettings, next_token_dis
 from explorer.analysis.decoding.stepwise import StepHistory
 from explorer.core.errors import InputError
 from explorer.core.spec import GENERATE
-from explorer.core.tokens import display_piece, is_byte_level
+from explorer.core.tokens import token_label
 from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
+from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, Selection, guarded
-from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """A language model ends in a **distribution** over its whole vocabulary: the logits go \
 through a softmax. **Decoding** turns it into text. *Greedy* takes the most probable token; *sampling* \
@@ -42,11 +42,6 @@ def _generating(ctx: AppContext, selection: Selection):
     lm = ctx.model(selection)
     lm.spec.require(GENERATE)
     return lm
-
-
-def _label(lm, token_id: int) -> str:
-    piece = lm.tokenizer.convert_ids_to_tokens(int(token_id))
-    return display_piece(str(piece), is_byte_level(lm.tokenizer), int(token_id) in lm.tokenizer.all_special_ids)
 
 
 def _written(lm, prompt_text: str, new_ids: list[int]) -> list[tuple[str, str | None]]:
@@ -152,7 +147,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         stages = transform(logits, previous, settings)
         top = next_token_distribution(logits, int(top_n_v))
         ids = top["ids"]
-        labels = [_label(lm, i) for i in ids]
+        labels = [token_label(lm.tokenizer, i) for i in ids]
         kept = int(stages[-1].kept_mask.sum())
         note = (
             f"After “{trace.labels(stream)[-1]}”: entropy **{top['entropy_bits']:.2f} bits**; the top {len(ids)} "
@@ -246,7 +241,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         ]
         nodes = [
             {"id": n.id, "parent": n.parent, "step": n.step, "score": n.logprob, "status": n.status,
-             "label": "⟨start⟩" if n.token is None else _label(lm, n.token)}
+             "label": "⟨start⟩" if n.token is None else token_label(lm.tokenizer, n.token)}
             for n in result.nodes
         ]  # fmt: skip
         return rows, beam_tree(nodes, f"beam width {int(beams_v)}, length penalty {float(penalty_v)}")
@@ -258,7 +253,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         lm = _generating(ctx, selection)
         trace = ctx.trace(selection)
         lens = logit_lens(lm, trace, top_k=1)
-        labels = np.vectorize(lambda i: _label(lm, int(i)))(lens.ids[..., 0])
+        labels = np.vectorize(lambda i: token_label(lm.tokenizer, int(i)))(lens.ids[..., 0])
         return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream))
 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
@@ -292,7 +287,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             raise InputError(f"Pick a token to mask, or type {lm.tokenizer.mask_token} in the text.")
         where = masked[0]
         ids, probs = fill_mask(trace, where, 10)
-        labels = [_label(lm, i) for i in ids]
+        labels = [token_label(lm.tokenizer, i) for i in ids]
         shown = " ".join(f"**[{t.display}]**" if i == where else t.display for i, t in enumerate(trace.tokens["input"]))
         fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool))
         return shown, fig

@@ -24,9 +24,9 @@ from explorer.analysis.embeddings.projections import (
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
 from explorer.plots import embeddings as plots
+from explorer.plots.text import message_figure
 from explorer.ui.assets import sample_texts
 from explorer.ui.context import AppContext, Selection, guarded
-from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """Each token id picks one row of the **embedding matrix**: a vector of a few hundred numbers, \
 learned so that tokens used alike end up pointing alike. Similar directions are measured by **cosine \

@@ -19,8 +19,8 @@ from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
+from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, guarded
-from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
 cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \

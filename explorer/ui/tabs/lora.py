@@ -25,11 +25,11 @@ from explorer.analysis.lora.sessions import SessionRegistry
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
 from explorer.core.settings import settings
+from explorer.core.tokens import token_label
 from explorer.plots import lora as plots
+from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, guarded, user_message
 from explorer.ui.export import scratch_folder
-from explorer.ui.tabs.attention import message_figure
-from explorer.ui.tabs.decoding import _label as token_label
 
 PASTED = "your own text"
 TRAININGS = settings().lora_trainings  # trainings that run at once; others queue
@@ -261,16 +261,18 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         comparisons = compare.compare_probes(session, probe_list)
 
         def top3(p):
-            return ", ".join(f"{token_label(session.base, i)} {float(p[i]):.2f}" for i in p.topk(3).indices.tolist())
+            return ", ".join(
+                f"{token_label(session.base.tokenizer, i)} {float(p[i]):.2f}" for i in p.topk(3).indices.tolist()
+            )
 
         table = [[c.prompt, round(c.kl_bits, 4), top3(c.base), top3(c.adapted)] for c in comparisons]
         c = comparisons[min(int(shown or 1), len(comparisons)) - 1]
         ids = compare.top_union(c)
-        labels = [token_label(session.base, i) for i in ids]
+        labels = [token_label(session.base.tokenizer, i) for i in ids]
         bars = plots.before_after_bars(labels, c.base[ids].numpy(), c.adapted[ids].numpy(),
                                        f"After “{c.prompt}” · KL(adapted ‖ base) = {c.kl_bits:.3f} bits")  # fmt: skip
         moved_ids, before, after = compare.moved_tokens(comparisons)
-        moved = plots.moved_bars([token_label(session.base, i) for i in moved_ids], before, after)
+        moved = plots.moved_bars([token_label(session.base.tokenizer, i) for i in moved_ids], before, after)
         rows = [[p, *compare.generations(session, p, seed=session.settings.seed)] for p in probe_list]
         return table, bars, moved, rows
 
