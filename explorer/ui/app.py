@@ -60,12 +60,21 @@ def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
     export_panel(plots, tab.label or str(tab.id))
 
 
+def check_tabs_hold_only_tabs(tabs: gr.Tabs, module) -> None:
+    """Gradio numbers tabs by their place among a ``gr.Tabs``' children: anything else there (a ``gr.State``
+    made after the ``with gr.Tab`` block) shifts the numbers, and the tab bar shows wrong, doubled labels."""
+    strays = [type(b).__name__ for b in tabs.children if not isinstance(b, gr.Tab)]
+    if strays:
+        raise TypeError(f"{module.__name__}.build left {', '.join(strays)} beside its gr.Tab: create it inside the tab")
+
+
 def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
     """Every view in ``TABS``, each followed by its lesson notes and export; returns the tab blocks."""
     built = []
     for module in TABS:
         known = set(map(id, tabs.children))
         module.build(ctx, shared)
+        check_tabs_hold_only_tabs(tabs, module)
         for tab in [b for b in tabs.children if id(b) not in known and isinstance(b, gr.Tab)]:
             with tab:  # re-open the tab to append the classroom extras below its views
                 classroom_extras(tab, shared)

@@ -135,7 +135,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
                 step = gr.Slider(1, MAX_GENERATE, value=1, step=1, label="Step")
                 step_text = gr.Markdown()
                 step_plot = gr.Plot(label="Attention of the new token")
-    active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
+        active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
     selectors = [shared.state, kind, layer, head]
 
     @guarded(message_figure)

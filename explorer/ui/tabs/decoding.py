@@ -140,7 +140,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                     "applied to every layer's hidden state: watch the prediction form with depth."
                 )
                 lens_plot = gr.Plot(label="Logit lens")
-    history = gr.State(None)
+        history = gr.State(None)
 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
     def show_distribution(selection, top_n_v, show_v, *knob_values):

@@ -131,6 +131,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 position_note = gr.Markdown()
                 position_plot = gr.Plot(label="This model")
                 sinusoid_plot = gr.Plot(label="The original Transformer's sinusoidal encoding")
+        active = gr.State(None)  # the sub-tab on screen: only it is redrawn after a new analysis
 
     def model_of(selection: Selection | None):
         if selection is None:
@@ -342,7 +343,6 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
 
         return select
 
-    active = gr.State(None)  # the sub-tab on screen: only it is redrawn after a new analysis
     map_in = [shared.state, method, dims, subset, n_tokens, token_list, search]
     map_out = [map_note, map_plot]
     layer_in = [shared.state, layer, layer_dims]

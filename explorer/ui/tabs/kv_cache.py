@@ -145,7 +145,7 @@ def build(ctx: AppContext, shared) -> None:
                 attn_tokens = gr.Slider(8, MAX_POSITIONS, value=256, step=8, label="Tokens (the text, repeated)")
                 attn_button = gr.Button("Time both")
             attn_note = gr.Markdown()
-    result_state = gr.State(None)
+        result_state = gr.State(None)
 
     @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip()))
     def experiment(selection, new_v, repeats_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)

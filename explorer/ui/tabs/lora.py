@@ -194,7 +194,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
                 upload_note = gr.Markdown()
                 full_button = gr.Button("Compare with full fine-tuning (tiny models)")
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
-    session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
+        session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
 
     @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
     def setup(selection, chosen, r):

@@ -88,6 +88,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 train_note = gr.Markdown()
                 merges_table = gr.Dataframe(headers=MERGE_COLUMNS, interactive=False, label="First merges learned")
                 trained_spans = gr.HTML()
+        trained_state = gr.State(None)
 
     def current_tokenizer(selection_or_model):
         name = selection_or_model.model if isinstance(selection_or_model, Selection) else selection_or_model
@@ -182,7 +183,6 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         html, line, _ = live_view(trained.tokenizer, text)
         return f"<p>{line}</p>{html}"
 
-    trained_state = gr.State(None)
     live_inputs = [shared.model, shared.text, shared.state, stream]
     live_outputs = [counts, spans, stream, table]
     shared.text.change(show_live, live_inputs, live_outputs, api_name="tokenize", trigger_mode="always_last")
