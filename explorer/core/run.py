@@ -21,6 +21,7 @@ from explorer.core.trace import Trace
 MAX_CHARS = 20_000  # longer texts are refused before tokenizing
 MAX_TOKENS = 512  # longer inputs are cut to this many tokens (and the trace says so)
 MAX_NEW_TOKENS = 64
+JUNK = {"\x7f", "\ufffd"}  # delete and the replacement character: bytes that were not text
 
 
 def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
@@ -37,6 +38,19 @@ def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise InputError(f"The {what} holds an invalid character (a lone surrogate at position {err.start}).") from err
+    return text
+
+
+def check_plain_text(text: str, what: str = "text") -> str:
+    """What a person pastes into the app: ``check_text``, and refuse binary data (NUL bytes, or more than 1%
+    control or undecodable characters), which a tokenizer would take without a word."""
+    check_text(text, what, allow_empty=True)
+    junk = [i for i, ch in enumerate(text or "") if ch in JUNK or (ch < " " and ch not in "\t\n\r")]
+    if junk and ("\x00" in text or len(junk) > max(2, len(text) // 100)):
+        raise InputError(
+            f"The {what} looks like binary data, not text: {len(junk):,} control or undecodable characters "
+            f"(the first at position {junk[0]}). Paste plain text."
+        )
     return text
 
 

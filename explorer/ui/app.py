@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
-from explorer.core.run import MAX_CHARS, check_text
+from explorer.core.run import check_plain_text, check_text
 from explorer.core.spec import FAMILY_NAMES
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.plots.text import shorten
+from explorer.ui.context import AppContext, Selection, user_message
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
@@ -29,6 +32,22 @@ CSS = """
 """
 # Presenter fonts: a class on the app's root scales every text size the theme defines.
 LARGE_FONTS_JS = "(on) => { document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on); }"
+# The model box takes exactly what was typed: gradio's dropdown would pick the first choice containing the
+# text on Enter ("gpt2" -> "tiny-gpt2"). Enter after typing leaves the box instead, and gradio then keeps an
+# exact choice or the typed text as it is; Enter after moving through the list with the arrows still picks.
+EXACT_MODEL_JS = """() => {
+  let arrowed = false;
+  document.addEventListener('keydown', (e) => {
+    const box = e.target.closest && e.target.closest('.explorer-model');
+    if (!box || e.target.tagName !== 'INPUT') return;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') { arrowed = true; return; }
+    if (e.key !== 'Enter') { arrowed = false; return; }
+    if (arrowed) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    e.target.blur();
+  }, true);
+}"""
 THEME = gr.themes.Soft()
 
 
@@ -45,6 +64,14 @@ def summary(ctx: AppContext, selection: Selection) -> str:
         f"**{lm.spec.key}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
         f" · {counts}.{note}"
     )
+
+
+def failed(message: str, previous: Selection | None) -> str:
+    """The status line after an analysis failed: why, and what the views below still show (their titles say it too)."""
+    line = f"⚠️ {escape(message, quote=False)}"
+    if previous is not None:
+        line += f" The views below still show **{escape(previous.model, quote=False)}** on “{escape(shorten(previous.text, 40), quote=False)}”."
+    return line
 
 
 def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
@@ -99,12 +126,13 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             model = gr.Dropdown(
                 ctx.model_choices(), value=ctx.default_model, label="Model", allow_custom_value=not ctx.hosted,
                 info="A bundled model, a catalogue name, a hub id or a local folder.", scale=1,
+                elem_classes="explorer-model",
             )  # fmt: skip
-            text = gr.Textbox(ctx.default_text, label="Text", lines=2, max_length=MAX_CHARS, scale=3)
+            # no max_length: the browser would cut a long paste without a word; check_text says it instead
+            text = gr.Textbox(ctx.default_text, label="Text", lines=2, scale=3)
         with gr.Row():
             target = gr.Textbox(
                 "", label="Target text (encoder-decoder models; empty: the model's own output)", scale=3,
-                max_length=MAX_CHARS,
             )  # fmt: skip
             button = gr.Button("Analyze", variant="primary", scale=1)
         status = gr.Markdown(elem_classes="explorer-status")
@@ -114,12 +142,19 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             tab_blocks = build_tabs(ctx, shared, tabs)
         shell = {"model": model, "text": text, "target": target, "large": large}
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
+        for block in demo.blocks.values():
+            if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
+                block.show_label = False
 
-        @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
-        def analyze(model_name: str, text_value: str, target_value: str):
-            check_text(text_value)
-            selection = Selection(model_name, text_value, target_value or None)
-            ctx.trace(selection)  # loads the model and runs it once; later views read the cache
+        def analyze(model_name: str, text_value: str, target_value: str, previous: Selection | None = None):
+            try:
+                check_text(text_value)
+                check_plain_text(text_value)
+                check_plain_text(target_value, "target text")
+                selection = Selection(model_name, text_value, target_value or None)
+                ctx.trace(selection)  # loads the model and runs it once; later views read the cache
+            except Exception as err:  # a sentence in the status line, and which model the views still show
+                return gr.skip(), failed(user_message(err), previous)
             return selection, summary(ctx, selection)
 
         def then_views(event, named: bool = True) -> None:
@@ -129,16 +164,30 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
         run_model = {"concurrency_limit": 4, "concurrency_id": "analysis"}
+
+        def check_typed(text_value: str, target_value: str):
+            """As soon as the text changes: a text too long or not text at all is said in the status line."""
+            try:
+                check_plain_text(text_value)
+                check_plain_text(target_value, "target text")
+            except Exception as err:
+                return f"⚠️ {escape(user_message(err), quote=False)}"
+            return gr.skip()
+
+        for box in (text, target):
+            box.input(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")
+
         triggers = [button.click, text.submit, target.submit, model.change]
-        then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
+        inputs = [model, text, target, state]
+        then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
-        then_views(restored.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
+        then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model), False)
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
-            then_views(chosen.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
+            then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model), False)
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
     """Serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT decide where (default 127.0.0.1:7860)."""
-    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, **kwargs)
+    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, js=EXACT_MODEL_JS, **kwargs)

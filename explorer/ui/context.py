@@ -8,13 +8,14 @@ import threading
 from dataclasses import dataclass, field
 from functools import wraps
 
-from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, hosted_mode
+from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, hosted_mode, is_downloaded
 from explorer.core.errors import ExplorerError
-from explorer.core.loading import LoadedModel, load_tokenizer
+from explorer.core.loading import LoadedModel, hub_reachable, load_tokenizer
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
 from explorer.core.scores import attention_scores
 from explorer.core.trace import Trace
+from explorer.plots.text import shorten
 
 log = logging.getLogger("explorer")
 
@@ -28,6 +29,11 @@ class Selection:
     target: str | None = None
     max_new_tokens: int = 20
     generate: int = 0  # decoders: extend the text by this many greedy tokens first
+
+
+def about(selection: Selection) -> str:
+    """What a figure was computed from, for its title: ``tiny-t5 · “Let there be light.”`` (the text shortened)."""
+    return f"{selection.model} · “{shorten(selection.text, 32)}”"
 
 
 class Recent:
@@ -62,9 +68,15 @@ class AppContext:
     _scores: Recent = field(default_factory=lambda: Recent(8), repr=False)
     _tokenizers: Recent = field(default_factory=lambda: Recent(16), repr=False)
 
-    def model_choices(self) -> list[str]:
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, key) of every catalogue model: bundled first; hub models marked when they need a network
+        this machine does not have."""
         keys = bundled_keys()
-        return keys + [k for k in catalogue() if k not in keys]
+        hub = [k for k in catalogue() if k not in keys]
+        online = not hub or hub_reachable()
+        return [(k, k) for k in keys] + [
+            (k if online or is_downloaded(catalogue()[k].source) else f"{k} (needs a network)", k) for k in hub
+        ]
 
     @property
     def hosted(self) -> bool:

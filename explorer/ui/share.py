@@ -17,6 +17,7 @@ from explorer.core.run import MAX_CHARS
 
 SETTING_TYPES = (gr.Slider, gr.Radio, gr.Checkbox, gr.Number, gr.Dropdown)
 TRUE = ("1", "true", "yes", "on")
+NOT_SHARED = "explorer-not-shared"  # a setting's elem_classes entry that keeps it out of share links
 
 
 def slug(label: str) -> str:
@@ -35,6 +36,8 @@ def tab_settings(tab: gr.Tab) -> dict[str, gr.components.Component]:
     found = {}
     for block in descendants(tab):
         if not isinstance(block, SETTING_TYPES) or not block.label or block.interactive is False:
+            continue
+        if NOT_SHARED in (block.elem_classes or []):  # filled from the model, not chosen by the user
             continue
         if isinstance(block, gr.Dropdown) and (block.allow_custom_value or not block.choices or block.multiselect):
             continue  # choices filled per model: a stale value would not fit

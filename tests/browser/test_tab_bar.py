@@ -32,9 +32,11 @@ def selected_tab(page) -> str:
     return page.evaluate(f"() => {TOP_BAR}.querySelector('[role=tab][aria-selected=true]')?.innerText.trim()")
 
 
-def open_tab(page, label: str) -> None:
-    """Click a top-level tab the way a person reaches it: in the bar, or through the "More tabs" menu."""
-    bar = page.locator(".tab-wrapper").filter(has=page.locator("[data-tab-id=tokens]")).first
+def open_tab(page, label: str, bar=None) -> None:
+    """Click a tab the way a person reaches it: in its bar, or through the bar's "More tabs" menu.
+
+    ``bar``: the ``.tab-wrapper`` holding the tab; by default the top-level one."""
+    bar = bar or page.locator(".tab-wrapper").filter(has=page.locator("[data-tab-id=tokens]")).first
     tab = bar.locator("[role=tablist] [role=tab]:visible").filter(has_text=label)
     if tab.count() == 0 or tab.first.inner_text().strip() != label:
         bar.get_by_role("button", name="More tabs").click()

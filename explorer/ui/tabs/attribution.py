@@ -23,7 +23,7 @@ from explorer.analysis.attribution import (
 )
 from explorer.core.errors import InputError
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
-from explorer.ui.context import AppContext, guarded
+from explorer.ui.context import AppContext, about, guarded
 from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
@@ -168,7 +168,7 @@ def build(ctx: AppContext, shared) -> None:
         head = f"**{pred.label}** · {task.note} · {SIGN_NOTE}."
         figure = attribution_bars(
             list(first.labels), {METHODS[r.method].name: r.scores for r in results},
-            f"{selection.model} · why “{first.token}” ({output_v})",
+            f"Why “{first.token}” ({output_v}) · {about(selection)}",
         )  # fmt: skip
         return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
 
@@ -186,7 +186,7 @@ def build(ctx: AppContext, shared) -> None:
         deltas = [abs(d) for d in matrix.deltas if d is not None]
         worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
         note = f"{task.note} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
-        title = f"{selection.model} · {METHODS[a_v].name} · {output_v} of each explained token"
+        title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
         return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
     shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")
