@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots.text import fit_title, plot_texts, title_layout
+from explorer.plots.text import COLORBAR_ROOM, colorbar_above, fit_title, plot_texts, tick_texts, title_layout
 
 MASKED_COLOR = "rgba(200, 200, 200, 0.35)"
 
@@ -33,6 +33,7 @@ def attention_heatmap(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
+    q_ticks, k_ticks = tick_texts(query_labels), tick_texts(key_labels)
     query_labels, key_labels = plot_texts(query_labels), plot_texts(key_labels)  # "</s>" is a token, not a tag
     masked = ~np.isfinite(weights)
     if causal:
@@ -50,7 +51,7 @@ def attention_heatmap(
         hover = {"hovertemplate": f"query %{{y}}<br>key %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
     fig = go.Figure(
         go.Heatmap(
-            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar={"title": value_name, "thickness": 12},
+            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar=colorbar_above(value_name),
             hoverongaps=False,
             **scale, **hover,
         )
@@ -60,15 +61,15 @@ def attention_heatmap(
     tick_font = {"size": 11 if max(n_q, n_k) <= 40 else 8}
     fig.update_layout(
         title=title_layout(title),
-        xaxis={"title": "key (attended to)", "tickvals": list(range(n_k)), "ticktext": key_labels,
+        xaxis={"title": "key (attended to)", "tickvals": list(range(n_k)), "ticktext": k_ticks,
                "tickangle": -60, "tickfont": tick_font, "automargin": True},
-        yaxis={"title": "query (attending)", "tickvals": list(range(n_q)), "ticktext": query_labels,
+        yaxis={"title": "query (attending)", "tickvals": list(range(n_q)), "ticktext": q_ticks,
                "autorange": "reversed", "tickfont": tick_font, "automargin": True},
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         height=max(360, min(900, 120 + 18 * n_q)),
         plot_bgcolor="white",
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def _hover_text(weights, masked, query_labels, key_labels, value_name) -> np.ndarray:
@@ -146,7 +147,7 @@ def attention_grid(weights: np.ndarray, title: str = "") -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=tiled, zmin=0, zmax=1, colorscale="Blues", hoverongaps=False,
-            colorbar={"title": "weight", "thickness": 12},
+            colorbar=colorbar_above("weight"),
             hovertemplate="weight %{z:.3f}<extra>see the axes for layer and head</extra>",
         )
     )  # fmt: skip
@@ -161,7 +162,7 @@ def attention_grid(weights: np.ndarray, title: str = "") -> go.Figure:
         height=100 + n_layers * cell, width=None,
         margin={"l": 50, "r": 20, "t": 20, "b": 20}, plot_bgcolor="white",
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def grid_block(fig: go.Figure, layer: int, head: int, n_q: int, n_k: int) -> np.ndarray:
@@ -238,7 +239,7 @@ def token_links(
         margin={"l": 20, "r": 20, "t": 30, "b": 20},
         plot_bgcolor="white",
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, 26)
 
 
 def statistic_heatmap(values: np.ndarray, name: str, description: str = "", title: str = "") -> go.Figure:
@@ -253,7 +254,7 @@ def statistic_heatmap(values: np.ndarray, name: str, description: str = "", titl
     fig = go.Figure(
         go.Heatmap(
             z=values, x=list(range(n_heads)), y=list(range(n_layers)), text=text, texttemplate="%{text}",
-            colorscale="Viridis", colorbar={"title": "value", "thickness": 12}, hoverongaps=False,
+            colorscale="Viridis", colorbar=colorbar_above("value"), hoverongaps=False,
             hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>",
         )
     )  # fmt: skip
@@ -261,8 +262,8 @@ def statistic_heatmap(values: np.ndarray, name: str, description: str = "", titl
         title=title_layout(" · ".join(filter(None, [title, f"{name}: {description}" if description else name]))),
         xaxis={"title": "head", "tickvals": list(range(n_heads)), "ticktext": [f"H{h}" for h in range(n_heads)]},
         yaxis={"title": "layer", "tickvals": list(range(n_layers)), "ticktext": [f"L{layer}" for layer in range(n_layers)], "autorange": "reversed"},
-        height=max(300, 180 + 32 * n_layers),
+        height=180 + max(180, 40 * n_layers),
         margin={"l": 60, "r": 20, "t": 20, "b": 20},
         plot_bgcolor="white",
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)

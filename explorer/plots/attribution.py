@@ -12,7 +12,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.plots.text import fit_title, plot_text, plot_texts, title_layout
+from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
+    fit_title,
+    plot_text,
+    plot_texts,
+    tick_texts,
+    title_layout,
+)
 
 POSITIVE = (214, 96, 77)  # RdBu's red
 NEGATIVE = (67, 147, 195)  # RdBu's blue
@@ -98,11 +106,12 @@ def attribution_heatmap(scores, row_labels: list[str], column_labels: list[str],
         )
     bound = _scale(scores)
     n_rows, n_cols = scores.shape
+    row_ticks, column_ticks = tick_texts(row_labels), tick_texts(column_labels)
     row_labels, column_labels = plot_texts(row_labels), plot_texts(column_labels)
     fig = go.Figure(
         go.Heatmap(
             z=scores.astype(np.float32), x=list(range(n_cols)), y=list(range(n_rows)), zmin=-bound, zmax=bound,
-            colorscale="RdBu_r", colorbar={"title": "attribution", "thickness": 12}, hoverongaps=False,
+            colorscale="RdBu_r", colorbar=colorbar_above("attribution"), hoverongaps=False,
             customdata=np.array([[f"{r} ← {c}" for c in column_labels] for r in row_labels]),
             hovertemplate="%{customdata}<br>attribution %{z:.4g}<extra></extra>",
         )
@@ -110,10 +119,10 @@ def attribution_heatmap(scores, row_labels: list[str], column_labels: list[str],
     tick_font = {"size": 11 if max(n_rows, n_cols) <= 40 else 8}
     fig.update_layout(
         title=title_layout(title), plot_bgcolor=MISSING_COLOR,
-        xaxis={"title": "input token (source of the attribution)", "tickvals": list(range(n_cols)), "automargin": True,
-               "ticktext": column_labels, "tickangle": -60, "tickfont": tick_font, "showgrid": False},
-        yaxis={"title": "explained token", "tickvals": list(range(n_rows)), "ticktext": row_labels, "automargin": True,
+        xaxis={"title": "input token (source)", "tickvals": list(range(n_cols)), "automargin": True,
+               "ticktext": column_ticks, "tickangle": -60, "tickfont": tick_font, "showgrid": False},
+        yaxis={"title": "explained token", "tickvals": list(range(n_rows)), "ticktext": row_ticks, "automargin": True,
                "autorange": "reversed", "tickfont": tick_font, "showgrid": False},
         margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=max(360, min(900, 220 + 26 * n_rows)),
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)

@@ -6,7 +6,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.plots.text import fit_title, plot_text, plot_texts, title_layout
+from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
+    fit_title,
+    plot_text,
+    plot_texts,
+    tick_texts,
+    title_layout,
+)
 
 BASE_COLOR = "rgba(90, 110, 160, 0.45)"
 BASE_COLOR_3D = "rgba(60, 80, 150, 0.75)"  # a 3-D scene's small points need more ink to read on a projector
@@ -94,6 +102,7 @@ def similarity_heatmap(
     if matrix.shape != (len(row_labels), len(col_labels)):
         raise ValueError(f"matrix {matrix.shape} does not match {len(row_labels)} × {len(col_labels)} labels")
     n_r, n_c = matrix.shape
+    row_ticks, col_ticks = tick_texts(row_labels), tick_texts(col_labels)
     row_labels, col_labels = plot_texts(row_labels), plot_texts(col_labels)
     if max(n_r, n_c) <= HOVER_LABELS_MAX:
         text = [
@@ -105,12 +114,12 @@ def similarity_heatmap(
         hover = {"hovertemplate": f"%{{y}} ↔ %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
     fig = go.Figure(
         go.Heatmap(z=matrix, x=list(range(n_c)), y=list(range(n_r)), zmin=-1, zmax=1, colorscale="RdBu_r",
-                   colorbar={"title": value_name, "thickness": 12}, **hover)
+                   colorbar=colorbar_above(value_name), **hover)
     )  # fmt: skip
     ticks = {"tickfont": {"size": 11 if max(n_r, n_c) <= 40 else 8}}
     if max(n_r, n_c) <= HOVER_LABELS_MAX:
-        ticks_x = {"tickvals": list(range(n_c)), "ticktext": col_labels, "tickangle": -60}
-        ticks_y = {"tickvals": list(range(n_r)), "ticktext": row_labels}
+        ticks_x = {"tickvals": list(range(n_c)), "ticktext": col_ticks, "tickangle": -60}
+        ticks_y = {"tickvals": list(range(n_r)), "ticktext": row_ticks}
     else:
         ticks_x, ticks_y = {}, {}
     fig.update_layout(
@@ -119,7 +128,7 @@ def similarity_heatmap(
         yaxis={"autorange": "reversed", "automargin": True, **ticks, **ticks_y},
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def trajectories(
@@ -226,19 +235,19 @@ def relative_bias(distances: np.ndarray, buckets: np.ndarray, bias: np.ndarray, 
     if bias.shape[1] != len(distances) or len(buckets) != len(distances):
         raise ValueError("bias must be (heads, distances), with one bucket per distance")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.35, 0.65], vertical_spacing=0.06,
-                        subplot_titles=["bucket of each distance", "bias added to the attention score, per head"])  # fmt: skip
+                        subplot_titles=["bucket of each distance", "bias added to the score, per head"])  # fmt: skip
     fig.add_trace(go.Scatter(x=distances, y=buckets, mode="lines", line={"shape": "hv"}, name="bucket"), row=1, col=1)
     fig.add_trace(
         go.Heatmap(z=bias, x=distances, y=list(range(bias.shape[0])), colorscale="RdBu_r", zmid=0,
-                   colorbar={"title": "bias", "y": 0.32, "len": 0.65},
+                   colorbar={"title": "bias", "y": 0.32, "len": 0.65, "thickness": 10},
                    hovertemplate="head %{y}, key − query = %{x}<br>bias %{z:.3f}<extra></extra>"),
         row=2, col=1,
     )  # fmt: skip
-    fig.update_xaxes(title_text="relative distance (key position − query position)", row=2, col=1)
+    fig.update_xaxes(title_text="distance: key − query position", row=2, col=1)
     fig.update_yaxes(title_text="bucket", row=1, col=1)
     fig.update_yaxes(title_text="head", dtick=1, row=2, col=1)
     fig.update_layout(title=title_layout(title), height=660, plot_bgcolor="white", showlegend=False,
-                      margin={"t": 90})  # fmt: skip
+                      margin={"l": 50, "r": 10, "t": 90, "b": 40})  # fmt: skip
     return fit_title(fig, 34)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots.text import fit_title, plot_texts, title_layout
+from explorer.plots.text import COLORBAR_ROOM, colorbar_above, fit_title, plot_texts, tick_texts, title_layout
 
 COLORS = {"with": "#2a9d8f", "without": "#e76f51"}
 LAYOUT = {"height": 420, "margin": {"l": 60, "r": 20, "t": 30, "b": 10}, "plot_bgcolor": "white"}
+HEATMAP_MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
 LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container"}
 
 
@@ -65,13 +66,13 @@ def memory_plot(
 def cache_heatmap(matrix: np.ndarray, tokens: list[str], title: str) -> go.Figure:
     """One head's cached keys or values: a row per position (a token), a column per dimension."""
     matrix = np.asarray(matrix, float)
-    tokens = plot_texts(tokens)
+    ticks, tokens = tick_texts(tokens), plot_texts(tokens)
     fig = go.Figure(go.Heatmap(z=matrix, y=list(range(len(matrix))), colorscale="RdBu", zmid=0,
-                               colorbar={"thickness": 12},
+                               colorbar=colorbar_above("value"),
                                customdata=np.array(tokens, dtype=object)[:, None].repeat(matrix.shape[1], 1),
                                hovertemplate="%{customdata} (position %{y}), dim %{x}: %{z:.3f}<extra></extra>"))  # fmt: skip
     fig.update_layout(title=title_layout(title), xaxis={"title": "dimension of the head"},
                       yaxis={"title": "position", "autorange": "reversed", "tickvals": list(range(len(tokens))),
-                             "ticktext": tokens if len(tokens) <= 40 else None, "automargin": True},
-                      **{**LAYOUT, "height": max(300, min(700, 18 * len(tokens) + 120))})  # fmt: skip
-    return fit_title(fig)
+                             "ticktext": ticks if len(tokens) <= 40 else None, "automargin": True},
+                      **{**LAYOUT, "margin": HEATMAP_MARGIN, "height": max(300, min(700, 18 * len(tokens) + 120))})  # fmt: skip
+    return fit_title(fig, COLORBAR_ROOM)

@@ -31,6 +31,25 @@ def plot_texts(texts) -> list[str]:
     return [plot_texts(t) if isinstance(t, (list, tuple, np.ndarray)) else plot_text(t) for t in texts]
 
 
+TICK_CHARS = 10  # a tick label longer than this is cut (hover still shows it whole): a phone has no room
+
+
+def tick_texts(labels) -> list[str]:
+    """Labels for axis ticks: escaped, and cut to ``TICK_CHARS`` characters with an ellipsis."""
+    return [plot_text(shorten(label, TICK_CHARS)) for label in labels]
+
+
+def colorbar_above(title: str) -> dict:
+    """A thin horizontal colour bar above the plot, so a narrow screen keeps its width for the cells
+    (pair with ``fit_title(fig, COLORBAR_ROOM)``)."""
+    return {"orientation": "h", "x": 0, "xanchor": "left", "y": 1, "yanchor": "bottom", "yref": "paper",
+            "lenmode": "pixels", "len": 140, "thickness": 10, "ypad": 4, "nticks": 4, "tickangle": 0,
+            "title": {"text": plot_text(title), "side": "right"}}  # fmt: skip
+
+
+COLORBAR_ROOM = 46  # px between the title and the plot that a ``colorbar_above`` takes
+
+
 def shorten(text: str, limit: int = 40) -> str:
     """A text for a title: one line, at most ``limit`` characters, an ellipsis where it was cut."""
     flat = " ".join(str(text).split())
@@ -73,9 +92,9 @@ def fit_title(fig: go.Figure, below: int = 8) -> go.Figure:
     the plot keeps the height it was drawn for."""
     lines = _title_lines(fig)
     old = fig.layout.margin.t if fig.layout.margin.t is not None else 100
-    top = TITLE_PAD + lines * TITLE_LINE_PX + below
+    top = 2 * TITLE_PAD + lines * TITLE_LINE_PX + below
     # plotly centres a title's lines on its first one: pad the block down by half the extra lines
-    pad = TITLE_PAD + (lines - 1) * TITLE_LINE_PX // 2 if lines else 0
+    pad = 2 * TITLE_PAD + (lines - 1) * TITLE_LINE_PX // 2 if lines else 0
     fig.update_layout(margin={"t": top}, title={"pad": {"t": pad}})
     if fig.layout.height is not None:
         fig.update_layout(height=fig.layout.height + max(0, top - old))

@@ -28,10 +28,26 @@ CSS = """
                   --text-xl: 30px; --text-xxl: 36px; --prose-text-size: 20px; --block-label-text-size: 17px;
                   --block-info-text-size: 16px; --block-title-text-size: 19px; --section-header-text-size: 20px;
                   --input-text-size: 20px; --button-large-text-size: 22px; --button-small-text-size: 18px; }
-.explorer-large .prose, .explorer-large .js-plotly-plot { font-size: 20px; }
+.explorer-large .prose { font-size: 20px; }
+/* Figures: drawn at 1/1.3 of the width and shown 1.3 times larger, so every label grows and still fits. */
+.explorer-large .js-plotly-plot { zoom: 1.3; width: calc(100% / 1.3) !important; }
+/* Presenter mode: the header on one line (no intro, lesson path, labels or notes) and the figure on screen. */
+.explorer-presenter .explorer-intro, .explorer-presenter .explorer-toolbar, .explorer-presenter .explorer-explain,
+.explorer-presenter .explorer-inputs [data-testid=block-info], .explorer-presenter .explorer-inputs label > span:first-child,
+.explorer-presenter .explorer-share-link { display: none !important; }
+.explorer-presenter .explorer-inputs textarea { height: 2.6em !important; min-height: 0 !important; }
+.explorer-presenter .explorer-inputs .explorer-toggle { padding: 2px 8px !important; }
 """
-# Presenter fonts: a class on the app's root scales every text size the theme defines.
-LARGE_FONTS_JS = "(on) => { document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on); }"
+# Presenter fonts: a class on the app's root scales every text size the theme defines; the figures redraw at
+# their new width (plotly follows window resizes).
+LARGE_FONTS_JS = """(on) => {
+  document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on);
+  window.dispatchEvent(new Event('resize'));
+}"""
+PRESENTER_JS = """(on) => {
+  document.querySelector('.gradio-container')?.classList.toggle('explorer-presenter', !!on);
+  window.dispatchEvent(new Event('resize'));
+}"""
 # The model box takes exactly what was typed: gradio's dropdown would pick the first choice containing the
 # text on Enter ("gpt2" -> "tiny-gpt2"). Enter after typing leaves the box instead, and gradio then keeps an
 # exact choice or the typed text as it is; Enter after moving through the list with the arrows still picks.
@@ -113,34 +129,37 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     # delete_cache: files handed to users (exports, adapters) leave gradio's cache after an hour, checked every 10 min
     with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600)) as demo:
-        gr.Markdown(INTRO)
-        with gr.Row(equal_height=True):
+        gr.Markdown(INTRO, elem_classes="explorer-intro")
+        with gr.Row(equal_height=True, elem_classes="explorer-toolbar"):
             with gr.Column(scale=4):
                 with gr.Accordion("Lesson path (for a class)", open=False):
                     gr.Markdown(lesson_path())
-            large = gr.Checkbox(False, label="Large fonts (presenter)", scale=1, min_width=160)
             make_link = share_button()
         link = share_link_box()
-        large.change(None, large, None, js=LARGE_FONTS_JS, api_name=False)
-        with gr.Row():
+        with gr.Row(equal_height=True, elem_classes="explorer-inputs"):
             model = gr.Dropdown(
                 ctx.model_choices(), value=ctx.default_model, label="Model", allow_custom_value=not ctx.hosted,
-                info="A bundled model, a catalogue name, a hub id or a local folder.", scale=1,
+                info="A bundled model, a catalogue name, a hub id or a local folder.", scale=2, min_width=150,
                 elem_classes="explorer-model",
             )  # fmt: skip
             # no max_length: the browser would cut a long paste without a word; check_text says it instead
-            text = gr.Textbox(ctx.default_text, label="Text", lines=2, scale=3)
-        with gr.Row():
+            text = gr.Textbox(ctx.default_text, label="Text", lines=2, scale=4, min_width=200)
             target = gr.Textbox(
-                "", label="Target text (encoder-decoder models; empty: the model's own output)", scale=3,
+                "", label="Target text (T5-style models; empty: the model's own output)", lines=2, scale=3,
+                min_width=200,
             )  # fmt: skip
-            button = gr.Button("Analyze", variant="primary", scale=1)
+            button = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
+            with gr.Column(scale=1, min_width=150):
+                presenter = gr.Checkbox(False, label="Presenter mode", elem_classes="explorer-toggle")
+                large = gr.Checkbox(False, label="Large fonts", elem_classes="explorer-toggle")
+        presenter.change(None, presenter, None, js=PRESENTER_JS, api_name=False)
+        large.change(None, large, None, js=LARGE_FONTS_JS, api_name=False)
         status = gr.Markdown(elem_classes="explorer-status")
         state = gr.State(None)
         shared = Shared(state, model, text, status)
         with gr.Tabs() as tabs:
             tab_blocks = build_tabs(ctx, shared, tabs)
-        shell = {"model": model, "text": text, "target": target, "large": large}
+        shell = {"model": model, "text": text, "target": target, "large": large, "presenter": presenter}
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
         for block in demo.blocks.values():
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it

@@ -50,6 +50,9 @@ def press(page, name: str) -> None:
 
 def check(page, model: str, size: str, view: str, artifacts, seen: dict) -> None:
     scope = page.locator("[role=tabpanel]:visible").first
+    toasts = page.locator("[data-testid=toast-body].error, [data-testid=toast-body].warning")
+    if toasts.count():
+        seen[f"{view} toast"] = toasts.all_inner_texts()
     figures = figure_report(scope)
     assert figures, f"{view}: no figure drawn"
     for i, figure in enumerate(figures):

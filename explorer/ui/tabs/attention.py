@@ -82,11 +82,15 @@ def statistics_of(trace: Trace, kind: str) -> dict[str, np.ndarray]:
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small views)
     with gr.Tab("Attention", id="attention"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER)
         with gr.Row():
             kind = gr.Radio(
-                [(name, k) for k, name in KIND_NAMES.items()], value="self", label="Attention kind", scale=3
+                [(name, k) for k, name in KIND_NAMES.items()],
+                value="self",
+                label="Attention kind",
+                scale=3,
+                info="A kind the model does not have shows its first one; the figure's title says which.",
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
             layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Layer", scale=1)
@@ -244,7 +248,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         for view, size in sizes.items():
             drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
         return (
-            gr.update(choices=[(KIND_NAMES[k], k) for k in trace.kinds], value=kind_v),
+            # the value only: narrowing the choices made gradio refuse events still carrying the old kind
+            gr.update(value=kind_v),
             gr.update(maximum=trace.n_layers - 1, value=layer_v),
             gr.update(maximum=trace.n_heads - 1, value=head_v),
             *drawn,

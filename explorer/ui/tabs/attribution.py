@@ -93,7 +93,7 @@ def value_line(result: Attribution) -> str:
 
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("Attribution", id="attribution"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             method_a = gr.Dropdown(METHOD_CHOICES, value="integrated_gradients", label="Method A")
             method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Method B (side by side)")

@@ -67,7 +67,7 @@ def _write_stats(new_ids: list[int], logprob: float, seconds: float, limit: int)
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
     with gr.Tab("Next token", id="decoding"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             temperature = gr.Slider(0.05, 3.0, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")

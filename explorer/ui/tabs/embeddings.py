@@ -68,7 +68,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     rankings_lock = threading.Lock()
     warm_up_in_background()
     with gr.Tab("Embeddings", id="embeddings"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():
             with gr.Tab("Token map") as map_tab:
                 with gr.Row():
@@ -302,8 +302,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             figure = plots.position_comparison(
                 emb.cosine_matrix(table, table),
                 sin_sims[: len(table), : len(table)],
-                f"learned {enc.where}",
-                f"Position similarity · {lm.spec.key}",
+                "learned table",
+                f"Position similarity · {lm.spec.key}'s {enc.where}",
             )
             if enc.offset:
                 note += f" (This model counts positions from row {enc.offset} of its table, after the padding index.)"

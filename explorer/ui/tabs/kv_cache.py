@@ -108,7 +108,7 @@ CALCULATOR_PRESETS = {  # layers, kv-heads, head dim, context: from each model's
 
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("KV cache", id="kv_cache"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             new_tokens = gr.Slider(2, MAX_NEW_TOKENS, value=64, step=1, label="New tokens")
             repeats = gr.Slider(1, MAX_REPEATS, value=3, step=1, label="Runs each way")

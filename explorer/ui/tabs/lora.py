@@ -134,7 +134,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
     with gr.Tab("LoRA", id="lora"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             data_choice = gr.Radio([*datasets, PASTED], value=first.name, label="Training data", scale=2)
             data_note = gr.Markdown(f"*{first.about}*")
