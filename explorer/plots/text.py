@@ -17,6 +17,7 @@ TITLE_LINE = 40  # characters per title line: what a 390 px phone screen shows a
 TITLE_FONT = 15
 TITLE_LINE_PX = 20  # one title line at TITLE_FONT
 TITLE_PAD = 8
+TITLE_RISE_LINE, TITLE_RISE_LINES = 20, 30  # px plotly lifts a title of one line, of several
 
 
 def plot_text(text) -> str:
@@ -86,15 +87,16 @@ def _title_lines(fig: go.Figure) -> int:
     return text.count("<br>") + 1 if text else 0
 
 
-def fit_title(fig: go.Figure, below: int = 8) -> go.Figure:
+def fit_title(fig: go.Figure, below: int = 16) -> go.Figure:
     """Room for the title above the plot: the top margin becomes the title's lines plus ``below`` px (the
     gap above the plot, where subplot titles sit), and the figure grows by as much as the margin did, so
     the plot keeps the height it was drawn for."""
     lines = _title_lines(fig)
     old = fig.layout.margin.t if fig.layout.margin.t is not None else 100
     top = 2 * TITLE_PAD + lines * TITLE_LINE_PX + below
-    # plotly centres a title's lines on its first one: pad the block down by half the extra lines
-    pad = 2 * TITLE_PAD + (lines - 1) * TITLE_LINE_PX // 2 if lines else 0
+    # plotly draws a top-anchored title higher than its pad says (a line's height for several lines, and
+    # about 16 px more inside gradio's plot): pad it down by as much, measured in the browser
+    pad = TITLE_PAD + (TITLE_RISE_LINES if lines > 1 else TITLE_RISE_LINE)
     fig.update_layout(margin={"t": top}, title={"pad": {"t": pad}})
     if fig.layout.height is not None:
         fig.update_layout(height=fig.layout.height + max(0, top - old))

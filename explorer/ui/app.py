@@ -82,6 +82,28 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     )
 
 
+def _skips(n: int):
+    return gr.skip() if n == 1 else (gr.skip(),) * n
+
+
+def when_on_screen(fn, tab_id: str, n_outputs: int):
+    """``fn`` run after an analysis only while its tab is the one on screen."""
+
+    def gated(visible_v, *args):
+        return fn(*args) if visible_v == tab_id else _skips(n_outputs)
+
+    return gated
+
+
+def when_stale(fn, tab_id: str, n_outputs: int):
+    """``fn`` run when its tab is opened, if its views were drawn for another analysis (or never)."""
+
+    def gated(drawn_v, selection, *args):
+        return fn(*args) if selection is not None and (drawn_v or {}).get(tab_id) != selection else _skips(n_outputs)
+
+    return gated
+
+
 def failed(message: str, previous: Selection | None) -> str:
     """The status line after an analysis failed: why, and what the views below still show (their titles say it too)."""
     line = f"⚠️ {escape(message, quote=False)}"
@@ -116,6 +138,7 @@ def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
     built = []
     for module in TABS:
         known = set(map(id, tabs.children))
+        shared.building = module.__name__.rsplit(".", 1)[-1]
         module.build(ctx, shared)
         check_tabs_hold_only_tabs(tabs, module)
         for tab in [b for b in tabs.children if id(b) not in known and isinstance(b, gr.Tab)]:
@@ -176,9 +199,33 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 return gr.skip(), failed(user_message(err), previous)
             return selection, summary(ctx, selection)
 
-        def then_views(event, named: bool = True) -> None:
-            for fn, inputs, outputs, api_name in shared._listeners:
-                event.then(fn, inputs, outputs, api_name=api_name if named else False)
+        tab_ids = [t.id for t in tab_blocks]
+        visible = gr.State(tab_ids[0])  # the top-level tab on screen
+        drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
+
+        def then_views(event) -> None:
+            """After an analysis: the views of the tab on screen; the others wait until they are opened."""
+            for tab_id, fn, inputs, outputs, _ in shared._listeners:
+                event.then(when_on_screen(fn, tab_id, len(outputs)), [visible, *inputs], outputs, api_name=False)
+            event.then(lambda tab_v, selection: {tab_v: selection}, [visible, state], drawn, api_name=False)
+
+        for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
+            opened = tab.select(lambda tab_id=tab.id: tab_id, None, visible, api_name=False, queue=False)
+            mine = [(fn, inputs, outputs) for tab_id, fn, inputs, outputs, _ in shared._listeners if tab_id == tab.id]
+            for fn, inputs, outputs in mine:
+                opened.then(when_stale(fn, tab.id, len(outputs)), [drawn, state, *inputs], outputs, api_name=False)
+            opened.then(lambda done, selection, tab_id=tab.id: {**(done or {}), tab_id: selection}, [drawn, state],
+                        drawn, api_name=False)  # fmt: skip
+        api_only = gr.Button(visible=False)  # the views' named endpoints, for gradio_client users: never gated
+        for _, fn, inputs, outputs, api_name in shared._listeners:
+            if api_name:
+                api_only.click(fn, inputs, outputs, api_name=api_name)
+
+        def tab_in_link(request: gr.Request):
+            tab = dict(request.query_params).get("tab") if request is not None else None
+            return tab if tab in tab_ids else tab_ids[0]
+
+        restored = restored.then(tab_in_link, None, visible, api_name=False, queue=False)
 
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
@@ -200,10 +247,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         inputs = [model, text, target, state]
         then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
-        then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model), False)
+        then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model))
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
-            then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model), False)
+            then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model))
     return demo
 
 

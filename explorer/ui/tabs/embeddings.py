@@ -66,8 +66,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     projections = ProjectionCache()
     rankings: dict[tuple, np.ndarray] = {}
     rankings_lock = threading.Lock()
-    warm_up_in_background()
-    with gr.Tab("Embeddings", id="embeddings"):
+    with gr.Tab("Embeddings", id="embeddings") as tab:
+        # UMAP's code compiles in the background once someone opens this tab, not while the first page loads
+        tab.select(lambda: warm_up_in_background() and None, None, None, api_name=False, queue=False)
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():
             with gr.Tab("Token map") as map_tab:
