@@ -182,3 +182,19 @@ def test_write_streams_the_sampled_text(client, ctx, tiny_dir):
     assert stats.startswith(f"{len(expected.new_ids)} of 40 tokens")
     with pytest.raises(AppError, match="greater than maximum value 512"):  # gradio checks the slider's range
         client.predict(600, 4, *knobs, api_name="/write")
+
+
+def test_a_component_between_tabs_and_tab_is_refused_at_build_time():
+    import types
+
+    import gradio as gr
+
+    from explorer.ui.app import check_tabs_hold_only_tabs
+
+    with gr.Blocks(), gr.Tabs() as tabs:
+        with gr.Tab("A"):
+            gr.State(None)
+        check_tabs_hold_only_tabs(tabs, types.ModuleType("inside"))  # a State inside its tab is fine
+        gr.State(None)
+        with pytest.raises(TypeError, match="State beside its gr.Tab"):
+            check_tabs_hold_only_tabs(tabs, types.ModuleType("stray"))

@@ -314,9 +314,13 @@ def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
     status, _, _ = client.predict("your own text", "too short", ["attn.c_attn"], 4, 8, 0.0, 0.01, 20, 4, 0, "The",
                                api_name="/lora_train")  # fmt: skip
     assert status.startswith("⚠️") and "at least 300" in status
+    client.predict(str(tiny_dir["gpt2"]), "The tiger jumped.", "", api_name="/analyze")
+    modules, _ = client.predict([], 8, api_name="/lora_setup")
+    assert modules  # GPT-2's module names
     client.predict(str(tiny_dir["t5"]), "The tiger jumped.", "", api_name="/analyze")
-    _, note = client.predict([], 8, api_name="/lora_setup")
+    modules, note = client.predict(modules, 8, api_name="/lora_setup")
     assert note.startswith("⚠️") and "decoders" in note
+    assert modules == [], "the module box still lists the previous model's names"
     table = client.predict("The", api_name="/lora_full_finetune")
     assert "Train an adapter first" in table["data"][0][0]
 

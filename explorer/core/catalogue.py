@@ -60,6 +60,16 @@ def tokenizer_catalogue() -> dict[str, TokenizerEntry]:
     return {t["key"]: TokenizerEntry(**t) for t in _data()["tokenizers"]}
 
 
+def is_downloaded(hub_id: str) -> bool:
+    """Whether a hub model's config is in the local Hugging Face cache (so it may load without a network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:  # a malformed id: not downloaded
+        return False
+
+
 def bundled_keys() -> list[str]:
     return [k for k, e in catalogue().items() if e.bundled]
 

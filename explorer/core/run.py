@@ -17,6 +17,8 @@ from explorer.core.loading import LoadedModel
 from explorer.core.tokens import decoded_offsets, encode, token_rows
 from explorer.core.trace import Trace
 
+JUNK = {"\x7f", "\ufffd"}  # delete and the replacement character: bytes that were not text
+
 
 def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
     """Refuse what cannot be tokenized meaningfully, with a sentence saying why."""
@@ -32,6 +34,19 @@ def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise InputError(f"The {what} holds an invalid character (a lone surrogate at position {err.start}).") from err
+    return text
+
+
+def check_plain_text(text: str, what: str = "text") -> str:
+    """What a person pastes into the app: ``check_text``, and refuse binary data (NUL bytes, or more than 1%
+    control or undecodable characters), which a tokenizer would take without a word."""
+    check_text(text, what, allow_empty=True)
+    junk = [i for i, ch in enumerate(text or "") if ch in JUNK or (ch < " " and ch not in "\t\n\r")]
+    if junk and ("\x00" in text or len(junk) > max(2, len(text) // 100)):
+        raise InputError(
+            f"The {what} looks like binary data, not text: {len(junk):,} control or undecodable characters "
+            f"(the first at position {junk[0]}). Paste plain text."
+        )
     return text
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.plots.text import COLORBAR_ROOM, colorbar_above, fit_title, plot_texts, tick_texts, title_layout
+
 MASKED_COLOR = "rgba(200, 200, 200, 0.35)"
 
 
@@ -31,6 +33,8 @@ def attention_heatmap(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
+    q_ticks, k_ticks = tick_texts(query_labels), tick_texts(key_labels)
+    query_labels, key_labels = plot_texts(query_labels), plot_texts(key_labels)  # "</s>" is a token, not a tag
     masked = ~np.isfinite(weights)
     if causal:
         masked |= np.triu(np.ones((n_q, n_k), bool), k=1)
@@ -47,7 +51,8 @@ def attention_heatmap(
         hover = {"hovertemplate": f"query %{{y}}<br>key %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
     fig = go.Figure(
         go.Heatmap(
-            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar={"title": value_name}, hoverongaps=False,
+            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar=colorbar_above(value_name),
+            hoverongaps=False,
             **scale, **hover,
         )
     )  # fmt: skip
@@ -55,16 +60,16 @@ def attention_heatmap(
         _shade(fig, masked)
     tick_font = {"size": 11 if max(n_q, n_k) <= 40 else 8}
     fig.update_layout(
-        title=title,
-        xaxis={"title": "key (attended to)", "tickvals": list(range(n_k)), "ticktext": key_labels,
-               "side": "top", "tickangle": -60, "tickfont": tick_font},
-        yaxis={"title": "query (attending)", "tickvals": list(range(n_q)), "ticktext": query_labels,
-               "autorange": "reversed", "tickfont": tick_font},
-        margin={"l": 90, "r": 20, "t": 110, "b": 20},
+        title=title_layout(title),
+        xaxis={"title": "key (attended to)", "tickvals": list(range(n_k)), "ticktext": k_ticks,
+               "tickangle": -60, "tickfont": tick_font, "automargin": True},
+        yaxis={"title": "query (attending)", "tickvals": list(range(n_q)), "ticktext": q_ticks,
+               "autorange": "reversed", "tickfont": tick_font, "automargin": True},
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
         height=max(360, min(900, 120 + 18 * n_q)),
         plot_bgcolor="white",
     )  # fmt: skip
-    return fig
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def _hover_text(weights, masked, query_labels, key_labels, value_name) -> np.ndarray:
@@ -105,6 +110,11 @@ LINK_BINS = 20  # lines are drawn in this many weight bands, one trace each, to 
 LINK_COLOR = "31, 119, 180"
 
 
+def link_opacity(weight: float) -> float:
+    """A line's opacity for an attention weight: even a weight of 0.05 reads on a projector (0.38), 1 is opaque."""
+    return 0.2 + 0.8 * float(np.sqrt(weight))
+
+
 def grid_token_limit(n_layers: int, n_heads: int) -> int:
     """Tokens per side each small heatmap may show so the grid stays within ``GRID_MAX_CELLS`` cells."""
     per_head = GRID_MAX_CELLS / max(1, n_layers * n_heads)
@@ -137,22 +147,22 @@ def attention_grid(weights: np.ndarray, title: str = "") -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=tiled, zmin=0, zmax=1, colorscale="Blues", hoverongaps=False,
-            colorbar={"title": "weight", "thickness": 12},
+            colorbar=colorbar_above("weight"),
             hovertemplate="weight %{z:.3f}<extra>see the axes for layer and head</extra>",
         )
     )  # fmt: skip
     cell = int(np.clip(900 / max(n_layers, n_heads), 50, 160))
     fig.update_layout(
-        title=title,
+        title=title_layout(title),
         xaxis={"tickvals": [h * (n_k + 1) + (n_k - 1) / 2 for h in range(n_heads)],
-               "ticktext": [f"H{h}" for h in range(n_heads)], "side": "top", "showgrid": False, "zeroline": False},
+               "ticktext": [f"H{h}" for h in range(n_heads)], "showgrid": False, "zeroline": False},
         yaxis={"tickvals": [layer * (n_q + 1) + (n_q - 1) / 2 for layer in range(n_layers)],
                "ticktext": [f"L{layer}" for layer in range(n_layers)], "autorange": "reversed",
                "showgrid": False, "zeroline": False},
         height=100 + n_layers * cell, width=None,
-        margin={"l": 50, "r": 20, "t": 80, "b": 20}, plot_bgcolor="white",
+        margin={"l": 50, "r": 20, "t": 20, "b": 20}, plot_bgcolor="white",
     )  # fmt: skip
-    return fig
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def grid_block(fig: go.Figure, layer: int, head: int, n_q: int, n_k: int) -> np.ndarray:
@@ -180,6 +190,7 @@ def token_links(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
+    query_labels, key_labels = plot_texts(query_labels), plot_texts(key_labels)
     if selected is not None and not 0 <= selected < n_q:
         raise ValueError(f"selected query {selected} out of range: there are {n_q} queries")
 
@@ -198,7 +209,8 @@ def token_links(
             level = float(edges[band + 1])  # the band's upper edge, so the top band is fully opaque
             fig.add_trace(
                 go.Scatter(
-                    x=xs, y=ys, mode="lines", line={"color": f"rgba({LINK_COLOR}, {level:.2f})", "width": 0.5 + 4 * level},
+                    x=xs, y=ys, mode="lines", line={"color": f"rgba({LINK_COLOR}, {link_opacity(level):.2f})",
+                                                    "width": 1 + 5 * level},
                     hoverinfo="skip", showlegend=False, name=f"weight {edges[band]:.2f}–{level:.2f}",
                 )
             )  # fmt: skip
@@ -218,20 +230,22 @@ def token_links(
     fig.add_trace(tokens(query_labels, 0, "query", "middle left"))
     fig.add_trace(tokens(key_labels, 1, "key", "middle right"))
     fig.update_layout(
-        title=title,
+        title=title_layout(title),
         xaxis={"visible": False, "range": [-0.8, 1.8], "fixedrange": True},
         yaxis={"visible": False, "autorange": "reversed"},
         annotations=[{"x": 0, "y": 1, "xref": "x", "yref": "paper", "text": "query", "showarrow": False, "yanchor": "bottom"},
                      {"x": 1, "y": 1, "xref": "x", "yref": "paper", "text": "key", "showarrow": False, "yanchor": "bottom"}],
         height=max(300, 80 + 22 * max(n_q, n_k)),
-        margin={"l": 20, "r": 20, "t": 70, "b": 20},
+        margin={"l": 20, "r": 20, "t": 30, "b": 20},
         plot_bgcolor="white",
     )  # fmt: skip
-    return fig
+    return fit_title(fig, 26)
 
 
-def statistic_heatmap(values: np.ndarray, name: str, description: str = "") -> go.Figure:
-    """One head statistic (L, H) as a layer × head grid: layer 0 on top, heads across, the value in each cell."""
+def statistic_heatmap(values: np.ndarray, name: str, description: str = "", title: str = "") -> go.Figure:
+    """One head statistic (L, H) as a layer × head grid: layer 0 on top, heads across, the value in each cell.
+
+    The title reads ``title · name: description``, wrapped above the head ticks."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"values of {name!r} must have shape (layers, heads), got {values.shape}")
@@ -240,16 +254,16 @@ def statistic_heatmap(values: np.ndarray, name: str, description: str = "") -> g
     fig = go.Figure(
         go.Heatmap(
             z=values, x=list(range(n_heads)), y=list(range(n_layers)), text=text, texttemplate="%{text}",
-            colorscale="Viridis", colorbar={"title": name}, hoverongaps=False,
+            colorscale="Viridis", colorbar=colorbar_above("value"), hoverongaps=False,
             hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>",
         )
     )  # fmt: skip
     fig.update_layout(
-        title={"text": f"{name}<br><sup>{description}</sup>" if description else name},
-        xaxis={"title": "head", "tickvals": list(range(n_heads)), "ticktext": [f"H{h}" for h in range(n_heads)], "side": "top"},
+        title=title_layout(" · ".join(filter(None, [title, f"{name}: {description}" if description else name]))),
+        xaxis={"title": "head", "tickvals": list(range(n_heads)), "ticktext": [f"H{h}" for h in range(n_heads)]},
         yaxis={"title": "layer", "tickvals": list(range(n_layers)), "ticktext": [f"L{layer}" for layer in range(n_layers)], "autorange": "reversed"},
-        height=max(300, 140 + 32 * n_layers),
-        margin={"l": 60, "r": 20, "t": 110, "b": 20},
+        height=180 + max(180, 40 * n_layers),
+        margin={"l": 60, "r": 20, "t": 20, "b": 20},
         plot_bgcolor="white",
     )  # fmt: skip
-    return fig
+    return fit_title(fig, COLORBAR_ROOM)

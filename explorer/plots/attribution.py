@@ -12,6 +12,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
+    fit_title,
+    plot_text,
+    plot_texts,
+    tick_texts,
+    title_layout,
+)
+
 POSITIVE = (214, 96, 77)  # RdBu's red
 NEGATIVE = (67, 147, 195)  # RdBu's blue
 MISSING_COLOR = "rgba(200, 200, 200, 0.35)"
@@ -60,25 +70,27 @@ def attribution_bars(labels: list[str], scores: dict[str, np.ndarray], title: st
     if not scores:
         raise ValueError("no method's scores to draw")
     names = list(scores)
-    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names, vertical_spacing=0.12)
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=plot_texts(names),
+                        vertical_spacing=0.18)  # fmt: skip
     x = list(range(len(labels)))
+    shown = plot_texts(labels)
     for row, name in enumerate(names, start=1):
         values = _check(scores[name], labels)
         colors = [f"rgb{POSITIVE}" if v >= 0 else f"rgb{NEGATIVE}" for v in values]
         fig.add_trace(
             go.Bar(
-                x=x, y=values.astype(np.float32), marker_color=colors, customdata=labels, name=name, showlegend=False,
-                hovertemplate="%{customdata}<br>" + name + ": %{y:.4g}<extra></extra>",
+                x=x, y=values.astype(np.float32), marker_color=colors, customdata=shown, name=plot_text(name),
+                showlegend=False, hovertemplate="%{customdata}<br>" + plot_text(name) + ": %{y:.4g}<extra></extra>",
             ),
             row=row, col=1,
         )  # fmt: skip
         fig.update_yaxes(zeroline=True, zerolinecolor="#888", row=row, col=1)
-    fig.update_xaxes(tickvals=x, ticktext=labels, tickangle=-45, row=len(names), col=1)
+    fig.update_xaxes(tickvals=x, ticktext=shown, tickangle=-45, automargin=True, row=len(names), col=1)
     fig.update_layout(
-        title=title, height=140 + 220 * len(names), margin={"l": 60, "r": 20, "t": 70, "b": 80},
+        title=title_layout(title), height=160 + 220 * len(names), margin={"l": 60, "r": 20, "t": 40, "b": 20},
         plot_bgcolor="white", bargap=0.25,
     )  # fmt: skip
-    return fig
+    return fit_title(fig, 34)
 
 
 def attribution_heatmap(scores, row_labels: list[str], column_labels: list[str], title: str = "") -> go.Figure:
@@ -94,21 +106,23 @@ def attribution_heatmap(scores, row_labels: list[str], column_labels: list[str],
         )
     bound = _scale(scores)
     n_rows, n_cols = scores.shape
+    row_ticks, column_ticks = tick_texts(row_labels), tick_texts(column_labels)
+    row_labels, column_labels = plot_texts(row_labels), plot_texts(column_labels)
     fig = go.Figure(
         go.Heatmap(
             z=scores.astype(np.float32), x=list(range(n_cols)), y=list(range(n_rows)), zmin=-bound, zmax=bound,
-            colorscale="RdBu_r", colorbar={"title": "attribution"}, hoverongaps=False,
+            colorscale="RdBu_r", colorbar=colorbar_above("attribution"), hoverongaps=False,
             customdata=np.array([[f"{r} ← {c}" for c in column_labels] for r in row_labels]),
             hovertemplate="%{customdata}<br>attribution %{z:.4g}<extra></extra>",
         )
     )  # fmt: skip
     tick_font = {"size": 11 if max(n_rows, n_cols) <= 40 else 8}
     fig.update_layout(
-        title=title, plot_bgcolor=MISSING_COLOR,
-        xaxis={"title": "input token (source of the attribution)", "tickvals": list(range(n_cols)),
-               "ticktext": column_labels, "side": "top", "tickangle": -60, "tickfont": tick_font, "showgrid": False},
-        yaxis={"title": "explained token", "tickvals": list(range(n_rows)), "ticktext": row_labels,
+        title=title_layout(title), plot_bgcolor=MISSING_COLOR,
+        xaxis={"title": "input token (source)", "tickvals": list(range(n_cols)), "automargin": True,
+               "ticktext": column_ticks, "tickangle": -60, "tickfont": tick_font, "showgrid": False},
+        yaxis={"title": "explained token", "tickvals": list(range(n_rows)), "ticktext": row_ticks, "automargin": True,
                "autorange": "reversed", "tickfont": tick_font, "showgrid": False},
-        margin={"l": 110, "r": 20, "t": 110, "b": 20}, height=max(320, min(900, 160 + 26 * n_rows)),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=max(360, min(900, 220 + 26 * n_rows)),
     )  # fmt: skip
-    return fig
+    return fit_title(fig, COLORBAR_ROOM)

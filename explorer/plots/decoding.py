@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.plots.text import fit_title, plot_text, plot_texts, title_layout
+
 STATUS_COLORS = {"root": "#444", "kept": "#2a9d8f", "finished": "#1d4ed8", "pruned": "#bbbbbb"}
 
 
-def stage_bars(labels: list[str], stage_names: list[str], probs: np.ndarray, kept: np.ndarray) -> go.Figure:
+def stage_bars(
+    labels: list[str], stage_names: list[str], probs: np.ndarray, kept: np.ndarray, title: str = ""
+) -> go.Figure:
     """Grouped bars: the same candidate tokens (x) under each decoding stage (one colour per stage).
 
     ``probs`` and ``kept`` are (stages, tokens); a token filtered out at a stage shows an empty bar
@@ -18,21 +22,26 @@ def stage_bars(labels: list[str], stage_names: list[str], probs: np.ndarray, kep
     if probs.shape != kept.shape or probs.shape != (len(stage_names), len(labels)):
         raise ValueError(f"probs {probs.shape} and kept {kept.shape} must be ({len(stage_names)}, {len(labels)})")
     fig = go.Figure()
+    shown = plot_texts(labels)
     for s, name in enumerate(stage_names):
+        name = plot_text(name)
         text = [f"{p:.3f}" if k else "removed" for p, k in zip(probs[s], kept[s])]
         fig.add_trace(
             go.Bar(
                 x=list(range(len(labels))), y=np.where(kept[s], probs[s], 0.0), name=name, text=text,
-                hovertemplate="%{customdata}<br>" + name + ": %{text}<extra></extra>", customdata=labels,
+                hovertemplate="%{customdata}<br>" + name + ": %{text}<extra></extra>", customdata=shown,
                 textposition="none",
             )
         )  # fmt: skip
     fig.update_layout(
-        barmode="group", height=380, margin={"l": 50, "r": 20, "t": 40, "b": 80}, plot_bgcolor="white",
-        xaxis={"tickvals": list(range(len(labels))), "ticktext": labels, "tickangle": -45},
-        yaxis={"title": "probability", "rangemode": "tozero"}, legend={"orientation": "h", "y": 1.12},
+        title=title_layout(title), barmode="group", height=440, plot_bgcolor="white",
+        margin={"l": 50, "r": 20, "t": 30, "b": 10},
+        xaxis={"tickvals": list(range(len(labels))), "ticktext": shown, "tickangle": -45, "automargin": True},
+        yaxis={"title": "probability", "rangemode": "tozero"},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.02, "yanchor": "top", "yref": "container"},
+        showlegend=len(stage_names) > 1,
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
 def beam_tree(nodes: list[dict], title: str = "") -> go.Figure:
@@ -63,19 +72,22 @@ def beam_tree(nodes: list[dict], title: str = "") -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[n["step"] for n in group], y=[y[n["id"]] for n in group], mode="markers+text", name=status,
-                text=[n["label"] for n in group], textposition="middle right",
+                text=plot_texts([n["label"] for n in group]), textposition="middle right",
                 marker={"color": color, "size": 9}, customdata=[round(n["score"], 3) for n in group],
                 hovertemplate="%{text}<br>log-prob %{customdata}<extra>" + status + "</extra>",
             )
         )  # fmt: skip
     fig.update_layout(
-        title=title, height=max(320, 40 * max(1, len({round(v, 2) for v in y.values()}))), plot_bgcolor="white",
+        title=title_layout(title), height=max(340, 40 * max(1, len({round(v, 2) for v in y.values()}))),
+        plot_bgcolor="white", legend={"orientation": "h", "y": -0.15},
         xaxis={"title": "step", "dtick": 1}, yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 50, "b": 40},
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
-def logit_lens_grid(top_labels: np.ndarray, top_probs: np.ndarray, position_labels: list[str]) -> go.Figure:
+def logit_lens_grid(
+    top_labels: np.ndarray, top_probs: np.ndarray, position_labels: list[str], title: str = ""
+) -> go.Figure:
     """Layer × position grid: each cell the token that layer would predict next, coloured by its probability.
 
     ``top_labels`` and ``top_probs`` are (layers + 1, positions); row 0 reads the embeddings.
@@ -86,14 +98,16 @@ def logit_lens_grid(top_labels: np.ndarray, top_probs: np.ndarray, position_labe
         raise ValueError("labels, probabilities and positions must agree in shape")
     fig = go.Figure(
         go.Heatmap(
-            z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=top_labels, texttemplate="%{text}",
-            colorscale="Greens", zmin=0, zmax=1, colorbar={"title": "p(top)"},
+            z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=plot_texts(np.asarray(top_labels)),
+            texttemplate="%{text}", colorscale="Greens", zmin=0, zmax=1, colorbar={"title": "p(top)", "thickness": 12},
             hovertemplate="layer %{y}, after token %{x}<br>predicts %{text} (%{z:.2f})<extra></extra>",
         )
     )  # fmt: skip
     fig.update_layout(
-        height=max(320, 60 + 34 * n_layers), plot_bgcolor="white", margin={"l": 60, "r": 20, "t": 90, "b": 20},
-        xaxis={"tickvals": list(range(n_pos)), "ticktext": position_labels, "side": "top", "tickangle": -45},
+        title=title_layout(title), height=max(360, 140 + 34 * n_layers), plot_bgcolor="white",
+        margin={"l": 60, "r": 10, "t": 10, "b": 10},
+        xaxis={"tickvals": list(range(n_pos)), "ticktext": plot_texts(position_labels), "tickangle": -45,
+               "automargin": True},
         yaxis={"title": "layer (0 = embeddings)", "dtick": 1},
     )  # fmt: skip
-    return fig
+    return fit_title(fig)

@@ -6,7 +6,20 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
+    fit_title,
+    plot_text,
+    plot_texts,
+    tick_texts,
+    title_layout,
+)
+
 BASE_COLOR = "rgba(90, 110, 160, 0.45)"
+BASE_COLOR_3D = "rgba(60, 80, 150, 0.75)"  # a 3-D scene's small points need more ink to read on a projector
+FOCUS_NEIGHBOURS = 12  # the searched token's nearest points on the map get their labels
+LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container"}
 INPUT_COLOR = "#d62728"
 FOCUS_COLOR = "#ff7f0e"
 TEXT_COLORS = ("#1f77b4", "#d62728")
@@ -38,25 +51,32 @@ def token_map(
     if coords.ndim != 2 or coords.shape[1] not in (2, 3) or len(coords) != len(labels) or len(ids) != len(labels):
         raise ValueError(f"coords {coords.shape} must be (n, 2 or 3) with one label and id per row")
     three_d = coords.shape[1] == 3
-    size = 2 if three_d else 4
+    size = 3 if three_d else 4
+    labels = plot_texts(labels)
     hover = [f"{label}  (id {i})" for label, i in zip(labels, np.asarray(ids).tolist())]
     fig = go.Figure(
-        _scatter(coords, mode="markers", marker={"size": size, "color": BASE_COLOR}, text=hover, hoverinfo="text",
-                 name=f"{len(labels):,} tokens")
+        _scatter(coords, mode="markers", marker={"size": size, "color": BASE_COLOR_3D if three_d else BASE_COLOR},
+                 text=hover, hoverinfo="text", name=f"{len(labels):,} tokens")
     )  # fmt: skip
     if marked is not None and len(marked[1]):
-        m_coords, m_labels = marked
+        m_coords, m_labels = marked[0], plot_texts(marked[1])
         fig.add_trace(
             _scatter(np.asarray(m_coords), mode="markers+text", text=m_labels, textposition="top center",
                      marker={"size": 6 if three_d else 9, "color": INPUT_COLOR}, name="the text's tokens",
                      hoverinfo="text", textfont={"color": INPUT_COLOR})
         )  # fmt: skip
     if focus is not None:
-        point, label = np.asarray(focus[0], np.float32), focus[1]
+        point, label = np.asarray(focus[0], np.float32), plot_text(focus[1])
         fig.add_trace(
             _scatter(point[None], mode="markers+text", text=[label], textposition="bottom center", name=f"“{label}”",
                      marker={"size": 9 if three_d else 18, "color": FOCUS_COLOR, "symbol": "diamond" if three_d else "star"},
                      textfont={"size": 15, "color": FOCUS_COLOR})
+        )  # fmt: skip
+        near = np.argsort(np.linalg.norm(coords - point, axis=1))[:FOCUS_NEIGHBOURS]
+        fig.add_trace(
+            _scatter(coords[near], mode="markers+text", text=[labels[i] for i in near], textposition="top center",
+                     marker={"size": 7, "color": "#555"}, name="its nearest tokens here", hoverinfo="text",
+                     textfont={"size": 13, "color": "#333"})
         )  # fmt: skip
         if not three_d:
             span = np.ptp(coords, axis=0) * 0.08 + 1e-6
@@ -65,10 +85,13 @@ def token_map(
                 yaxis={"range": [point[1] - span[1], point[1] + span[1]]},
             )
     fig.update_layout(
-        title=title, height=650, plot_bgcolor="white", legend={"orientation": "h", "y": -0.05},
-        margin={"l": 20, "r": 20, "t": 60, "b": 20},
+        title=title_layout(title), height=650, plot_bgcolor="white", legend=LEGEND_BELOW,
+        margin={"l": 20, "r": 20, "t": 30, "b": 50},
     )  # fmt: skip
-    return fig
+    if three_d:  # fill the box: equal axes, no wasted margin, a camera a little closer than plotly's default
+        fig.update_layout(scene={"aspectmode": "cube", "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}}},
+                          margin={"l": 0, "r": 0, "t": 30, "b": 50})  # fmt: skip
+    return fit_title(fig)
 
 
 def similarity_heatmap(
@@ -79,6 +102,8 @@ def similarity_heatmap(
     if matrix.shape != (len(row_labels), len(col_labels)):
         raise ValueError(f"matrix {matrix.shape} does not match {len(row_labels)} × {len(col_labels)} labels")
     n_r, n_c = matrix.shape
+    row_ticks, col_ticks = tick_texts(row_labels), tick_texts(col_labels)
+    row_labels, col_labels = plot_texts(row_labels), plot_texts(col_labels)
     if max(n_r, n_c) <= HOVER_LABELS_MAX:
         text = [
             [f"{r} ↔ {c}<br>{value_name} {v:.3f}" for c, v in zip(col_labels, row)]
@@ -89,20 +114,21 @@ def similarity_heatmap(
         hover = {"hovertemplate": f"%{{y}} ↔ %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
     fig = go.Figure(
         go.Heatmap(z=matrix, x=list(range(n_c)), y=list(range(n_r)), zmin=-1, zmax=1, colorscale="RdBu_r",
-                   colorbar={"title": value_name}, **hover)
+                   colorbar=colorbar_above(value_name), **hover)
     )  # fmt: skip
     ticks = {"tickfont": {"size": 11 if max(n_r, n_c) <= 40 else 8}}
     if max(n_r, n_c) <= HOVER_LABELS_MAX:
-        ticks_x = {"tickvals": list(range(n_c)), "ticktext": col_labels, "tickangle": -60}
-        ticks_y = {"tickvals": list(range(n_r)), "ticktext": row_labels}
+        ticks_x = {"tickvals": list(range(n_c)), "ticktext": col_ticks, "tickangle": -60}
+        ticks_y = {"tickvals": list(range(n_r)), "ticktext": row_ticks}
     else:
         ticks_x, ticks_y = {}, {}
     fig.update_layout(
-        title=title, height=max(380, min(850, 140 + 16 * n_r)), plot_bgcolor="white",
-        xaxis={"side": "top", **ticks, **ticks_x}, yaxis={"autorange": "reversed", **ticks, **ticks_y},
-        margin={"l": 90, "r": 20, "t": 110, "b": 20},
+        title=title_layout(title), height=max(400, min(850, 200 + 16 * n_r)), plot_bgcolor="white",
+        xaxis={"automargin": True, **ticks, **ticks_x},
+        yaxis={"autorange": "reversed", "automargin": True, **ticks, **ticks_y},
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
     )  # fmt: skip
-    return fig
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def trajectories(
@@ -116,7 +142,7 @@ def trajectories(
     fig = go.Figure()
     followed = followed or [[] for _ in paths]
     for t, (path, token_labels, name) in enumerate(zip(paths, labels, names)):
-        path = np.asarray(path, np.float32)
+        path, token_labels, name = np.asarray(path, np.float32), plot_texts(token_labels), plot_text(name)
         n_layers = path.shape[0]
         color = TEXT_COLORS[t % len(TEXT_COLORS)]
         for i, label in enumerate(token_labels):
@@ -131,8 +157,11 @@ def trajectories(
                                  "opacity": 1.0 if thick or not any(followed[t]) else 0.5},
                          textfont={"color": color, "size": 14 if thick else 11})
             )  # fmt: skip
-    fig.update_layout(title=title, height=650, plot_bgcolor="white", margin={"l": 20, "r": 20, "t": 60, "b": 20})
-    return fig
+    fig.update_layout(title=title_layout(title), height=650, plot_bgcolor="white", legend=LEGEND_BELOW,
+                      margin={"l": 20, "r": 20, "t": 30, "b": 50})  # fmt: skip
+    if path.shape[-1] == 3:
+        fig.update_layout(scene={"aspectmode": "cube"}, margin={"l": 0, "r": 0, "t": 30, "b": 50})
+    return fit_title(fig)
 
 
 def layer_lines(series: dict[str, np.ndarray], title: str = "", y_title: str = "cosine similarity") -> go.Figure:
@@ -140,34 +169,39 @@ def layer_lines(series: dict[str, np.ndarray], title: str = "", y_title: str = "
     fig = go.Figure()
     for name, values in series.items():
         values = np.asarray(values, float)
-        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
+        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=plot_text(name)))
     fig.update_layout(
-        title=title, height=380, plot_bgcolor="white", xaxis={"title": "layer (0 = embeddings)", "dtick": 1},
-        yaxis={"title": y_title}, legend={"orientation": "h", "y": -0.2},
+        title=title_layout(title), height=440, plot_bgcolor="white", xaxis={"title": "layer (0 = embeddings)", "dtick": 1},
+        yaxis={"title": y_title}, legend=LEGEND_BELOW, margin={"l": 60, "r": 20, "t": 30, "b": 10},
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
 def bars(labels: list[str], values: np.ndarray, title: str = "", value_name: str = "cosine similarity") -> go.Figure:
     """Horizontal bars, first item on top (neighbour lists, analogy results)."""
     values = np.asarray(values, float)
+    labels = plot_texts(labels)
     fig = go.Figure(
         go.Bar(x=values, y=list(range(len(labels))), orientation="h", text=[f"{v:.3f}" for v in values],
                textposition="auto", marker={"color": "#2a9d8f"}, hovertext=labels, hoverinfo="text+x")
     )  # fmt: skip
     fig.update_layout(
-        title=title, height=max(260, 60 + 24 * len(labels)), plot_bgcolor="white", xaxis={"title": value_name},
-        yaxis={"tickvals": list(range(len(labels))), "ticktext": labels, "autorange": "reversed"},
-        margin={"l": 120, "r": 20, "t": 60, "b": 40},
+        title=title_layout(title), height=max(280, 100 + 24 * len(labels)), plot_bgcolor="white",
+        xaxis={"title": value_name},
+        yaxis={"tickvals": list(range(len(labels))), "ticktext": labels, "autorange": "reversed", "automargin": True},
+        margin={"l": 20, "r": 20, "t": 30, "b": 40},
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
-def position_comparison(model_sims: np.ndarray | None, sinusoid_sims: np.ndarray, model_title: str) -> go.Figure:
+def position_comparison(
+    model_sims: np.ndarray | None, sinusoid_sims: np.ndarray, model_title: str, title: str = ""
+) -> go.Figure:
     """Position × position cosine similarity: the model's learned table (if any) beside the sinusoidal encoding."""
     panels = [(model_sims, model_title)] if model_sims is not None else []
     panels.append((sinusoid_sims, "sinusoidal (Vaswani et al., 2017)"))
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels], horizontal_spacing=0.08)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[plot_text(t) for _, t in panels],
+                        horizontal_spacing=0.12)  # fmt: skip
     for col, (sims, _) in enumerate(panels, start=1):
         fig.add_trace(
             go.Heatmap(z=np.asarray(sims, np.float32), zmin=-1, zmax=1, colorscale="RdBu_r", showscale=col == 1,
@@ -176,8 +210,9 @@ def position_comparison(model_sims: np.ndarray | None, sinusoid_sims: np.ndarray
         )  # fmt: skip
         fig.update_xaxes(title_text="position", row=1, col=col)
         fig.update_yaxes(title_text="position", autorange="reversed", row=1, col=col)
-    fig.update_layout(height=480, plot_bgcolor="white", margin={"l": 60, "r": 20, "t": 60, "b": 40})
-    return fig
+    fig.update_layout(title=title_layout(title), height=480, plot_bgcolor="white",
+                      margin={"l": 60, "r": 20, "t": 80, "b": 40})  # fmt: skip
+    return fit_title(fig, 34)
 
 
 def encoding_heatmap(encoding: np.ndarray, title: str = "", x_title: str = "dimension") -> go.Figure:
@@ -188,10 +223,10 @@ def encoding_heatmap(encoding: np.ndarray, title: str = "", x_title: str = "dime
                    hovertemplate=f"position %{{y}}, {x_title} %{{x}}<br>%{{z:.3f}}<extra></extra>")
     )  # fmt: skip
     fig.update_layout(
-        title=title, height=420, plot_bgcolor="white", xaxis={"title": x_title},
-        yaxis={"title": "position", "autorange": "reversed"}, margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        title=title_layout(title), height=420, plot_bgcolor="white", xaxis={"title": x_title},
+        yaxis={"title": "position", "autorange": "reversed"}, margin={"l": 60, "r": 20, "t": 30, "b": 40},
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
 def relative_bias(distances: np.ndarray, buckets: np.ndarray, bias: np.ndarray, title: str = "") -> go.Figure:
@@ -200,19 +235,20 @@ def relative_bias(distances: np.ndarray, buckets: np.ndarray, bias: np.ndarray, 
     if bias.shape[1] != len(distances) or len(buckets) != len(distances):
         raise ValueError("bias must be (heads, distances), with one bucket per distance")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.35, 0.65], vertical_spacing=0.06,
-                        subplot_titles=["bucket of each distance", "bias added to the attention score, per head"])  # fmt: skip
+                        subplot_titles=["bucket of each distance", "bias added to the score, per head"])  # fmt: skip
     fig.add_trace(go.Scatter(x=distances, y=buckets, mode="lines", line={"shape": "hv"}, name="bucket"), row=1, col=1)
     fig.add_trace(
         go.Heatmap(z=bias, x=distances, y=list(range(bias.shape[0])), colorscale="RdBu_r", zmid=0,
-                   colorbar={"title": "bias", "y": 0.32, "len": 0.65},
+                   colorbar={"title": "bias", "y": 0.32, "len": 0.65, "thickness": 10},
                    hovertemplate="head %{y}, key − query = %{x}<br>bias %{z:.3f}<extra></extra>"),
         row=2, col=1,
     )  # fmt: skip
-    fig.update_xaxes(title_text="relative distance (key position − query position)", row=2, col=1)
+    fig.update_xaxes(title_text="distance: key − query position", row=2, col=1)
     fig.update_yaxes(title_text="bucket", row=1, col=1)
     fig.update_yaxes(title_text="head", dtick=1, row=2, col=1)
-    fig.update_layout(title=title, height=620, plot_bgcolor="white", showlegend=False)
-    return fig
+    fig.update_layout(title=title_layout(title), height=660, plot_bgcolor="white", showlegend=False,
+                      margin={"l": 50, "r": 10, "t": 90, "b": 40})  # fmt: skip
+    return fit_title(fig, 34)
 
 
 def rope(angles: np.ndarray, distances: np.ndarray, scores: np.ndarray, title: str = "") -> go.Figure:
@@ -230,5 +266,6 @@ def rope(angles: np.ndarray, distances: np.ndarray, scores: np.ndarray, title: s
     fig.update_xaxes(title_text="pair i (fast → slow)", row=1, col=1)
     fig.update_yaxes(title_text="position", autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="distance between query and key", row=1, col=2)
-    fig.update_layout(title=title, height=460, plot_bgcolor="white", showlegend=False)
-    return fig
+    fig.update_layout(title=title_layout(title), height=500, plot_bgcolor="white", showlegend=False,
+                      margin={"t": 100})  # fmt: skip
+    return fit_title(fig, 34)

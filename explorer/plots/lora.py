@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.plots.text import fit_title, plot_texts, title_layout
+
 BASE_COLOR, ADAPTED_COLOR = "#8d99ae", "#e76f51"
-_LAYOUT = {"plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 50, "b": 60}}
+_LAYOUT = {"plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 30, "b": 10}}
+LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container"}
 
 
 def loss_curve(losses, total_steps: int, heldout_before: float | None = None, heldout_after: float | None = None,
@@ -28,10 +31,10 @@ def loss_curve(losses, total_steps: int, heldout_before: float | None = None, he
             fig.add_trace(go.Scatter(x=[0, total_steps], y=[value, value], mode="lines", name=f"{name}: {value:.3f}",
                                      line={"color": color, "dash": "dash"}))  # fmt: skip
     fig.update_layout(
-        title=title, height=340, xaxis={"title": "step", "range": [0, max(total_steps, 1)]},
-        yaxis={"title": "loss (nats per token)"}, legend={"orientation": "h", "y": -0.25}, **_LAYOUT,
+        title=title_layout(title), height=420, xaxis={"title": "step", "range": [0, max(total_steps, 1)]},
+        yaxis={"title": "loss (nats per token)"}, legend=LEGEND_BELOW, **_LAYOUT,
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
 def before_after_bars(labels: list[str], before: np.ndarray, after: np.ndarray, title: str = "") -> go.Figure:
@@ -40,21 +43,24 @@ def before_after_bars(labels: list[str], before: np.ndarray, after: np.ndarray, 
     if before.shape != after.shape or before.shape != (len(labels),):
         raise ValueError(f"before {before.shape} and after {after.shape} must both be ({len(labels)},)")
     x = list(range(len(labels)))
+    labels = plot_texts(labels)
     fig = go.Figure()
     for values, name, color in ((before, "base", BASE_COLOR), (after, "adapted", ADAPTED_COLOR)):
         fig.add_trace(go.Bar(x=x, y=values, name=name, marker_color=color, customdata=labels,
                              hovertemplate="%{customdata}<br>" + name + ": %{y:.3f}<extra></extra>"))  # fmt: skip
     fig.update_layout(
-        title=title, barmode="group", height=340, legend={"orientation": "h", "y": 1.12},
-        xaxis={"tickvals": x, "ticktext": labels, "tickangle": -45}, yaxis={"title": "probability"}, **_LAYOUT,
+        title=title_layout(title), barmode="group", height=420, legend=LEGEND_BELOW,
+        xaxis={"tickvals": x, "ticktext": labels, "tickangle": -45, "automargin": True}, yaxis={"title": "probability"},
+        **_LAYOUT,
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
-def moved_bars(labels: list[str], before: np.ndarray, after: np.ndarray) -> go.Figure:
+def moved_bars(labels: list[str], before: np.ndarray, after: np.ndarray, title: str = "") -> go.Figure:
     """Horizontal bars of the change in probability, biggest rise on top; hover shows before → after."""
     before, after = np.asarray(before, float), np.asarray(after, float)
     change = after - before
+    labels = plot_texts(labels)
     order = np.argsort(change)
     text = [f"{b:.4f} → {a:.4f}" for b, a in zip(before[order], after[order])]
     fig = go.Figure(
@@ -65,26 +71,31 @@ def moved_bars(labels: list[str], before: np.ndarray, after: np.ndarray) -> go.F
         )
     )  # fmt: skip
     fig.update_layout(
-        title="Tokens whose probability moved most (mean over the probe prompts)", height=60 + 26 * len(labels),
-        xaxis={"title": "change in next-token probability", "zeroline": True}, **_LAYOUT,
+        title=title_layout(" · ".join(filter(None, ["Tokens whose probability moved most (mean over the probes)", title]))),
+        height=120 + 26 * len(labels), xaxis={"title": "change in next-token probability", "zeroline": True},
+        yaxis={"automargin": True}, **_LAYOUT,
     )  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
-def norm_heatmap(blocks: list[str], kinds: list[str], norms: np.ndarray, relative: np.ndarray) -> go.Figure:
+def norm_heatmap(
+    blocks: list[str], kinds: list[str], norms: np.ndarray, relative: np.ndarray, title: str = ""
+) -> go.Figure:
     """‖ΔW‖ per block (rows) and module kind (columns); hover adds ‖ΔW‖ / ‖W‖."""
     norms, relative = np.asarray(norms, float), np.asarray(relative, float)
     if norms.shape != (len(blocks), len(kinds)) or relative.shape != norms.shape:
         raise ValueError(f"norms {norms.shape} and relative {relative.shape} must be ({len(blocks)}, {len(kinds)})")
     fig = go.Figure(
         go.Heatmap(
-            z=norms, x=kinds, y=blocks, customdata=relative, colorscale="Oranges", colorbar={"title": "‖ΔW‖"},
+            z=norms, x=plot_texts(kinds), y=plot_texts(blocks), customdata=relative, colorscale="Oranges",
+            colorbar={"title": "‖ΔW‖", "thickness": 12},
             hovertemplate="%{y} %{x}<br>‖ΔW‖ = %{z:.4f}<br>‖ΔW‖/‖W‖ = %{customdata:.4f}<extra></extra>",
         )
     )  # fmt: skip
-    fig.update_layout(title="Size of the update per layer and module (Frobenius norm)", height=120 + 30 * len(blocks),
-                      yaxis={"autorange": "reversed"}, **_LAYOUT)  # fmt: skip
-    return fig
+    fig.update_layout(title=title_layout(" · ".join(filter(None, ["Size of the update per layer and module (Frobenius norm)", title]))),
+                      height=160 + 30 * len(blocks), yaxis={"autorange": "reversed", "automargin": True},
+                      xaxis={"automargin": True}, **_LAYOUT)  # fmt: skip
+    return fit_title(fig)
 
 
 def singular_values(values: np.ndarray, r: int, title: str = "") -> go.Figure:
@@ -97,9 +108,10 @@ def singular_values(values: np.ndarray, r: int, title: str = "") -> go.Figure:
                hovertemplate="σ%{x} = %{y:.3g}<extra></extra>")
     )  # fmt: skip
     fig.add_vline(x=r + 0.5, line_dash="dash", line_color="#444", annotation_text=f"r = {r}")
-    fig.update_layout(title=title, height=320, xaxis={"title": "index"}, yaxis={"title": "singular value", "type": "log"},
+    fig.update_layout(title=title_layout(title), height=340, xaxis={"title": "index"},
+                      yaxis={"title": "singular value", "type": "log"},
                       **_LAYOUT)  # fmt: skip
-    return fig
+    return fit_title(fig)
 
 
 def delta_heatmap(matrix: np.ndarray, title: str = "", shape: tuple[int, int] | None = None) -> go.Figure:
@@ -108,7 +120,8 @@ def delta_heatmap(matrix: np.ndarray, title: str = "", shape: tuple[int, int] | 
     limit = float(np.abs(matrix).max()) or 1.0
     rows, cols = shape or matrix.shape
     note = f"{rows} × {cols}" + (f", shown as {matrix.shape[0]} × {matrix.shape[1]} block means" if shape else "")
-    fig = go.Figure(go.Heatmap(z=matrix, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, colorbar={"title": "ΔW"}))
-    fig.update_layout(title=f"{title} ({note})", height=420, xaxis={"title": "input"},
+    fig = go.Figure(go.Heatmap(z=matrix, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+                               colorbar={"title": "ΔW", "thickness": 12}))  # fmt: skip
+    fig.update_layout(title=title_layout(f"{title} · {note}"), height=440, xaxis={"title": "input"},
                       yaxis={"title": "output", "autorange": "reversed"}, **_LAYOUT)  # fmt: skip
-    return fig
+    return fit_title(fig)

@@ -1,16 +1,112 @@
-"""Figures made of text alone: a message where a plot will be (analyse first, nothing to draw, an error).
+"""Text that enters a figure: plotly reads ``<`` and ``&`` in labels, titles and hovers as its own HTML.
 
-Every tab shows one in place of a figure it cannot draw yet, so it lives here, below the tabs.
+A token such as ``</s>`` or ``<pad>`` would be taken for a tag (and T5's ``</s>`` blew the margins
+of every heatmap it labelled), so every string drawn from model or user text goes through
+``plot_text`` (or ``plot_texts``) before it reaches a figure. Titles are wrapped onto short lines,
+because plotly never wraps them and a phone is about 40 characters wide.
 """
 
 from __future__ import annotations
 
+from html import escape
+
+import numpy as np
 import plotly.graph_objects as go
+
+TITLE_LINE = 40  # characters per title line: what a 390 px phone screen shows at the title's size
+TITLE_FONT = 15
+TITLE_LINE_PX = 20  # one title line at TITLE_FONT
+TITLE_PAD = 8
+TITLE_RISE_LINE, TITLE_RISE_LINES = 20, 30  # px plotly lifts a title of one line, of several
+
+
+def plot_text(text) -> str:
+    """``"</s>"`` -> ``"&lt;/s&gt;"``: shown by plotly as typed, never read as markup."""
+    return escape(str(text), quote=False)
+
+
+def plot_texts(texts) -> list[str]:
+    """``plot_text`` of every label (a list, or an array of any shape, returned as nested lists)."""
+    if isinstance(texts, np.ndarray):
+        return np.vectorize(plot_text, otypes=[object])(texts).tolist() if texts.size else texts.tolist()
+    return [plot_texts(t) if isinstance(t, (list, tuple, np.ndarray)) else plot_text(t) for t in texts]
+
+
+TICK_CHARS = 10  # a tick label longer than this is cut (hover still shows it whole): a phone has no room
+
+
+def tick_texts(labels) -> list[str]:
+    """Labels for axis ticks: escaped, and cut to ``TICK_CHARS`` characters with an ellipsis."""
+    return [plot_text(shorten(label, TICK_CHARS)) for label in labels]
+
+
+def colorbar_above(title: str) -> dict:
+    """A thin horizontal colour bar above the plot, so a narrow screen keeps its width for the cells
+    (pair with ``fit_title(fig, COLORBAR_ROOM)``)."""
+    return {"orientation": "h", "x": 0, "xanchor": "left", "y": 1, "yanchor": "bottom", "yref": "paper",
+            "lenmode": "pixels", "len": 140, "thickness": 10, "ypad": 4, "nticks": 4, "tickangle": 0,
+            "title": {"text": plot_text(title), "side": "right"}}  # fmt: skip
+
+
+COLORBAR_ROOM = 46  # px between the title and the plot that a ``colorbar_above`` takes
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """A text for a title: one line, at most ``limit`` characters, an ellipsis where it was cut."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def wrap_title(title: str, width: int = TITLE_LINE) -> str:
+    """The title escaped and broken onto lines of at most ``width`` characters, between its " · " parts
+    (between words only inside a part too long for a line).
+
+    ``wrap_title("tiny-t5 · layer 0 · head 1", 18)`` -> ``"tiny-t5 · layer 0<br>head 1"``.
+    """
+    lines: list[str] = []
+    for part in str(title).split(" · "):
+        pieces = [part] if len(part) <= width else part.split()
+        for i, piece in enumerate(pieces):
+            joint = " · " if i == 0 else " "
+            if lines and len(lines[-1]) + len(joint) + len(piece) <= width:
+                lines[-1] += joint + piece
+            else:
+                lines.append(piece)
+    return "<br>".join(plot_text(line) for line in lines if line)
+
+
+def title_layout(title: str) -> dict:
+    """A figure's ``layout.title``: escaped, wrapped and left-aligned at the top of the figure (``fit_title``
+    then makes room for its lines above the plot)."""
+    return {"text": wrap_title(title), "x": 0.01, "xref": "container", "xanchor": "left", "y": 1, "yref": "container",
+            "yanchor": "top", "font": {"size": TITLE_FONT}}  # fmt: skip
+
+
+def _title_lines(fig: go.Figure) -> int:
+    text = fig.layout.title.text or ""
+    return text.count("<br>") + 1 if text else 0
+
+
+def fit_title(fig: go.Figure, below: int = 16) -> go.Figure:
+    """Room for the title above the plot: the top margin becomes the title's lines plus ``below`` px (the
+    gap above the plot, where subplot titles sit), and the figure grows by as much as the margin did, so
+    the plot keeps the height it was drawn for."""
+    lines = _title_lines(fig)
+    old = fig.layout.margin.t if fig.layout.margin.t is not None else 100
+    top = 2 * TITLE_PAD + lines * TITLE_LINE_PX + below
+    # plotly draws a top-anchored title higher than its pad says (a line's height for several lines, and
+    # about 16 px more inside gradio's plot): pad it down by as much, measured in the browser
+    pad = TITLE_PAD + (TITLE_RISE_LINES if lines > 1 else TITLE_RISE_LINE)
+    fig.update_layout(margin={"t": top}, title={"pad": {"t": pad}})
+    if fig.layout.height is not None:
+        fig.update_layout(height=fig.layout.height + max(0, top - old))
+    return fig
 
 
 def message_figure(text: str) -> go.Figure:
-    """A blank figure (axes hidden, 300 px high) that says ``text`` in its middle."""
+    """A figure that only says something (analyse first, nothing to draw, an error), escaped and wrapped."""
     fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 15})
+    fig.add_annotation(text=wrap_title(text, 60), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 15})  # fmt: skip
     fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=300, plot_bgcolor="white")
     return fig

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
-from explorer.core.run import MAX_CHARS, check_text
+from explorer.core.run import check_plain_text, check_text
 from explorer.core.spec import FAMILY_NAMES
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.plots.text import shorten
+from explorer.ui.context import AppContext, Selection, user_message
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
@@ -25,10 +28,42 @@ CSS = """
                   --text-xl: 30px; --text-xxl: 36px; --prose-text-size: 20px; --block-label-text-size: 17px;
                   --block-info-text-size: 16px; --block-title-text-size: 19px; --section-header-text-size: 20px;
                   --input-text-size: 20px; --button-large-text-size: 22px; --button-small-text-size: 18px; }
-.explorer-large .prose, .explorer-large .js-plotly-plot { font-size: 20px; }
+.explorer-large .prose { font-size: 20px; }
+/* Figures: drawn at 1/1.3 of the width and shown 1.3 times larger, so every label grows and still fits. */
+.explorer-large .js-plotly-plot { zoom: 1.3; width: calc(100% / 1.3) !important; }
+/* Presenter mode: the header on one line (no intro, lesson path, labels or notes) and the figure on screen. */
+.explorer-presenter .explorer-intro, .explorer-presenter .explorer-toolbar, .explorer-presenter .explorer-explain,
+.explorer-presenter .explorer-inputs [data-testid=block-info], .explorer-presenter .explorer-inputs label > span:first-child,
+.explorer-presenter .explorer-share-link { display: none !important; }
+.explorer-presenter .explorer-inputs textarea { height: 2.6em !important; min-height: 0 !important; }
+.explorer-presenter .explorer-inputs .explorer-toggle { padding: 2px 8px !important; }
 """
-# Presenter fonts: a class on the app's root scales every text size the theme defines.
-LARGE_FONTS_JS = "(on) => { document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on); }"
+# Presenter fonts: a class on the app's root scales every text size the theme defines; the figures redraw at
+# their new width (plotly follows window resizes).
+LARGE_FONTS_JS = """(on) => {
+  document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on);
+  window.dispatchEvent(new Event('resize'));
+}"""
+PRESENTER_JS = """(on) => {
+  document.querySelector('.gradio-container')?.classList.toggle('explorer-presenter', !!on);
+  window.dispatchEvent(new Event('resize'));
+}"""
+# The model box takes exactly what was typed: gradio's dropdown would pick the first choice containing the
+# text on Enter ("gpt2" -> "tiny-gpt2"). Enter after typing leaves the box instead, and gradio then keeps an
+# exact choice or the typed text as it is; Enter after moving through the list with the arrows still picks.
+EXACT_MODEL_JS = """() => {
+  let arrowed = false;
+  document.addEventListener('keydown', (e) => {
+    const box = e.target.closest && e.target.closest('.explorer-model');
+    if (!box || e.target.tagName !== 'INPUT') return;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') { arrowed = true; return; }
+    if (e.key !== 'Enter') { arrowed = false; return; }
+    if (arrowed) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    e.target.blur();
+  }, true);
+}"""
 THEME = gr.themes.Soft()
 
 
@@ -47,6 +82,36 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     )
 
 
+def _skips(n: int):
+    return gr.skip() if n == 1 else (gr.skip(),) * n
+
+
+def when_on_screen(fn, tab_id: str, n_outputs: int):
+    """``fn`` run after an analysis only while its tab is the one on screen."""
+
+    def gated(visible_v, *args):
+        return fn(*args) if visible_v == tab_id else _skips(n_outputs)
+
+    return gated
+
+
+def when_stale(fn, tab_id: str, n_outputs: int):
+    """``fn`` run when its tab is opened, if its views were drawn for another analysis (or never)."""
+
+    def gated(drawn_v, selection, *args):
+        return fn(*args) if selection is not None and (drawn_v or {}).get(tab_id) != selection else _skips(n_outputs)
+
+    return gated
+
+
+def failed(message: str, previous: Selection | None) -> str:
+    """The status line after an analysis failed: why, and what the views below still show (their titles say it too)."""
+    line = f"⚠️ {escape(message, quote=False)}"
+    if previous is not None:
+        line += f" The views below still show **{escape(previous.model, quote=False)}** on “{escape(shorten(previous.text, 40), quote=False)}”."
+    return line
+
+
 def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
     """Below a tab's own views: its lesson note with teaching presets, and the export of its figures."""
     note, presets = lesson_note(tab.id), lesson_presets(tab.id)
@@ -60,12 +125,22 @@ def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
     export_panel(plots, tab.label or str(tab.id))
 
 
+def check_tabs_hold_only_tabs(tabs: gr.Tabs, module) -> None:
+    """Gradio numbers tabs by their place among a ``gr.Tabs``' children: anything else there (a ``gr.State``
+    made after the ``with gr.Tab`` block) shifts the numbers, and the tab bar shows wrong, doubled labels."""
+    strays = [type(b).__name__ for b in tabs.children if not isinstance(b, gr.Tab)]
+    if strays:
+        raise TypeError(f"{module.__name__}.build left {', '.join(strays)} beside its gr.Tab: create it inside the tab")
+
+
 def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
     """Every view in ``TABS``, each followed by its lesson notes and export; returns the tab blocks."""
     built = []
     for module in TABS:
         known = set(map(id, tabs.children))
+        shared.building = module.__name__.rsplit(".", 1)[-1]
         module.build(ctx, shared)
+        check_tabs_hold_only_tabs(tabs, module)
         for tab in [b for b in tabs.children if id(b) not in known and isinstance(b, gr.Tab)]:
             with tab:  # re-open the tab to append the classroom extras below its views
                 classroom_extras(tab, shared)
@@ -77,59 +152,108 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     # delete_cache: files handed to users (exports, adapters) leave gradio's cache after an hour, checked every 10 min
     with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600)) as demo:
-        gr.Markdown(INTRO)
-        with gr.Row(equal_height=True):
+        gr.Markdown(INTRO, elem_classes="explorer-intro")
+        with gr.Row(equal_height=True, elem_classes="explorer-toolbar"):
             with gr.Column(scale=4):
                 with gr.Accordion("Lesson path (for a class)", open=False):
                     gr.Markdown(lesson_path())
-            large = gr.Checkbox(False, label="Large fonts (presenter)", scale=1, min_width=160)
             make_link = share_button()
         link = share_link_box()
-        large.change(None, large, None, js=LARGE_FONTS_JS, api_name=False)
-        with gr.Row():
+        with gr.Row(equal_height=True, elem_classes="explorer-inputs"):
             model = gr.Dropdown(
                 ctx.model_choices(), value=ctx.default_model, label="Model", allow_custom_value=not ctx.hosted,
-                info="A bundled model, a catalogue name, a hub id or a local folder.", scale=1,
+                info="A bundled model, a catalogue name, a hub id or a local folder.", scale=2, min_width=150,
+                elem_classes="explorer-model",
             )  # fmt: skip
-            text = gr.Textbox(ctx.default_text, label="Text", lines=2, max_length=MAX_CHARS, scale=3)
-        with gr.Row():
+            # no max_length: the browser would cut a long paste without a word; check_text says it instead
+            text = gr.Textbox(ctx.default_text, label="Text", lines=2, scale=4, min_width=200)
             target = gr.Textbox(
-                "", label="Target text (encoder-decoder models; empty: the model's own output)", scale=3,
-                max_length=MAX_CHARS,
+                "", label="Target text (T5-style models; empty: the model's own output)", lines=2, scale=3,
+                min_width=200,
             )  # fmt: skip
-            button = gr.Button("Analyze", variant="primary", scale=1)
+            button = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
+            with gr.Column(scale=1, min_width=150):
+                presenter = gr.Checkbox(False, label="Presenter mode", elem_classes="explorer-toggle")
+                large = gr.Checkbox(False, label="Large fonts", elem_classes="explorer-toggle")
+        presenter.change(None, presenter, None, js=PRESENTER_JS, api_name=False)
+        large.change(None, large, None, js=LARGE_FONTS_JS, api_name=False)
         status = gr.Markdown(elem_classes="explorer-status")
         state = gr.State(None)
         shared = Shared(state, model, text, status)
         with gr.Tabs() as tabs:
             tab_blocks = build_tabs(ctx, shared, tabs)
-        shell = {"model": model, "text": text, "target": target, "large": large}
+        shell = {"model": model, "text": text, "target": target, "large": large, "presenter": presenter}
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
+        for block in demo.blocks.values():
+            if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
+                block.show_label = False
 
-        @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
-        def analyze(model_name: str, text_value: str, target_value: str):
-            check_text(text_value)
-            selection = Selection(model_name, text_value, target_value or None)
-            ctx.trace(selection)  # loads the model and runs it once; later views read the cache
+        def analyze(model_name: str, text_value: str, target_value: str, previous: Selection | None = None):
+            try:
+                check_text(text_value)
+                check_plain_text(text_value)
+                check_plain_text(target_value, "target text")
+                selection = Selection(model_name, text_value, target_value or None)
+                ctx.trace(selection)  # loads the model and runs it once; later views read the cache
+            except Exception as err:  # a sentence in the status line, and which model the views still show
+                return gr.skip(), failed(user_message(err), previous)
             return selection, summary(ctx, selection)
 
-        def then_views(event, named: bool = True) -> None:
-            for fn, inputs, outputs, api_name in shared._listeners:
-                event.then(fn, inputs, outputs, api_name=api_name if named else False)
+        tab_ids = [t.id for t in tab_blocks]
+        visible = gr.State(tab_ids[0])  # the top-level tab on screen
+        drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
+
+        def then_views(event) -> None:
+            """After an analysis: the views of the tab on screen; the others wait until they are opened."""
+            for tab_id, fn, inputs, outputs, _ in shared._listeners:
+                event.then(when_on_screen(fn, tab_id, len(outputs)), [visible, *inputs], outputs, api_name=False)
+            event.then(lambda tab_v, selection: {tab_v: selection}, [visible, state], drawn, api_name=False)
+
+        for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
+            opened = tab.select(lambda tab_id=tab.id: tab_id, None, visible, api_name=False, queue=False)
+            mine = [(fn, inputs, outputs) for tab_id, fn, inputs, outputs, _ in shared._listeners if tab_id == tab.id]
+            for fn, inputs, outputs in mine:
+                opened.then(when_stale(fn, tab.id, len(outputs)), [drawn, state, *inputs], outputs, api_name=False)
+            opened.then(lambda done, selection, tab_id=tab.id: {**(done or {}), tab_id: selection}, [drawn, state],
+                        drawn, api_name=False)  # fmt: skip
+        api_only = gr.Button(visible=False)  # the views' named endpoints, for gradio_client users: never gated
+        for _, fn, inputs, outputs, api_name in shared._listeners:
+            if api_name:
+                api_only.click(fn, inputs, outputs, api_name=api_name)
+
+        def tab_in_link(request: gr.Request):
+            tab = dict(request.query_params).get("tab") if request is not None else None
+            return tab if tab in tab_ids else tab_ids[0]
+
+        restored = restored.then(tab_in_link, None, visible, api_name=False, queue=False)
 
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
         run_model = {"concurrency_limit": 4, "concurrency_id": "analysis"}
+
+        def check_typed(text_value: str, target_value: str):
+            """As soon as the text changes: a text too long or not text at all is said in the status line."""
+            try:
+                check_plain_text(text_value)
+                check_plain_text(target_value, "target text")
+            except Exception as err:
+                return f"⚠️ {escape(user_message(err), quote=False)}"
+            return gr.skip()
+
+        for box in (text, target):
+            box.input(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")
+
         triggers = [button.click, text.submit, target.submit, model.change]
-        then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
+        inputs = [model, text, target, state]
+        then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
-        then_views(restored.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
+        then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model))
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
-            then_views(chosen.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
+            then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model))
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
     """Serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT decide where (default 127.0.0.1:7860)."""
-    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, **kwargs)
+    demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, js=EXACT_MODEL_JS, **kwargs)

@@ -8,15 +8,16 @@ from dataclasses import dataclass, field
 from functools import wraps
 
 from explorer.core.cache import BoundedCache
-from explorer.core.catalogue import bundled_keys, catalogue, default_model_key
+from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, is_downloaded
 from explorer.core.errors import ExplorerError
-from explorer.core.loading import LoadedModel, load_tokenizer
+from explorer.core.loading import LoadedModel, hub_reachable, load_tokenizer
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
 from explorer.core.scores import attention_scores
 from explorer.core.settings import Settings
 from explorer.core.settings import settings as current_settings
 from explorer.core.trace import Trace
+from explorer.plots.text import shorten
 
 log = logging.getLogger("explorer")
 
@@ -33,6 +34,11 @@ class Selection:
 
 
 SCORES_BYTES = 256 * 2**20  # pre-softmax scores of recent selections (12 layers x 12 heads x 512^2 is 150 MB)
+
+
+def about(selection: Selection) -> str:
+    """What a figure was computed from, for its title: ``tiny-t5 · “Let there be light.”`` (the text shortened)."""
+    return f"{selection.model} · “{shorten(selection.text, 32)}”"
 
 
 def _scores_bytes(scores: dict) -> int:
@@ -56,9 +62,15 @@ class AppContext:
     )
     _tokenizers: BoundedCache = field(default_factory=lambda: BoundedCache(None, max_items=16), repr=False)
 
-    def model_choices(self) -> list[str]:
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, key) of every catalogue model: bundled first; hub models marked when they need a network
+        this machine does not have."""
         keys = bundled_keys()
-        return keys + [k for k in catalogue() if k not in keys]
+        hub = [k for k in catalogue() if k not in keys]
+        online = not hub or hub_reachable()
+        return [(k, k) for k in keys] + [
+            (k if online or is_downloaded(catalogue()[k].source) else f"{k} (needs a network)", k) for k in hub
+        ]
 
     @property
     def hosted(self) -> bool:

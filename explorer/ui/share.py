@@ -1,7 +1,7 @@
 """Share links: a URL whose query restores the model, the text, the tab on screen and its settings.
 
 ``?model=tiny-t5&text=...&tab=attention&attention.layer=2&large=1``: the shell keys are ``model``,
-``text``, ``target``, ``tab`` and ``large`` (presenter fonts); every other key is ``<tab id>.<label>``
+``text``, ``target``, ``tab``, ``large`` (presenter fonts) and ``presenter`` (the one-line header); every other key is ``<tab id>.<label>``
 of a slider, radio, checkbox, number or fixed-choice dropdown inside that tab. The link only holds
 settings that differ from their defaults. Unknown keys and values that do not fit are ignored.
 """
@@ -17,6 +17,7 @@ from explorer.core.run import MAX_CHARS
 
 SETTING_TYPES = (gr.Slider, gr.Radio, gr.Checkbox, gr.Number, gr.Dropdown)
 TRUE = ("1", "true", "yes", "on")
+NOT_SHARED = "explorer-not-shared"  # a setting's elem_classes entry that keeps it out of share links
 
 
 def slug(label: str) -> str:
@@ -35,6 +36,8 @@ def tab_settings(tab: gr.Tab) -> dict[str, gr.components.Component]:
     found = {}
     for block in descendants(tab):
         if not isinstance(block, SETTING_TYPES) or not block.label or block.interactive is False:
+            continue
+        if NOT_SHARED in (block.elem_classes or []):  # filled from the model, not chosen by the user
             continue
         if isinstance(block, gr.Dropdown) and (block.allow_custom_value or not block.choices or block.multiselect):
             continue  # choices filled per model: a stale value would not fit
@@ -91,8 +94,9 @@ def share_url(base: str, shell_values: dict, tab: str | None, settings: dict, va
     query = {k: v for k, v in shell_values.items() if v not in (None, "", False)}
     for long in [k for k in ("text", "target") if len(str(query.get(k, ""))) > MAX_LINK_TEXT]:
         del query[long]  # servers refuse very long addresses: the link then opens on the default text
-    if query.get("large") is True:
-        query["large"] = 1
+    for flag in ("large", "presenter"):
+        if query.get(flag) is True:
+            query[flag] = 1
     if tab:
         query["tab"] = tab
     for (key, component), value in zip(settings.items(), values):

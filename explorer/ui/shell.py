@@ -17,10 +17,12 @@ class Shared:
     status: gr.Markdown
     _listeners: list = field(default_factory=list)
     _presets: list = field(default_factory=list)
+    building: str | None = None  # the id of the tab being built (set by the app around each tab's build)
 
     def on_analyzed(self, fn, inputs, outputs, api_name: str | bool = False) -> None:
-        """Run ``fn`` after every successful analysis (model, text or target changed)."""
-        self._listeners.append((fn, inputs, outputs, api_name))
+        """Run ``fn`` after an analysis (model, text or target changed) while its tab is on screen, or when
+        its tab is next opened: nothing a screen does not show is computed before it is shown."""
+        self._listeners.append((self.building, fn, inputs, outputs, api_name))
 
     def preset_button(self, label: str, text: str) -> gr.Button:
         """A button that puts ``text`` in the text box and analyzes it."""

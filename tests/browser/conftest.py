@@ -17,6 +17,7 @@ import pytest
 ARTIFACTS = Path(__file__).parent / "artifacts"
 APP_TEXT = "The tiger jumped out of a tree because it was thirsty."
 DESKTOP = {"width": 1280, "height": 720}
+PHONE = {"width": 390, "height": 844}
 STATUS = ".prose.explorer-status"  # the status line under the text box
 ANALYZED = "layers ×"  # the status line after an analysis: "**tiny-gpt2** · decoder · 4 layers × 4 heads ..."
 

@@ -145,7 +145,7 @@ def test_large_fonts_scale_the_text(open_page):
     page = open_page()
     size = "() => parseFloat(getComputedStyle(document.querySelector('.explorer-status p')).fontSize)"
     normal = page.evaluate(size)
-    page.get_by_label("Large fonts (presenter)").check()
+    page.get_by_label("Large fonts").check()
     page.wait_for_function(f"() => ({size})() > {normal}")
 
 

@@ -23,7 +23,7 @@ from explorer.analysis.attention.heads import (
 from explorer.core.trace import KIND_NAMES, Trace
 from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded
 
 EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
 1/√d<sub>k</sub> (so scores do not grow with the head width). A **softmax** turns each row of scores into \
@@ -58,18 +58,18 @@ def head_figure(ctx: AppContext, selection: Selection, kind, layer, head, values
     kind, layer, head = _pick(trace, kind, layer, head)
     q_stream, k_stream = trace.streams_of(kind)
     q_labels, k_labels = trace.labels(q_stream), trace.labels(k_stream)
-    where = f"{selection.model} · {KIND_NAMES[kind]} · layer {layer}"
+    where = f"{KIND_NAMES[kind]} · layer {layer}"
     if values == "scores":
         scores = ctx.scores(selection)[kind][layer, head]
-        title = f"{where} · head {head} · pre-softmax scores"
+        title = f"{where} · head {head} · pre-softmax scores · {about(selection)}"
         return attention_heatmap(scores, q_labels, k_labels, title, is_causal(trace, kind), value_name="score")
     if values == "rollout":
         if q_stream != k_stream:
             return message_figure("Rollout follows attention through one stream's layers; pick a self-attention kind.")
         rolled = attention_rollout(trace.attentions[kind])[layer]
-        title = f"{where} · rollout of all heads, layers 0–{layer}"
+        title = f"{where} · rollout of all heads, layers 0–{layer} · {about(selection)}"
         return attention_heatmap(rolled, q_labels, k_labels, title, is_causal(trace, kind))
-    title = f"{where} · head {head}"
+    title = f"{where} · head {head} · {about(selection)}"
     return attention_heatmap(trace.attn(layer, head, kind), q_labels, k_labels, title, is_causal(trace, kind))
 
 
@@ -80,11 +80,15 @@ def statistics_of(trace: Trace, kind: str) -> dict[str, np.ndarray]:
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small views)
     with gr.Tab("Attention", id="attention"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER)
         with gr.Row():
             kind = gr.Radio(
-                [(name, k) for k, name in KIND_NAMES.items()], value="self", label="Attention kind", scale=3
+                [(name, k) for k, name in KIND_NAMES.items()],
+                value="self",
+                label="Attention kind",
+                scale=3,
+                info="A kind the model does not have shows its first one; the figure's title says which.",
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
             layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Layer", scale=1)
@@ -129,7 +133,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
                 step = gr.Slider(1, MAX_GENERATE, value=1, step=1, label="Step")
                 step_text = gr.Markdown()
                 step_plot = gr.Plot(label="Attention of the new token")
-    active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
+        active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
     selectors = [shared.state, kind, layer, head]
 
     @guarded(message_figure)
@@ -145,7 +149,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         trace = ctx.trace(selection)
         kind_v, _, _ = _pick(trace, kind_v, 0, 0)
         choices = [f"L{l} H{h}" for l in range(trace.n_layers) for h in range(trace.n_heads)]  # noqa: E741
-        fig = attention_grid(trace.attentions[kind_v], f"{selection.model} · {KIND_NAMES[kind_v]}")
+        fig = attention_grid(trace.attentions[kind_v], f"All heads · {KIND_NAMES[kind_v]} · {about(selection)}")
         return gr.update(choices=choices, value=None), fig
 
     def open_selected(choice, selection, kind_v, values_v):
@@ -170,7 +174,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         query_v = int(query_v) if str(query_v).lstrip("-").isdigit() else -1
         selected = query_v if 0 <= query_v < len(q_labels) else None
         which = f"head {chosen[0]}" if len(chosen) == 1 else f"mean of heads {', '.join(map(str, chosen))}"
-        fig = token_links(weights, q_labels, trace.labels(k_stream), selected, f"layer {layer_v} · {which}")
+        title = f"{KIND_NAMES[kind_v]} · layer {layer_v} · {which} · {about(selection)}"
+        fig = token_links(weights, q_labels, trace.labels(k_stream), selected, title)
         query_choices = [("all tokens", -1)] + [(f"{i}: {label}", i) for i, label in enumerate(q_labels)]
         heads_choices = [(f"head {h}", h) for h in range(trace.n_heads)]
         return (
@@ -186,7 +191,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         trace = ctx.trace(selection)
         kind_v, _, _ = _pick(trace, kind_v, 0, 0)
         stats = statistics_of(trace, kind_v)
-        fig = statistic_heatmap(stats[statistic_v], f"{statistic_v} · {KIND_NAMES[kind_v]}", STATISTICS[statistic_v])
+        fig = statistic_heatmap(
+            stats[statistic_v], statistic_v, STATISTICS[statistic_v], f"{KIND_NAMES[kind_v]} · {about(selection)}"
+        )
         return fig, head_statistics_table(stats)
 
     def generation_selection(selection: Selection, n) -> Selection:
@@ -213,7 +220,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
             f"**[{label}]**" if i == position else label for i, label in enumerate(labels[: prompt + made])
         )
         fig = token_links(weights, labels[: position + 1], labels[: position + 1], position,
-                          f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v}")  # fmt: skip
+                          f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v} · {about(selection)}")  # fmt: skip
         # a slider needs its maximum above its minimum: with one token made, it stays put
         return gr.update(maximum=max(made, 2), value=step_v, interactive=made > 1), shown, fig
 
@@ -239,7 +246,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         for view, size in sizes.items():
             drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
         return (
-            gr.update(choices=[(KIND_NAMES[k], k) for k in trace.kinds], value=kind_v),
+            # the value only: narrowing the choices made gradio refuse events still carrying the old kind
+            gr.update(value=kind_v),
             gr.update(maximum=trace.n_layers - 1, value=layer_v),
             gr.update(maximum=trace.n_heads - 1, value=head_v),
             *drawn,

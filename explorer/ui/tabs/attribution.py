@@ -24,7 +24,7 @@ from explorer.core.errors import InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, guarded
+from explorer.ui.context import AppContext, about, guarded
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
 much the output — the probability (or log-probability, or logit) of the predicted token — depends on it. **Integrated gradients** \
@@ -93,7 +93,7 @@ def value_line(result: Attribution) -> str:
 
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("Attribution", id="attribution"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             method_a = gr.Dropdown(METHOD_CHOICES, value="integrated_gradients", label="Method A")
             method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Method B (side by side)")
@@ -168,7 +168,7 @@ def build(ctx: AppContext, shared) -> None:
         head = f"**{pred.label}** · {task.note} · {SIGN_NOTE}."
         figure = attribution_bars(
             list(first.labels), {METHODS[r.method].name: r.scores for r in results},
-            f"{selection.model} · why “{first.token}” ({output_v})",
+            f"Why “{first.token}” ({output_v}) · {about(selection)}",
         )  # fmt: skip
         return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
 
@@ -186,7 +186,7 @@ def build(ctx: AppContext, shared) -> None:
         deltas = [abs(d) for d in matrix.deltas if d is not None]
         worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
         note = f"{task.note} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
-        title = f"{selection.model} · {METHODS[a_v].name} · {output_v} of each explained token"
+        title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
         return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
     shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")

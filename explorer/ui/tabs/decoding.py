@@ -19,7 +19,7 @@ from explorer.core.spec import GENERATE
 from explorer.core.tokens import token_label
 from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded
 
 EXPLANATION = """A language model ends in a **distribution** over its whole vocabulary: the logits go \
 through a softmax. **Decoding** turns it into text. *Greedy* takes the most probable token; *sampling* \
@@ -59,7 +59,7 @@ def _write_stats(new_ids: list[int], logprob: float, seconds: float, limit: int)
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
     with gr.Tab("Next token", id="decoding"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             temperature = gr.Slider(0.05, 3.0, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
@@ -132,7 +132,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                     "applied to every layer's hidden state: watch the prediction form with depth."
                 )
                 lens_plot = gr.Plot(label="Logit lens")
-    history = gr.State(None)
+        history = gr.State(None)
 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
     def show_distribution(selection, top_n_v, show_v, *knob_values):
@@ -153,14 +153,15 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             f"After “{trace.labels(stream)[-1]}”: entropy **{top['entropy_bits']:.2f} bits**; the top {len(ids)} "
             f"hold {1 - top['rest']:.1%} of the probability; **{kept:,}** of {logits.numel():,} tokens survive the settings."
         )
+        title = f"Next token after “{trace.labels(stream)[-1]}” · {about(selection)}"
         if show_v == "logits":
-            fig = stage_bars(labels, ["logit"], logits[ids].numpy()[None], np.ones((1, len(ids)), bool))
+            fig = stage_bars(labels, ["logit"], logits[ids].numpy()[None], np.ones((1, len(ids)), bool), title)
             fig.update_layout(yaxis={"title": "logit (softmax turns these into probabilities)", "rangemode": "normal"})
             return note, fig
         names = [s.name for s in stages]
         probs = np.stack([s.probs[ids].numpy() for s in stages])
         kept_mask = np.stack([s.kept_mask[ids].numpy() for s in stages])
-        return note, stage_bars(labels, names, probs, kept_mask)
+        return note, stage_bars(labels, names, probs, kept_mask, title)
 
     def history_rows(lm, h) -> list[list]:
         return [
@@ -244,7 +245,9 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
              "label": "⟨start⟩" if n.token is None else token_label(lm.tokenizer, n.token)}
             for n in result.nodes
         ]  # fmt: skip
-        return rows, beam_tree(nodes, f"beam width {int(beams_v)}, length penalty {float(penalty_v)}")
+        return rows, beam_tree(
+            nodes, f"Beam search · width {int(beams_v)} · length penalty {float(penalty_v)} · {about(selection)}"
+        )
 
     @guarded(message_figure)
     def show_lens(selection):
@@ -254,7 +257,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         trace = ctx.trace(selection)
         lens = logit_lens(lm, trace, top_k=1)
         labels = np.vectorize(lambda i: token_label(lm.tokenizer, int(i)))(lens.ids[..., 0])
-        return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream))
+        title = f"Logit lens: each layer's top next token · {about(selection)}"
+        return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream), title)
 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
     def fill_in(selection, position_v, new_v):
@@ -289,7 +293,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         ids, probs = fill_mask(trace, where, 10)
         labels = [token_label(lm.tokenizer, i) for i in ids]
         shown = " ".join(f"**[{t.display}]**" if i == where else t.display for i, t in enumerate(trace.tokens["input"]))
-        fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool))
+        title = f"Fill in “{trace.tokens['input'][where].display}” · {about(Selection(selection.model, trace.texts['input']))}"
+        fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool), title)
         return shown, fig
 
     def mask_choices(selection):

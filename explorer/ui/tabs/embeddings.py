@@ -26,7 +26,7 @@ from explorer.core.run import check_text
 from explorer.plots import embeddings as plots
 from explorer.plots.text import message_figure
 from explorer.ui.assets import sample_texts
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded
 
 EXPLANATION = """Each token id picks one row of the **embedding matrix**: a vector of a few hundred numbers, \
 learned so that tokens used alike end up pointing alike. Similar directions are measured by **cosine \
@@ -72,9 +72,10 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     projections = ProjectionCache()
     rankings: dict[tuple, np.ndarray] = {}
     rankings_lock = threading.Lock()
-    warm_up_in_background()
-    with gr.Tab("Embeddings", id="embeddings"):
-        gr.Markdown(EXPLANATION)
+    with gr.Tab("Embeddings", id="embeddings") as tab:
+        # UMAP's code compiles in the background once someone opens this tab, not while the first page loads
+        tab.select(lambda: warm_up_in_background() and None, None, None, api_name=False, queue=False)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():
             with gr.Tab("Token map") as map_tab:
                 with gr.Row():
@@ -137,6 +138,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 position_note = gr.Markdown()
                 position_plot = gr.Plot(label="This model")
                 sinusoid_plot = gr.Plot(label="The original Transformer's sinusoidal encoding")
+        active = gr.State(None)  # the sub-tab on screen: only it is redrawn after a new analysis
 
     def model_of(selection: Selection | None):
         if selection is None:
@@ -220,7 +222,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             note += f" {outside} of the text's tokens are not in the subset: each sits at the mean of its 5 nearest."
         if method_v == "umap" and projection.source == "computed" and not is_warm():
             note += " (UMAP compiled its code during this call; later ones are faster.)"
-        title = f"{lm.spec.key} · {name} {int(dims_v)}D · {what}"
+        title = f"{name} {int(dims_v)}D · {what} · red: the tokens of {about(selection)}"
         return note, plots.token_map(projection.coords, labels, projection.ids, title, marked, focus)
 
     def rows_of(table, ids, sims) -> list[list]:
@@ -260,7 +262,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         stream, hidden, labels = stream_states(trace)
         layer_v = int(min(max(0, layer_v or 0), hidden.shape[0] - 1))
         (path,), explained = emb.shared_trajectories([hidden], int(dims_v))
-        where = f"{trace.model_key} · {stream} stream"
+        where = f"{stream} stream · {about(selection)}"
         axes = ", ".join(f"{v:.0%}" for v in explained)
         traj = plots.trajectories([path], [labels], ["text"], f"{where} · layers 0–{hidden.shape[0] - 1} (PCA: {axes})")
         sims = emb.layer_similarities(hidden[layer_v : layer_v + 1])[0]
@@ -283,8 +285,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             f"“{word_v}” in A and in B: cosine **{same[0]:.3f}** at layer 0, **{same[-1]:.3f}** at layer "
             f"{len(same) - 1} (baseline of all pairs: {baseline[0]:.3f} → {baseline[-1]:.3f})."
         )
-        lines = plots.layer_lines({f"“{word_v}” in A vs in B": same, "baseline: all token pairs": baseline})
-        pair = plots.trajectories(paths, [la, lb], ["A", "B"], f"{lm.spec.key}: A (blue) and B (red)", [pa, pb])
+        lines = plots.layer_lines(
+            {f"“{word_v}” in A vs in B": same, "baseline: all token pairs": baseline},
+            f"“{word_v}” in two texts, layer by layer · {lm.spec.key}",
+        )
+        pair = plots.trajectories(paths, [la, lb], ["A", "B"], f"A (blue) and B (red) · {lm.spec.key}", [pa, pb])
         return note, lines, pair
 
     @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
@@ -295,14 +300,17 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         d = lm.model.get_input_embeddings().weight.shape[1]
         sinusoid = emb.sinusoidal(n, d)
         sin_sims = emb.cosine_matrix(sinusoid, sinusoid)
-        encoding = plots.encoding_heatmap(sinusoid, f"sinusoidal encoding, {n} positions × {d} dimensions")
+        encoding = plots.encoding_heatmap(
+            sinusoid, f"sinusoidal encoding at {lm.spec.key}'s width · {n} positions × {d} dimensions"
+        )
         note = POSITION_NOTES[enc.kind]
         if enc.kind == "learned":
             table = enc.table[:n]
             figure = plots.position_comparison(
                 emb.cosine_matrix(table, table),
                 sin_sims[: len(table), : len(table)],
-                f"{lm.spec.key}: learned {enc.where}",
+                "learned table",
+                f"Position similarity · {lm.spec.key}'s {enc.where}",
             )
             if enc.offset:
                 note += f" (This model counts positions from row {enc.offset} of its table, after the padding index.)"
@@ -348,7 +356,6 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
 
         return select
 
-    active = gr.State(None)  # the sub-tab on screen: only it is redrawn after a new analysis
     map_in = [shared.state, method, dims, subset, n_tokens, token_list, search]
     map_out = [map_note, map_plot]
     layer_in = [shared.state, layer, layer_dims]

@@ -20,14 +20,15 @@ from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, guarded
+from explorer.ui.context import AppContext, about, guarded
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
 cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \
 them, so a step only computes the new token's. Run the experiment: the same greedy tokens with the cache on and \
 off, timed token by token on this machine. The price is memory: 2 (keys and values) × layers × kv-heads × \
 head-dim × positions × bytes per number, which grows with every token."""
-MAX_LAYERS = 128  # the sliders' range; a model's own is checked in the handler
+MAX_LAYERS = 128  # the sliders' range until a run fits them to its model; a model's own is checked in the handler
+NOT_SHARED = ["explorer-not-shared"]  # settings a share link leaves out (see explorer.ui.share)
 MAX_HEADS = 128
 MAX_POSITIONS = 2048
 EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}  # timings want the machine to themselves
@@ -44,12 +45,15 @@ def _spread(values: np.ndarray, fmt: str) -> str:
     return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
 
 
-def summary(result, lm) -> str:
-    """The experiment's numbers as a small table, and what the cache would weigh at full context."""
+def summary(result, lm, where: str = "") -> str:
+    """The experiment's numbers as a small table, and what the cache would weigh at full context.
+
+    ``where`` names the model and text it ran on: the selection may have changed since it started."""
     speedups = result.speedups
     n = result.with_cache.shape[1]
     lines = [
-        f"**{n} tokens, {len(speedups)} runs each way.** Same tokens with and without the cache: checked.",
+        (f"Run on **{where}**: " if where else "")
+        + f"**{n} tokens, {len(speedups)} runs each way.** Same tokens with and without the cache: checked.",
         "",
         "| | cache on | cache off |",
         "|---|---|---|",
@@ -104,7 +108,7 @@ CALCULATOR_PRESETS = {  # layers, kv-heads, head dim, context: from each model's
 
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("KV cache", id="kv_cache"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             new_tokens = gr.Slider(2, MAX_NEW_TOKENS, value=64, step=1, label="New tokens")
             repeats = gr.Slider(1, MAX_REPEATS, value=3, step=1, label="Runs each way")
@@ -128,9 +132,10 @@ def build(ctx: AppContext, shared) -> None:
         with gr.Accordion("Memory calculator", open=False):
             with gr.Row():
                 preset = gr.Dropdown(list(CALCULATOR_PRESETS), label="Fill in from", value=None)
-                calc_layers = gr.Number(12, label="Layers", precision=0)
-                calc_heads = gr.Number(12, label="KV heads", precision=0)
-                calc_dim = gr.Number(64, label="Head dimension", precision=0)
+                # filled from the analysed model, so not a setting a share link should carry
+                calc_layers = gr.Number(12, label="Layers", precision=0, elem_classes=NOT_SHARED)
+                calc_heads = gr.Number(12, label="KV heads", precision=0, elem_classes=NOT_SHARED)
+                calc_dim = gr.Number(64, label="Head dimension", precision=0, elem_classes=NOT_SHARED)
                 calc_context = gr.Number(1024, label="Context (positions)", precision=0)
                 calc_dtype = gr.Dropdown(list(DTYPE_BYTES), value="float16", label="Numbers stored as")
                 calc_batch = gr.Number(1, label="Batch", precision=0)
@@ -145,10 +150,12 @@ def build(ctx: AppContext, shared) -> None:
                 attn_tokens = gr.Slider(8, MAX_POSITIONS, value=256, step=8, label="Tokens (the text, repeated)")
                 attn_button = gr.Button("Time both")
             attn_note = gr.Markdown()
-    result_state = gr.State(None)
+        result_state = gr.State(None)
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip()))
-    def experiment(selection, new_v, repeats_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
+    skips = (gr.skip(),) * 3  # the contents view's layer, head and step sliders
+
+    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip(), *skips))
+    def experiment(selection, new_v, repeats_v, layer_v, head_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
         if selection is None:
             raise InputError("Analyze a text first.")
         lm = ctx.model(selection)
@@ -159,18 +166,26 @@ def build(ctx: AppContext, shared) -> None:
             if time.perf_counter() - shown >= 0.25:
                 shown = time.perf_counter()
                 progress(done / total, desc=label)
-                yield gr.skip(), f"⏳ {label} …", gr.skip(), gr.skip()
+                yield gr.skip(), f"⏳ {label} on {lm.spec.key} …", gr.skip(), gr.skip(), *skips
         result = run.result()
+        where = about(selection)
         latency = latency_plot(result.positions, result.with_cache, result.without_cache,
-                               (result.slope(True), result.slope(False)))  # fmt: skip
-        memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes)
-        yield (result, lm.spec.key), summary(result, lm), latency, memory
+                               (result.slope(True), result.slope(False)), where)  # fmt: skip
+        memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes, where)
+        layers, heads = result.keys.shape[:2]
+        steps = result.with_cache.shape[1]
+        fitted = (
+            gr.update(maximum=max(layers - 1, 1), value=min(int(layer_v or 0), layers - 1)),
+            gr.update(maximum=max(heads - 1, 1), value=min(int(head_v or 0), heads - 1)),
+            gr.update(maximum=max(steps - 1, 1), value=steps - 1),
+        )
+        yield (result, lm.spec.key, where), summary(result, lm, where), latency, memory, *fitted
 
     @guarded(message_figure)
     def show_cache(held, kind_v, layer_v, head_v, step_v):
         if held is None:
             return message_figure("Run the experiment to see what the cache holds.")
-        result, key = held
+        result, key, where = held
         lm = ctx.pool.get(key)
         data = result.keys if kind_v == "keys" else result.values  # (layers, kv_heads, positions, dim)
         layers, heads = data.shape[:2]
@@ -180,7 +195,7 @@ def build(ctx: AppContext, shared) -> None:
         step_v = min(int(step_v), result.with_cache.shape[1] - 1)
         rows = int(result.positions[step_v])  # positions held after that step
         labels = [t.display for t in token_rows(lm.tokenizer, list(result.decoder_ids[:rows]), None)]
-        title = f"{kind_v} of layer {layer_v}, kv-head {head_v}, after step {step_v + 1}: {rows} positions"
+        title = f"Cached {kind_v} · layer {layer_v} · kv-head {head_v} · after step {step_v + 1}: {rows} positions · {where}"
         return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
 
     @guarded(lambda msg: f"⚠️ {msg}")
@@ -204,15 +219,23 @@ def build(ctx: AppContext, shared) -> None:
     def fill_calculator(name):
         return CALCULATOR_PRESETS[name] if name in CALCULATOR_PRESETS else (gr.skip(),) * 4
 
-    def from_model(selection):
+    def from_model(selection, layer_v, head_v):
+        """After an analysis: the calculator and the contents view's sliders fitted to the model's cache."""
         try:
             shape = CacheShape.of(ctx.model(selection).model.config) if selection is not None else None
         except Exception:  # the analysis reported it already
-            return gr.skip(), gr.skip(), gr.skip()
-        return (shape.layers, shape.kv_heads, shape.head_dim) if shape else (gr.skip(),) * 3
+            shape = None
+        if shape is None:
+            return (gr.skip(),) * 5
+        return (
+            shape.layers, shape.kv_heads, shape.head_dim,
+            gr.update(maximum=max(shape.layers - 1, 1), value=min(int(layer_v or 0), shape.layers - 1)),
+            gr.update(maximum=max(shape.kv_heads - 1, 1), value=min(int(head_v or 0), shape.kv_heads - 1)),
+        )  # fmt: skip
 
     running = run_button.click(
-        experiment, [shared.state, new_tokens, repeats], [result_state, result_note, latency_fig, memory_fig],
+        experiment, [shared.state, new_tokens, repeats, layer, head],
+        [result_state, result_note, latency_fig, memory_fig, layer, head, step],
         api_name="kv_cache", **EXPERIMENT_QUEUE,
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[running], api_name=False)
@@ -225,7 +248,7 @@ def build(ctx: AppContext, shared) -> None:
     for control in calc_inputs:
         control.change(calc_calc, calc_inputs, calc_note, api_name=False)
     preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
-    shared.on_analyzed(from_model, [shared.state], [calc_layers, calc_heads, calc_dim])
+    shared.on_analyzed(from_model, [shared.state, layer, head], [calc_layers, calc_heads, calc_dim, layer, head])
     attn_button.click(
         time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **EXPERIMENT_QUEUE
     )

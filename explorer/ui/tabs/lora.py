@@ -113,7 +113,10 @@ def _status(session: LoraSession) -> str:
 
 
 def _curve(session: LoraSession):
-    return plots.loss_curve(session.losses, session.settings.steps, session.heldout_before, session.heldout_after)
+    title = f"LoRA training loss · r = {session.settings.r} · {session.base.spec.key}"
+    return plots.loss_curve(
+        session.losses, session.settings.steps, session.heldout_before, session.heldout_after, title
+    )
 
 
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, training, three views)
@@ -130,7 +133,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
     with gr.Tab("LoRA", id="lora"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             data_choice = gr.Radio([*datasets, PASTED], value=first.name, label="Training data", scale=2)
             data_note = gr.Markdown(f"*{first.about}*")
@@ -193,15 +196,18 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
                 upload_note = gr.Markdown()
                 full_button = gr.Button("Compare with full fine-tuning (tiny models)")
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
-    session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
+        session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
 
     @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
     def setup(selection, chosen, r):
         lm = _model(ctx, selection)
+        try:
+            check_trainable(lm)
+        except InputError as err:  # the module box must not keep the previous model's names
+            return gr.update(choices=[], value=[]), f"⚠️ {err}"
         kinds = list(adaptable_modules(lm.model))
         chosen = [c for c in _as_list(chosen) if c in kinds] or default_targets(lm.model)
         choices = gr.update(choices=kinds, value=chosen)
-        check_trainable(lm)
         trainable = lora_parameter_count(lm.model, chosen, int(r))
         total = parameter_count(lm.model) + trainable
         return choices, (
@@ -270,9 +276,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         ids = compare.top_union(c)
         labels = [token_label(session.base.tokenizer, i) for i in ids]
         bars = plots.before_after_bars(labels, c.base[ids].numpy(), c.adapted[ids].numpy(),
-                                       f"After “{c.prompt}” · KL(adapted ‖ base) = {c.kl_bits:.3f} bits")  # fmt: skip
+                                       f"After “{c.prompt}” · KL(adapted ‖ base) = {c.kl_bits:.3f} bits · {session.base.spec.key}")  # fmt: skip
         moved_ids, before, after = compare.moved_tokens(comparisons)
-        moved = plots.moved_bars([token_label(session.base.tokenizer, i) for i in moved_ids], before, after)
+        moved = plots.moved_bars(
+            [token_label(session.base.tokenizer, i) for i in moved_ids], before, after, session.base.spec.key
+        )
         rows = [[p, *compare.generations(session, p, seed=session.settings.seed)] for p in probe_list]
         return table, bars, moved, rows
 
@@ -295,11 +303,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         pooled = compare.downsampled(d.delta)
         shape = tuple(d.delta.shape) if pooled.shape != tuple(d.delta.shape) else None
         return (
-            plots.norm_heatmap(blocks, kinds, norms, relative),
+            plots.norm_heatmap(blocks, kinds, norms, relative, session.base.spec.key),
             gr.update(choices=names, value=names[pick]),
             note,
-            plots.singular_values(values, r, f"Singular values of {names[pick]}"),
-            plots.delta_heatmap(pooled, f"ΔW of {names[pick]}", shape),
+            plots.singular_values(values, r, f"Singular values of {names[pick]} · {session.base.spec.key}"),
+            plots.delta_heatmap(pooled, f"ΔW of {names[pick]} · {session.base.spec.key}", shape),
         )
 
     @guarded(lambda msg: f"⚠️ {msg}")

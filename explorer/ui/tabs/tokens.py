@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 import gradio as gr
@@ -12,7 +13,7 @@ from explorer.analysis.tokens.table import TOKEN_COLUMNS, token_rows_table, toke
 from explorer.core.catalogue import tokenizer_catalogue
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
-from explorer.core.tokens import is_byte_level, tokenize
+from explorer.core.tokens import display_piece, is_byte_level, tokenize
 from explorer.plots.tokens import token_spans_html
 from explorer.ui.assets import presets, sample_texts
 from explorer.ui.context import AppContext, Selection, guarded, user_message
@@ -46,10 +47,26 @@ def live_view(tokenizer, text: str) -> tuple[str, str, tuple]:
     return token_spans_html(tokens, text, byte_level=is_byte_level(tokenizer)), line, tokens
 
 
+def merge_rows(merges: list[tuple[str, str]], limit: int = 100) -> list[list]:
+    """The merges table: rank, pair and new token, with whitespace shown as everywhere else (``Ġ`` -> ``␣``)."""
+
+    def shown(symbol: str) -> str:
+        return display_piece(symbol, True, False)
+
+    return [[rank, f"{shown(a)} + {shown(b)}", shown(a + b)] for rank, (a, b) in enumerate(merges[:limit])]
+
+
+def trained_view(tokenizer, text: str) -> str:
+    """The current text under a trained tokenizer, as HTML: its counts line (bold as HTML, not ``**``) and spans."""
+    html, line, _ = live_view(tokenizer, text)
+    line = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escape(line, quote=False))
+    return f"<p>{line}</p>{html}"
+
+
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
     other_tokenizers = [k for k in tokenizer_catalogue()] + ["tiny-gpt2", "tiny-bert", "tiny-t5"]
     with gr.Tab("Tokens", id="tokens"):
-        gr.Markdown(EXPLANATION)
+        gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
             for label, text in presets("tokenization").items():
                 shared.preset_button(label, text)
@@ -89,6 +106,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 train_note = gr.Markdown()
                 merges_table = gr.Dataframe(headers=MERGE_COLUMNS, interactive=False, label="First merges learned")
                 trained_spans = gr.HTML()
+        trained_state = gr.State(None)
 
     def current_tokenizer(selection_or_model):
         name = selection_or_model.model if isinstance(selection_or_model, Selection) else selection_or_model
@@ -167,7 +185,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             trained = train_bpe(text, int(vocab_v), progress=lambda f, m: progress(f, desc=m))
         except Exception as err:
             return f"⚠️ {user_message(err)}", [], ""
-        rows = [[rank, " + ".join(pair), "".join(pair)] for rank, pair in enumerate(trained.merges[:100])]
+        rows = merge_rows(trained.merges)
         note = (
             f"Learned **{len(trained.merges)} merges** from {len(text):,} characters: a vocabulary of "
             f"{trained.vocab_size} (256 bytes + merges + 1 special token). The first merges are the most "
@@ -180,10 +198,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         if not trained or isinstance(trained, str):
             return ""
         check_text(text)
-        html, line, _ = live_view(trained.tokenizer, text)
-        return f"<p>{line}</p>{html}"
+        return trained_view(trained.tokenizer, text)
 
-    trained_state = gr.State(None)
     live_inputs = [shared.model, shared.text, shared.state, stream]
     live_outputs = [counts, spans, stream, table]
     shared.text.change(show_live, live_inputs, live_outputs, api_name="tokenize", trigger_mode="always_last")

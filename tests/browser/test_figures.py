@@ -1,0 +1,121 @@
+"""Every view of every family, at a projector's 1280×720 and a phone's 390×844, as a person sees it:
+each figure's plot area at least half its box, no text outside it, no title over the ticks, a legend
+wherever more than one series is drawn, and the model named in every title. Screenshots of each view
+go to ``tests/browser/artifacts/<model>-<size>-<view>.png``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import DESKTOP, PHONE
+from tests.browser.figures import figure_report, problems
+from tests.browser.test_tab_bar import open_tab
+
+FAMILIES = {"decoder": "tiny-gpt2", "encoder": "tiny-bert", "encoder_decoder": "tiny-t5"}
+SIZES = {"desktop": DESKTOP, "phone": PHONE}
+KINDS = {"decoder": ["self-attention"], "encoder": ["self-attention"],
+         "encoder_decoder": ["encoder self-attention", "decoder masked self-attention", "cross-attention (decoder → encoder)"]}  # fmt: skip
+DRAW_TIMEOUT = 180_000
+
+
+def panel(page):
+    """The innermost visible tab panel (a sub-tab's, where the tab has sub-tabs)."""
+    return page.locator("[role=tabpanel]:visible").last
+
+
+def open_subtab(page, label: str) -> None:
+    open_tab(page, label, page.locator("[role=tabpanel]:visible").first.locator(".tab-wrapper").first)
+
+
+def wait_for_title(page, *parts: str) -> None:
+    """Wait until a figure on screen has a title holding every part (so it is the newly drawn one)."""
+    page.wait_for_function(
+        """(parts) => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].some((el) => el.offsetParent
+            && (el.data || []).length && parts.every((p) => (el.querySelector('.g-gtitle')?.textContent || '').includes(p)))""",
+        arg=list(parts),
+        timeout=DRAW_TIMEOUT,
+    )
+    page.wait_for_timeout(400)  # let plotly finish its layout pass
+
+
+def press(page, name: str) -> None:
+    """Every slider of the visible panel at its minimum (the cheapest run), then the button."""
+    scope = page.locator("[role=tabpanel]:visible").first
+    for number in scope.locator("input[type=number][min]:visible").all():
+        number.fill(number.get_attribute("min"))
+        number.press("Enter")
+    scope.get_by_role("button", name=name, exact=True).first.click()
+
+
+def check(page, model: str, size: str, view: str, artifacts, seen: dict) -> None:
+    scope = page.locator("[role=tabpanel]:visible").first
+    toasts = page.locator("[data-testid=toast-body].error, [data-testid=toast-body].warning")
+    if toasts.count():
+        seen[f"{view} toast"] = toasts.all_inner_texts()
+    figures = figure_report(scope)
+    assert figures, f"{view}: no figure drawn"
+    for i, figure in enumerate(figures):
+        found = problems(figure, model)
+        if found:
+            seen[f"{view} figure {i + 1}"] = found
+    first = scope.locator(".js-plotly-plot:visible").first
+    first.scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / f"{model}-{size}-{view}.png")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+@pytest.mark.parametrize("family", FAMILIES, ids=list(FAMILIES))
+def test_every_figure_is_readable(open_page, artifacts, family, size):
+    model = FAMILIES[family]
+    page = open_page(f"?model={model}", viewport=SIZES[size])
+    seen: dict[str, list[str]] = {}
+
+    open_tab(page, "Attention")
+    for kind in KINDS[family]:
+        page.locator("[role=tabpanel]:visible").first.get_by_label(kind, exact=True).check()
+        wait_for_title(page, model, kind)
+        check(page, model, size, f"attention-{kind.split()[0]}", artifacts, seen)
+    for sub, what in (("All heads", "All heads"), ("Token links", "layer"), ("Head statistics", "previous_token")):
+        open_subtab(page, sub)
+        wait_for_title(page, model, what)
+        check(page, model, size, f"attention-{sub.split()[0].lower()}", artifacts, seen)
+
+    open_tab(page, "Embeddings")
+    for sub, what in (("Token map", "PCA"), ("Through the layers", "stream"), ("Position", "Position")):
+        open_subtab(page, sub)
+        wait_for_title(page, model, what) if sub != "Position" or family != "encoder_decoder" else wait_for_title(
+            page, model
+        )
+        check(page, model, size, f"embeddings-{sub.split()[0].lower()}", artifacts, seen)
+
+    if family != "encoder":
+        open_tab(page, "Next token")
+        wait_for_title(page, model, "Next token after")
+        check(page, model, size, "next-token", artifacts, seen)
+        open_tab(page, "KV cache")
+        press(page, "Run the experiment")
+        wait_for_title(page, model, "Time for each new token")
+        wait_for_title(page, model, "Cached keys")
+        check(page, model, size, "kv-cache", artifacts, seen)
+
+    if family == "decoder":
+        open_tab(page, "LoRA")
+        press(page, "Train a new adapter")
+        wait_for_title(page, model, "LoRA training loss")
+        page.locator("[role=tabpanel]:visible").first.get_by_text("done.").first.wait_for(timeout=DRAW_TIMEOUT)
+        check(page, model, size, "lora", artifacts, seen)
+
+    open_tab(page, "Attribution")
+    press(page, "Attribute")
+    wait_for_title(page, model, "Why")
+    check(page, model, size, "attribution", artifacts, seen)
+    if family != "encoder":
+        open_subtab(page, "Whole generation")
+        page.locator("[role=tabpanel]:visible").first.get_by_role(
+            "button", name="Attribute the whole generation"
+        ).click()
+        wait_for_title(page, model, "of each explained token")
+        check(page, model, size, "attribution-matrix", artifacts, seen)
+
+    assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
