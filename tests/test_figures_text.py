@@ -45,6 +45,11 @@ def test_titles_wrap_to_a_phone_and_keep_every_part():
     assert " ".join(lines).replace(" ·", "").split() == title.replace(" ·", "").split()
 
 
+def test_a_word_longer_than_a_line_is_cut():
+    lines = wrap_title("Position similarity · roberta_prelayernorm.embeddings.position_embeddings").split("<br>")
+    assert all(len(line) <= TITLE_LINE for line in lines) and "".join(lines).endswith("position_embeddings")
+
+
 def test_faint_attention_still_draws_a_visible_line():
     assert link_opacity(0.02) >= 0.3 and link_opacity(0.1) >= 0.45 and link_opacity(1.0) == pytest.approx(1.0)
     fig = token_links(np.array([[0.9, 0.1], [0.5, 0.5]]), ["a", "b"], ["a", "b"])

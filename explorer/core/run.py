@@ -37,17 +37,16 @@ def check_text(text, what: str = "text", allow_empty: bool = False) -> str:
     return text
 
 
-def check_plain_text(text: str, what: str = "text") -> str:
-    """What a person pastes into the app: ``check_text``, and refuse binary data (NUL bytes, or more than 1%
-    control or undecodable characters), which a tokenizer would take without a word."""
-    check_text(text, what, allow_empty=True)
+def binary_note(text: str, what: str = "text") -> str | None:
+    """A sentence when a text looks like binary data (a NUL byte, or more than 1% control or undecodable
+    characters), which a tokenizer takes without a word; None for plain text. Such a text is still analysed."""
     junk = [i for i, ch in enumerate(text or "") if ch in JUNK or (ch < " " and ch not in "\t\n\r")]
     if junk and ("\x00" in text or len(junk) > max(2, len(text) // 100)):
-        raise InputError(
-            f"The {what} looks like binary data, not text: {len(junk):,} control or undecodable characters "
-            f"(the first at position {junk[0]}). Paste plain text."
+        return (
+            f"The {what} looks like binary data: {len(junk):,} control or undecodable characters (the first at "
+            f"position {junk[0]}); they are analysed as they are."
         )
-    return text
+    return None
 
 
 def _max_positions(lm: LoadedModel) -> int:

@@ -38,7 +38,7 @@ def stage_bars(
         margin={"l": 50, "r": 20, "t": 30, "b": 10},
         xaxis={"tickvals": list(range(len(labels))), "ticktext": shown, "tickangle": -45, "automargin": True},
         yaxis={"title": "probability", "rangemode": "tozero"},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.02, "yanchor": "top", "yref": "container"},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container"},
         showlegend=len(stage_names) > 1,
     )  # fmt: skip
     return fit_title(fig)

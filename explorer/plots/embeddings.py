@@ -199,7 +199,7 @@ def position_comparison(
 ) -> go.Figure:
     """Position × position cosine similarity: the model's learned table (if any) beside the sinusoidal encoding."""
     panels = [(model_sims, model_title)] if model_sims is not None else []
-    panels.append((sinusoid_sims, "sinusoidal (Vaswani et al., 2017)"))
+    panels.append((sinusoid_sims, "sinusoidal"))  # Vaswani et al., 2017; short, to fit beside it on a phone
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[plot_text(t) for _, t in panels],
                         horizontal_spacing=0.12)  # fmt: skip
     for col, (sims, _) in enumerate(panels, start=1):
@@ -209,7 +209,7 @@ def position_comparison(
             row=1, col=col,
         )  # fmt: skip
         fig.update_xaxes(title_text="position", row=1, col=col)
-        fig.update_yaxes(title_text="position", autorange="reversed", row=1, col=col)
+        fig.update_yaxes(title_text="position" if col == 1 else None, autorange="reversed", row=1, col=col)
     fig.update_layout(title=title_layout(title), height=480, plot_bgcolor="white",
                       margin={"l": 60, "r": 20, "t": 80, "b": 40})  # fmt: skip
     return fit_title(fig, 34)

@@ -66,6 +66,8 @@ def wrap_title(title: str, width: int = TITLE_LINE) -> str:
     lines: list[str] = []
     for part in str(title).split(" · "):
         pieces = [part] if len(part) <= width else part.split()
+        # a word longer than a line (a module path, a URL) is cut into line-long pieces
+        pieces = [w[i : i + width] for w in pieces for i in range(0, len(w), width)]
         for i, piece in enumerate(pieces):
             joint = " · " if i == 0 else " "
             if lines and len(lines[-1]) + len(joint) + len(piece) <= width:

@@ -6,7 +6,7 @@ from html import escape
 
 import gradio as gr
 
-from explorer.core.run import check_plain_text, check_text
+from explorer.core.run import binary_note, check_text
 from explorer.core.spec import FAMILY_NAMES
 from explorer.plots.text import shorten
 from explorer.ui.context import AppContext, Selection, user_message
@@ -191,13 +191,12 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         def analyze(model_name: str, text_value: str, target_value: str, previous: Selection | None = None):
             try:
                 check_text(text_value)
-                check_plain_text(text_value)
-                check_plain_text(target_value, "target text")
                 selection = Selection(model_name, text_value, target_value or None)
                 ctx.trace(selection)  # loads the model and runs it once; later views read the cache
             except Exception as err:  # a sentence in the status line, and which model the views still show
                 return gr.skip(), failed(user_message(err), previous)
-            return selection, summary(ctx, selection)
+            notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
+            return selection, summary(ctx, selection) + "".join(f" ℹ️ {escape(n, quote=False)}" for n in notes)
 
         tab_ids = [t.id for t in tab_blocks]
         visible = gr.State(tab_ids[0])  # the top-level tab on screen
@@ -232,13 +231,14 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         run_model = {"concurrency_limit": 4, "concurrency_id": "analysis"}
 
         def check_typed(text_value: str, target_value: str):
-            """As soon as the text changes: a text too long or not text at all is said in the status line."""
+            """As soon as the text changes: a text too long, or binary data, is said in the status line."""
             try:
-                check_plain_text(text_value)
-                check_plain_text(target_value, "target text")
+                check_text(text_value, allow_empty=True)
+                check_text(target_value, "target text", allow_empty=True)
             except Exception as err:
                 return f"⚠️ {escape(user_message(err), quote=False)}"
-            return gr.skip()
+            notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
+            return " ".join(f"ℹ️ {escape(n, quote=False)}" for n in notes) if notes else gr.skip()
 
         for box in (text, target):
             box.input(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")

@@ -93,6 +93,18 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
         open_tab(page, "Next token")
         wait_for_title(page, model, "Next token after")
         check(page, model, size, "next-token", artifacts, seen)
+        scope = page.locator("[role=tabpanel]:visible").first
+        for knob, value in (("Temperature", "0.7"), ("Top-k (0 = off)", "10")):  # a series per decoding stage
+            number = scope.get_by_label(f"number input for {knob}", exact=True).first
+            number.fill(value)
+            number.press("Enter")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].some((el) => el.offsetParent"
+            " && (el.data || []).length >= 3)",
+            timeout=DRAW_TIMEOUT,
+        )
+        page.wait_for_timeout(400)
+        check(page, model, size, "next-token-stages", artifacts, seen)
         open_tab(page, "KV cache")
         press(page, "Run the experiment")
         wait_for_title(page, model, "Time for each new token")

@@ -1,6 +1,6 @@
 """The shell a teacher types into: the model box takes exactly what was typed, a failed load says what the
-views still show, hub models are marked when there is no network, and a text that cannot be analysed is
-said in the status line at once."""
+views still show, hub models are marked when there is no network, and a text that cannot be analysed (or is
+binary data) is said in the status line at once."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_a_long_paste_is_kept_whole_and_refused_in_the_status_at_once(open_page)
     assert len(page.get_by_label("Text", exact=True).input_value()) == 30_000
 
 
-def test_binary_junk_is_refused_in_the_status_at_once(open_page):
+def test_binary_junk_is_named_in_the_status_at_once(open_page):
     page = open_page()
     page.get_by_label("Text", exact=True).fill("PK\x03\x04\x14\x00\x06\x00 \ufffd\ufffd")
     page.locator(STATUS).get_by_text("binary data").wait_for(timeout=5_000)
