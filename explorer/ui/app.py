@@ -37,6 +37,10 @@ CSS = """
 .explorer-presenter .explorer-share-link { display: none !important; }
 .explorer-presenter .explorer-inputs textarea { height: 2.6em !important; min-height: 0 !important; }
 .explorer-presenter .explorer-inputs .explorer-toggle { padding: 2px 8px !important; }
+.explorer-presenter .explorer-toggles { flex-direction: row !important; align-items: center; }
+.explorer-presenter [role=tabpanel] .block:has(> [data-testid=block-info]) > [data-testid=block-info],
+.explorer-presenter [role=tabpanel] fieldset > [data-testid=block-info] { display: none; }
+.explorer-presenter .gradio-container .gap, .explorer-presenter [role=tabpanel] .form { gap: 6px !important; }
 """
 # Presenter fonts: a class on the app's root scales every text size the theme defines; the figures redraw at
 # their new width (plotly follows window resizes).
@@ -161,8 +165,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         link = share_link_box()
         with gr.Row(equal_height=True, elem_classes="explorer-inputs"):
             model = gr.Dropdown(
-                ctx.model_choices(), value=ctx.default_model, label="Model", allow_custom_value=not ctx.hosted,
-                info="A bundled model, a catalogue name, a hub id or a local folder.", scale=2, min_width=150,
+                ctx.model_choices(), value=ctx.default_model, label="Model (bundled, catalogue, hub id or folder)",
+                allow_custom_value=not ctx.hosted, scale=2, min_width=150,
                 elem_classes="explorer-model",
             )  # fmt: skip
             # no max_length: the browser would cut a long paste without a word; check_text says it instead
@@ -172,7 +176,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 min_width=200,
             )  # fmt: skip
             button = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
-            with gr.Column(scale=1, min_width=150):
+            with gr.Column(scale=1, min_width=150, elem_classes="explorer-toggles"):
                 presenter = gr.Checkbox(False, label="Presenter mode", elem_classes="explorer-toggle")
                 large = gr.Checkbox(False, label="Large fonts", elem_classes="explorer-toggle")
         presenter.change(None, presenter, None, js=PRESENTER_JS, api_name=False)
@@ -240,8 +244,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
             return " ".join(f"ℹ️ {escape(n, quote=False)}" for n in notes) if notes else gr.skip()
 
-        for box in (text, target):
-            box.input(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")
+        for box in (text, target):  # change, not input: a paste and a link's text are checked too
+            box.change(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")
 
         triggers = [button.click, text.submit, target.submit, model.change]
         inputs = [model, text, target, state]

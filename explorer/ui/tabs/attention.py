@@ -86,9 +86,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
             kind = gr.Radio(
                 [(name, k) for k, name in KIND_NAMES.items()],
                 value="self",
-                label="Attention kind",
+                label="Attention kind (one the model lacks shows its first; the title says which)",
                 scale=3,
-                info="A kind the model does not have shows its first one; the figure's title says which.",
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
             layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="Layer", scale=1)
