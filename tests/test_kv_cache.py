@@ -1,7 +1,6 @@
 """The KV cache experiment: same tokens with and without the cache, bytes equal the formula, timings well formed."""
 
 import itertools
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -109,13 +108,15 @@ def test_fused_attention_is_timed_on_a_copy(tiny, name):
 
 # ------------------------------------------------------------------ the tab, through the app's API
 
+from gradio_client.exceptions import AppError  # noqa: E402
+
 from tests.plotly_json import plot_data  # noqa: E402
 
 
 def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny_dir):
     client.predict(str(tiny_dir["gpt2"]), PROMPT, "", api_name="/analyze")
     job = client.submit(6, 2, api_name="/kv_cache")
-    note, latency, memory = job.result()
+    note, latency, memory, *_sliders = job.result()  # then the cache sliders, fitted to the model
     assert "Speed-up" in note and "Same tokens with and without the cache: checked" in note
     names = {trace.get("name", "") for trace in plot_data(latency)}
     assert {"cache on", "cache off"} <= names
@@ -124,12 +125,13 @@ def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny
     heatmap = plot_data(client.predict("values", 1, 3, 2, api_name="/kv_cache_contents"))[0]
     prompt_length = len(prompt_ids(ctx.pool.get(str(tiny_dir["gpt2"]))))
     assert heatmap["type"] == "heatmap" and len(heatmap["y"]) == prompt_length + 2  # after step 3: prompt + 2 fed
-    wrong = json.loads(client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")["plot"])
-    assert "pick layer < 2" in wrong["layout"]["annotations"][0]["text"]
+    # the layer slider is fitted to the model (2 layers), so a layer past it is refused with a sentence
+    with pytest.raises(AppError, match="Value 9 is greater than maximum value 1"):
+        client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")
     timing = client.predict(64, api_name="/attention_timing")
     assert "eager" in timing and "fused" in timing and "⚠️" not in timing
     client.predict(str(tiny_dir["bert"]), PROMPT, "", api_name="/analyze")
-    note, _, _ = client.predict(6, 2, api_name="/kv_cache")
+    note, *_ = client.predict(6, 2, api_name="/kv_cache")
     assert note.startswith("⚠️") and "masked" in note
 
 
