@@ -1,12 +1,12 @@
 """The KV cache experiment: same tokens with and without the cache, bytes equal the formula, timings well formed."""
 
 import itertools
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+from gradio_client.exceptions import AppError
 
 from explorer.analysis.kv_cache import (
     MAX_NEW_TOKENS,
@@ -114,8 +114,10 @@ from tests.plotly_json import plot_data  # noqa: E402
 
 def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny_dir):
     client.predict(str(tiny_dir["gpt2"]), PROMPT, "", api_name="/analyze")
-    job = client.submit(6, 2, api_name="/kv_cache")
-    note, latency, memory = job.result()
+    job = client.submit(6, 2, 5, 7, api_name="/kv_cache")  # new tokens, runs, and the contents' layer and head
+    note, latency, memory, layer, head, step = job.result()
+    fitted = [(u["maximum"], u["value"]) for u in (layer, head, step)]
+    assert fitted == [(1, 1), (3, 3), (5, 5)]  # the sliders fitted to the 2 × 4 cache of 6 steps the run made
     assert "Speed-up" in note and "Same tokens with and without the cache: checked" in note
     names = {trace.get("name", "") for trace in plot_data(latency)}
     assert {"cache on", "cache off"} <= names
@@ -124,12 +126,12 @@ def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny
     heatmap = plot_data(client.predict("values", 1, 3, 2, api_name="/kv_cache_contents"))[0]
     prompt_length = len(prompt_ids(ctx.pool.get(str(tiny_dir["gpt2"]))))
     assert heatmap["type"] == "heatmap" and len(heatmap["y"]) == prompt_length + 2  # after step 3: prompt + 2 fed
-    wrong = json.loads(client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")["plot"])
-    assert "pick layer < 2" in wrong["layout"]["annotations"][0]["text"]
+    with pytest.raises(AppError, match="greater than maximum value 1"):  # the layer slider now ends at 1
+        client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")
     timing = client.predict(64, api_name="/attention_timing")
     assert "eager" in timing and "fused" in timing and "⚠️" not in timing
     client.predict(str(tiny_dir["bert"]), PROMPT, "", api_name="/analyze")
-    note, _, _ = client.predict(6, 2, api_name="/kv_cache")
+    note, *_ = client.predict(6, 2, 0, 0, api_name="/kv_cache")
     assert note.startswith("⚠️") and "masked" in note
 
 
