@@ -6,8 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from gradio_client.exceptions import AppError
 
-from explorer.analysis.inference.kv_cache import (
+from explorer.analysis.kv_cache import (
+    MAX_NEW_TOKENS,
     CacheShape,
     KVCacheExperiment,
     formula_bytes,
@@ -15,7 +17,6 @@ from explorer.analysis.inference.kv_cache import (
     time_attention,
 )
 from explorer.core.errors import InputError
-from explorer.core.limits import MAX_TIMED_TOKENS
 
 PROMPT = "To be, or not to be: that is the question"
 
@@ -89,7 +90,7 @@ def test_progress_counts_every_token_and_a_stopped_experiment_says_so(tiny):
 def test_bounds_and_families(tiny):
     lm = tiny["gpt2"]
     with pytest.raises(InputError, match="number of new tokens"):
-        KVCacheExperiment(lm, prompt_ids(lm), new_tokens=MAX_TIMED_TOKENS + 1)
+        KVCacheExperiment(lm, prompt_ids(lm), new_tokens=MAX_NEW_TOKENS + 1)
     with pytest.raises(InputError, match="number of repeats"):
         KVCacheExperiment(lm, prompt_ids(lm), repeats=0)
     with pytest.raises(InputError, match="fills in masked tokens"):
@@ -108,15 +109,15 @@ def test_fused_attention_is_timed_on_a_copy(tiny, name):
 
 # ------------------------------------------------------------------ the tab, through the app's API
 
-from gradio_client.exceptions import AppError  # noqa: E402
-
 from tests.plotly_json import plot_data  # noqa: E402
 
 
 def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny_dir):
     client.predict(str(tiny_dir["gpt2"]), PROMPT, "", api_name="/analyze")
-    job = client.submit(6, 2, api_name="/kv_cache")
-    note, latency, memory, *_sliders = job.result()  # then the cache sliders, fitted to the model
+    job = client.submit(6, 2, 5, 7, api_name="/kv_cache")  # new tokens, runs, and the contents' layer and head
+    note, latency, memory, layer, head, step = job.result()
+    fitted = [(u["maximum"], u["value"]) for u in (layer, head, step)]
+    assert fitted == [(1, 1), (3, 3), (5, 5)]  # the sliders fitted to the 2 × 4 cache of 6 steps the run made
     assert "Speed-up" in note and "Same tokens with and without the cache: checked" in note
     names = {trace.get("name", "") for trace in plot_data(latency)}
     assert {"cache on", "cache off"} <= names
@@ -125,13 +126,12 @@ def test_the_tab_runs_the_experiment_and_times_fused_attention(client, ctx, tiny
     heatmap = plot_data(client.predict("values", 1, 3, 2, api_name="/kv_cache_contents"))[0]
     prompt_length = len(prompt_ids(ctx.pool.get(str(tiny_dir["gpt2"]))))
     assert heatmap["type"] == "heatmap" and len(heatmap["y"]) == prompt_length + 2  # after step 3: prompt + 2 fed
-    # the layer slider is fitted to the model (2 layers), so a layer past it is refused with a sentence
-    with pytest.raises(AppError, match="Value 9 is greater than maximum value 1"):
+    with pytest.raises(AppError, match="greater than maximum value 1"):  # the layer slider now ends at 1
         client.predict("keys", 9, 0, 0, api_name="/kv_cache_contents")
     timing = client.predict(64, api_name="/attention_timing")
     assert "eager" in timing and "fused" in timing and "⚠️" not in timing
     client.predict(str(tiny_dir["bert"]), PROMPT, "", api_name="/analyze")
-    note, *_ = client.predict(6, 2, api_name="/kv_cache")
+    note, *_ = client.predict(6, 2, 0, 0, api_name="/kv_cache")
     assert note.startswith("⚠️") and "masked" in note
 
 
