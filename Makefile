@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/attention.py
 	$(PY) bench/threads.py
 	$(PY) bench/tokenize.py
+	$(PY) bench/tokens_per_word.py
 	$(PY) bench/decoding.py
 	$(PY) bench/embeddings.py
 	$(PY) bench/kv_cache.py
