@@ -131,9 +131,10 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         "encoder_decoder": "Span infill: T5 span corruption (15% noise, mean span 3), loss per target token beside a "
         "unigram model of the training targets that ignores the input.",
     }[family]
-    lines += ["", unit, "The modern sample is masked or corrupted "
-              f"{metrics.get('modern_passes', 10)} times with different random choices, so each figure rests on "
-              "a few thousand tokens."]  # fmt: skip
+    lines += ["", unit]
+    if family != "decoder":
+        lines.append(f"The modern sample is masked or corrupted {metrics.get('modern_passes', 10)} times with "
+                     "different random choices, so each figure rests on a few thousand tokens.")  # fmt: skip
     if "tokens_per_word_modern" in metrics:
         lines += [
             "",
@@ -151,15 +152,30 @@ def write_card(
     title, objective, cls = DESCRIPTIONS[family]
     n_params = sum(p.numel() for p in model.parameters())
     metrics = {**metrics, "parameters": n_params, "family": family, "previous_model": PREVIOUS[family]}
+    metrics["corpus"] = corpus_text
     if licences:
         metrics["sources"] = licences
     (out / "card.json").write_text(json.dumps({**metrics, "samples": sample_list}, indent=2) + "\n")
     stages = metrics.get("stages") or [{"steps": metrics["steps"], "lr": metrics["lr"]}]
+    start = metrics.get("initialised_from")
+    first = (
+        f" --lr {stages[0]['lr']} --warmup {metrics.get('warmup')} --init-from build/first/{start['model']}"
+        if start
+        else ""
+    )
     commands = "\n".join(
-        f"    python -m explorer.training --family {family} --steps {st['steps']} --out {out}"
-        + (f" --resume --lr {st['lr']}" if i else "")
+        f"    python -m explorer.training --family {family} --steps {st['steps']}"
+        + (f" --resume --lr {st['lr']}" if i else first)
+        + f" --out models/{out.name}"
         for i, st in enumerate(stages)
     )
+    if start:
+        commands += (
+            f"\n\nStarted from the first bundled {out.name} (Shakespeare/KJV only, kept in git history):"
+            f" {start['copied']} weight tensors copied, {start['rebuilt']} rebuilt for the new vocabulary"
+            f" ({start['shared_tokens']:,} tokens shared with the old one; {start['new_tokens']:,} new tokens"
+            " start as the mean of their old pieces)."
+        )
     sample_md = "\n".join(
         f"- `{s['prompt']}` → {s['output']!r}" + (f" ({s['decoding']})" if "decoding" in s else "") for s in sample_list
     )
@@ -168,7 +184,7 @@ def write_card(
     device = metrics.get("device", "cpu")
     where = "a CUDA GPU" if device.startswith("cuda") else f"CPU ({metrics['threads']} thread(s))"
     timed = (
-        " Each run had a time budget (`--minutes`): its learning rate decayed over that time."
+        " (each run had a time budget, `--minutes`, over which its learning rate decayed)"
         if any("minutes" in st for st in stages)
         else ""
     )
@@ -181,7 +197,7 @@ tags: [llm-explorer, {family}]
 # {out.name}: a small {title}
 
 Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe
-(`make train`), here as the equivalent step counts:{timed}
+(`make train`), shown here with the steps each run reached{timed}:
 
 {commands}
 
@@ -214,3 +230,15 @@ common words and the shape of a sentence, and little about the world. It exists 
 not to be used.
 """
     (out / "README.md").write_text(text, encoding="utf-8")
+
+
+def rewrite_readme(folder: Path, family: str) -> None:
+    """Write ``README.md`` again from ``card.json`` (figures and samples as measured, nothing re-run)."""
+    from explorer.training.recipes import load_trained
+
+    metrics = json.loads((folder / "card.json").read_text())
+    sample_list = metrics.pop("samples")
+    tokenizer, model = load_trained(family, folder)
+    sources = metrics.get("sources") or {}
+    corpus_text = metrics.get("corpus", "")
+    write_card(folder, family, metrics, model, tokenizer, corpus_text, sample_list, sources)
