@@ -68,3 +68,8 @@ def train_unigram(texts: Iterable[str], vocab_size: int) -> T5Tokenizer:
     vocab = [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
     vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(T5_EXTRA_IDS))]
     return T5Tokenizer(vocab=vocab, extra_ids=T5_EXTRA_IDS)
+
+
+def tokens_per_word(tokenizer, text: str) -> float:
+    """Tokens the tokenizer makes of ``text`` (no special tokens) per whitespace-separated word."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) / len(text.split())

@@ -14,9 +14,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.training import card, recipes  # noqa: E402
-from explorer.training.corpus import build_corpus  # noqa: E402
+from explorer.training import card, recipes, warm_start  # noqa: E402
+from explorer.training.corpus import MODERN_SAMPLE, build_corpus  # noqa: E402
 from explorer.training.data import token_stream  # noqa: E402
+from explorer.training.tokenizer_recipes import tokens_per_word  # noqa: E402
 
 MAX_WEIGHT_BYTES = 24 * 2**20
 
@@ -58,6 +59,15 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's)")
     parser.add_argument("--dropout", type=float, help="encoder dropout (default: the recipe's)")
+    parser.add_argument(
+        "--minutes", type=float, help="stop after this long, the learning rate decaying over it (default: no limit)"
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="a trained model folder of the same shape to start from (its tokenizer may differ)",
+    )
+    parser.add_argument("--device", default=str(recipes.default_device()), help="cuda when available, else cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +83,7 @@ def main(argv=None) -> None:
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
     log(f"corpus: {corpus.describe()}")
-    previous = {}
+    previous, initialised = {}, None
     if args.resume:
         previous = previous_run(args.out, recipe)
         tokenizer, model = recipes.load_trained(args.family, args.out)
@@ -84,6 +94,12 @@ def main(argv=None) -> None:
         tokenizer = recipes.train_tokenizer(args.family, corpus.train)
         torch.manual_seed(args.seed)
         model = recipes.build_model(args.family, tokenizer, recipe.dropout, recipe.sinusoidal_positions)
+        if args.init_from:
+            old_tokenizer, old_model = recipes.load_trained(args.family, args.init_from)
+            warm = warm_start.transfer(model, tokenizer, old_model, old_tokenizer)
+            log(f"started from {args.init_from}: {warm}")
+            initialised = {"model": args.init_from.name, **warm}
+    model.to(args.device)
     stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
     log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -96,8 +112,11 @@ def main(argv=None) -> None:
     start = time.time()
     next_batch = recipes.batch_maker(args.family, tokenizer, stream, recipe)
     seed = args.seed + previous.get("steps", 0)  # a resumed run draws fresh batches
-    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint)
+    budget = args.minutes * 60 if args.minutes else None
+    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint, seconds=budget)
+    steps_run = len(losses)
     wall = time.time() - start
+    model.cpu()  # evaluated, sampled and saved on the CPU whatever it was trained on
     # Bundled weights must stay under 25 MB: past that they are stored as float16, and evaluated as
     # stored (rounded to float16, computed in float32) so the card describes the shipped model.
     half = sum(p.numel() for p in model.parameters()) * 4 > MAX_WEIGHT_BYTES
@@ -106,23 +125,27 @@ def main(argv=None) -> None:
     metrics = recipes.evaluate(args.family, model, tokenizer, corpus, stream)
     log(f"held-out: {metrics}")
     metrics.update(
-        steps=args.steps + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
+        steps=steps_run + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
         threads=args.threads, wall_time_s=round(wall + previous.get("wall_time_s", 0), 1),
         final_train_loss=float(np.mean(losses[-50:])) if losses else previous.get("final_train_loss", float("nan")),
         tokenizer=recipe.tokenizer_kind,
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, stopped_early=previous.get("stopped_early", False),
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
-                *([{"steps": args.steps, "lr": recipe.lr}] if args.steps else [])],
+                *([{"steps": steps_run, "lr": recipe.lr, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
+        device=str(args.device) if steps_run else previous.get("device", "cpu"),
+        initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip
     metrics["weights_dtype"] = "float16" if half else "float32"
+    metrics["modern_passes"] = recipes.MODERN_PASSES
+    metrics["tokens_per_word_modern"] = tokens_per_word(tokenizer, MODERN_SAMPLE.read_text(encoding="utf-8"))
     (model.half() if half else model).save_pretrained(args.out)  # safetensors by default
     model.float()
     tokenizer.save_pretrained(args.out)
     sample_list = card.samples(args.family, model, tokenizer)
     for s in sample_list:
         log(f"sample: {s['prompt']!r} -> {s['output']!r}")
-    card.write_card(args.out, args.family, metrics, model, tokenizer, corpus.describe(), sample_list)
+    card.write_card(args.out, args.family, metrics, model, tokenizer, corpus.describe(), sample_list, corpus.licences)
     log(f"done in {time.time() - start:.0f} s")
 
 

@@ -7,18 +7,51 @@ from pathlib import Path
 
 import torch
 
-DECODER_PROMPTS = ["ROMEO:", "And God said", "To be, or not to be", "The king"]
+# The lesson presets (assets/lessons/presets.json) and a few plain modern sentences: the card lists
+# what the model makes of each, greedy for the decoder so the listed text is what the app shows first.
+DECODER_PROMPTS = [
+    "To be, or not to be, that is the",
+    "In the beginning God created the",
+    "The animal didn't cross the street because it was too",
+    "When Mary and John went to the store, John gave a drink to",
+    "The capital of France is",
+    "In a shocking finding, scientist discovered a herd of unicorns living in a remote, previously "
+    "unexplored valley, in the Andes Mountains.",
+    "She opened the door and",
+]
 ENCODER_PROMPTS = [
-    "and god said, let there be [MASK]: and there was light.",
-    "the [MASK] of england is dead.",
-    "i will [MASK] thee, my lord.",
+    "the animal didn't cross the street because it was too [MASK].",
+    "the trophy doesn't fit into the brown suitcase because it is too [MASK].",
+    "when mary and john went to the store, john gave a drink to [MASK].",
+    "the capital of france is [MASK].",
     "in the beginning god created the [MASK] and the earth.",
+    "she opened the [MASK] and walked into the room.",
 ]
 T5_PROMPTS = [
-    "And God said, Let there be <extra_id_0>: and there was light.",
-    "KING HENRY: Once more unto the <extra_id_0>, dear friends, once more.",
+    "The animal didn't cross the <extra_id_0> because it was too tired.",
+    "When Mary and John went to the <extra_id_0>, John gave a drink to Mary.",
+    "To be, or not to be, that is the <extra_id_0>.",
     "In the beginning God created the <extra_id_0> and the earth.",
+    "She opened the <extra_id_0> and walked into the room.",
 ]
+SAMPLED_PROMPTS = ["Once upon a time", "The weather today"]  # decoder, sampled (top-k 40, temperature 0.8)
+
+# Today's first bundled models (Shakespeare and the King James Bible only), measured with
+# ``python -m explorer.training.measure --trained-on old`` before they were replaced.
+PREVIOUS = {
+    "decoder": {"modern": {"bits_per_byte": 2.358}, "old": {"bits_per_byte": 1.800}, "tokens_per_word_modern": 1.415},
+    "encoder": {
+        "modern": {"top1_accuracy": 0.137, "top5_accuracy": 0.302},
+        "old": {"top1_accuracy": 0.270, "top5_accuracy": 0.479},
+        "tokens_per_word_modern": 1.337,
+    },
+    "encoder_decoder": {
+        "modern": {"held_out_loss": 5.327, "unigram_baseline_loss": 6.104},
+        "old": {"held_out_loss": 5.138, "unigram_baseline_loss": 5.976},
+        "tokens_per_word_modern": 1.423,
+    },
+}
+GPT2_TOKENS_PER_WORD_MODERN = 1.140  # GPT-2's own BPE (models/gpt2-bpe) on assets/heldout/modern.txt
 
 
 @torch.no_grad()
@@ -26,12 +59,17 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
     model.eval()
     out = []
     if family == "decoder":
-        for prompt in DECODER_PROMPTS:
+        for prompt in DECODER_PROMPTS + SAMPLED_PROMPTS:
             torch.manual_seed(seed)
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-            gen = model.generate(ids, max_new_tokens=40, do_sample=True, top_k=40, temperature=0.8,
-                                 pad_token_id=tokenizer.eos_token_id)  # fmt: skip
-            out.append({"prompt": prompt, "output": tokenizer.decode(gen[0])})
+            sampled = prompt in SAMPLED_PROMPTS
+            settings = {"do_sample": True, "top_k": 40, "temperature": 0.8} if sampled else {"do_sample": False}
+            gen = model.generate(
+                ids, max_new_tokens=40 if sampled else 24, pad_token_id=tokenizer.eos_token_id, **settings
+            )
+            out.append(
+                {"prompt": prompt, "output": tokenizer.decode(gen[0]), "decoding": "sampled" if sampled else "greedy"}
+            )
     elif family == "encoder":
         for prompt in ENCODER_PROMPTS:
             enc = tokenizer(prompt, return_tensors="pt")
@@ -62,37 +100,94 @@ DESCRIPTIONS = {
 }
 
 
-def quality_lines(family: str, metrics: dict) -> list[str]:
+def _figure(family: str, m: dict | None) -> str:
+    """One cell of the quality table."""
+    if not m:
+        return "—"
     if family == "decoder":
-        return [
-            f"- Held-out loss: {metrics['held_out_loss']:.3f} nats per token",
-            f"- **Bits per byte: {metrics['bits_per_byte']:.3f}** on {metrics['held_out_bytes']:,} held-out bytes",
-        ]
+        return f"{m['bits_per_byte']:.3f} bits/byte"
     if family == "encoder":
-        return [
-            f"- **Fill-mask top-5 accuracy: {metrics['top5_accuracy']:.1%}** "
-            f"(top-1 {metrics['top1_accuracy']:.1%}) on {metrics['masked_tokens']:,} held-out masked tokens",
-        ]
-    return [
-        f"- **Held-out span-infill loss: {metrics['held_out_loss']:.3f}** nats per target token "
-        f"({metrics['target_tokens']:,} tokens)",
-        f"- Unigram baseline on the same targets: {metrics['unigram_baseline_loss']:.3f} nats per token",
+        return f"top-5 {m['top5_accuracy']:.1%}, top-1 {m['top1_accuracy']:.1%}"
+    gap = m["unigram_baseline_loss"] - m["held_out_loss"]
+    return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f} under)"
+
+
+def quality_lines(family: str, metrics: dict) -> list[str]:
+    previous = PREVIOUS[family]
+    rows = [
+        ("Modern sample (`assets/heldout/modern.txt`, written for the project)", "modern"),
+        ("Old held-out text (Shakespeare/KJV, what the first models were measured on)", "old"),
+        ("This corpus's held-out documents", None),
     ]
+    lines = ["| Held-out text | This model | First bundled model (Shakespeare/KJV only) |", "|---|---|---|"]
+    for label, key in rows:
+        lines.append(
+            f"| {label} | {_figure(family, metrics.get(key) if key else metrics)} | "
+            f"{_figure(family, previous.get(key) if key else None)} |"
+        )
+    unit = {
+        "decoder": "Bits per byte: cross-entropy of the next token over the UTF-8 bytes of the text (lower is better).",
+        "encoder": "Fill-mask: 15% of tokens replaced by [MASK]; is the right one the first, or among the first five, guesses?",
+        "encoder_decoder": "Span infill: T5 span corruption (15% noise, mean span 3), loss per target token beside a "
+        "unigram model of the training targets that ignores the input.",
+    }[family]
+    lines += ["", unit]
+    if family != "decoder":
+        lines.append(f"The modern sample is masked or corrupted {metrics.get('modern_passes', 10)} times with "
+                     "different random choices, so each figure rests on a few thousand tokens.")  # fmt: skip
+    if "tokens_per_word_modern" in metrics:
+        lines += [
+            "",
+            f"Tokens per word on the modern sample: {metrics['tokens_per_word_modern']:.3f} "
+            f"(GPT-2's own 50k BPE: {GPT2_TOKENS_PER_WORD_MODERN:.3f}, "
+            f"{metrics['tokens_per_word_modern'] / GPT2_TOKENS_PER_WORD_MODERN - 1:+.0%}; "
+            f"the first bundled model: {previous['tokens_per_word_modern']:.3f}).",
+        ]
+    return lines
 
 
-def write_card(out: Path, family: str, metrics: dict, model, tokenizer, corpus_text: str, sample_list) -> None:
+def write_card(
+    out: Path, family: str, metrics: dict, model, tokenizer, corpus_text: str, sample_list, licences=None
+) -> None:
     title, objective, cls = DESCRIPTIONS[family]
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = {**metrics, "parameters": n_params, "family": family}
+    metrics = {**metrics, "parameters": n_params, "family": family, "previous_model": PREVIOUS[family]}
+    metrics["corpus"] = corpus_text
+    if licences:
+        metrics["sources"] = licences
     (out / "card.json").write_text(json.dumps({**metrics, "samples": sample_list}, indent=2) + "\n")
     stages = metrics.get("stages") or [{"steps": metrics["steps"], "lr": metrics["lr"]}]
+    start = metrics.get("initialised_from")
+    first = (
+        f" --lr {stages[0]['lr']} --warmup {metrics.get('warmup')} --init-from build/first/{start['model']}"
+        if start
+        else ""
+    )
     commands = "\n".join(
-        f"    python -m explorer.training --family {family} --steps {st['steps']} --out {out}"
-        + (f" --resume --lr {st['lr']}" if i else "")
+        f"    python -m explorer.training --family {family} --steps {st['steps']}"
+        + (f" --resume --lr {st['lr']}" if i else first)
+        + f" --out models/{out.name}"
         for i, st in enumerate(stages)
     )
-    sample_md = "\n".join(f"- `{s['prompt']}` → {s['output']!r}" for s in sample_list)
+    if start:
+        commands += (
+            f"\n\nStarted from the first bundled {out.name} (Shakespeare/KJV only, kept in git history):"
+            f" {start['copied']} weight tensors copied, {start['rebuilt']} rebuilt for the new vocabulary"
+            f" ({start['shared_tokens']:,} tokens shared with the old one; {start['new_tokens']:,} new tokens"
+            " start as the mean of their old pieces)."
+        )
+    sample_md = "\n".join(
+        f"- `{s['prompt']}` → {s['output']!r}" + (f" ({s['decoding']})" if "decoding" in s else "") for s in sample_list
+    )
+    source_md = "\n".join(f"- {name}: {licence}" for name, licence in (metrics.get("sources") or {}).items())
     cfg = model.config
+    device = metrics.get("device", "cpu")
+    where = "a CUDA GPU" if device.startswith("cuda") else f"CPU ({metrics['threads']} thread(s))"
+    timed = (
+        " (each run had a time budget, `--minutes`, over which its learning rate decayed)"
+        if any("minutes" in st for st in stages)
+        else ""
+    )
     text = f"""---
 license: mit
 language: en
@@ -101,30 +196,49 @@ tags: [llm-explorer, {family}]
 ---
 # {out.name}: a small {title}
 
-Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe:
+Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe
+(`make train`), shown here with the steps each run reached{timed}:
 
 {commands}
 
 - Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters stored as {metrics.get("weights_dtype", "float32")}, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
 - Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
 - Objective: {objective}
-- Corpus: {corpus_text}; about 3% of documents held out
+- Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
 - Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
-  {" (the first stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
-  {metrics["wall_time_s"] / 60:.1f} min on {metrics["threads"]} CPU thread(s); final training loss {metrics["final_train_loss"]:.3f}
+  {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
+  {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
+
+## Sources and licences
+
+{source_md or "- (not recorded)"}
 
 ## Measured quality (held-out text)
 
 {chr(10).join(quality_lines(family, metrics))}
 
-## Samples
+## Samples (the lesson presets and a few modern sentences)
 
 {sample_md}
 
 ## Limits
 
-A few million parameters trained for minutes on two public-domain books: it knows the words and
-the rhythm of Early Modern English and little else. It exists to be looked inside, not to be used.
+A few million parameters trained for an hour or two on about ten million characters of public-domain
+English (Austen, the World English Bible, Bierce, the Jargon File, some Shakespeare and KJV): it knows
+common words and the shape of a sentence, and little about the world. It exists to be looked inside,
+not to be used.
 """
     (out / "README.md").write_text(text, encoding="utf-8")
+
+
+def rewrite_readme(folder: Path, family: str) -> None:
+    """Write ``README.md`` again from ``card.json`` (figures and samples as measured, nothing re-run)."""
+    from explorer.training.recipes import load_trained
+
+    metrics = json.loads((folder / "card.json").read_text())
+    sample_list = metrics.pop("samples")
+    tokenizer, model = load_trained(family, folder)
+    sources = metrics.get("sources") or {}
+    corpus_text = metrics.get("corpus", "")
+    write_card(folder, family, metrics, model, tokenizer, corpus_text, sample_list, sources)

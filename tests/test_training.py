@@ -1,0 +1,91 @@
+"""The training recipe's parts that need no corpus: warm start across tokenizers, the time budget,
+documents, deduplication and the held-out split (tiny random-weight models, real tokenizers)."""
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from explorer.training import corpus, recipes, tokenizer_recipes, warm_start
+from tests.tiny_models import TEXT
+
+
+def tiny_gpt2(tok):
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    return GPT2LMHeadModel(cfg)
+
+
+def test_warm_start_keeps_layers_and_shared_tokens_and_builds_new_tokens_from_their_pieces():
+    old_tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
+    new_tok = tokenizer_recipes.train_byte_level_bpe([TEXT + " tigers jumped thirsty" * 20], 340)
+    old, new = tiny_gpt2(old_tok), tiny_gpt2(new_tok)
+    stats = warm_start.transfer(new, new_tok, old, old_tok)
+    assert torch.equal(new.transformer.h[0].mlp.c_fc.weight, old.transformer.h[0].mlp.c_fc.weight)
+    assert torch.equal(new.transformer.wpe.weight, old.transformer.wpe.weight)
+    old_vocab, new_vocab = old_tok.get_vocab(), new_tok.get_vocab()
+    shared = [t for t in new_vocab if t in old_vocab]
+    fresh = [t for t in new_vocab if t not in old_vocab]
+    assert shared and fresh and stats["shared_tokens"] == len(shared) and stats["new_tokens"] == len(fresh)
+    wte_old, wte_new = old.transformer.wte.weight, new.transformer.wte.weight
+    for token in shared[:20]:
+        assert torch.equal(wte_new[new_vocab[token]], wte_old[old_vocab[token]])
+    for token in fresh[:20]:  # e.g. "Ġtigers": the mean of the old pieces of " tigers"
+        pieces = old_tok(new_tok.convert_tokens_to_string([token]), add_special_tokens=False)["input_ids"]
+        assert torch.allclose(wte_new[new_vocab[token]], wte_old[pieces].mean(0))
+    assert new.lm_head.weight.data_ptr() == new.transformer.wte.weight.data_ptr()  # still tied
+
+
+def test_warm_start_model_predicts_like_the_old_one_on_text_both_cut_alike():
+    old_tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
+    new_tok = tokenizer_recipes.train_byte_level_bpe([TEXT + " tigers" * 20], 320)
+    old, new = tiny_gpt2(old_tok), tiny_gpt2(new_tok)
+    warm_start.transfer(new, new_tok, old, old_tok)
+    old.eval(), new.eval()
+    text = " the earth"
+    old_ids = old_tok(text, return_tensors="pt")["input_ids"]
+    new_ids = new_tok(text, return_tensors="pt")["input_ids"]
+    assert old_tok.convert_ids_to_tokens(old_ids[0].tolist()) == new_tok.convert_ids_to_tokens(new_ids[0].tolist())
+    old_hidden = old(old_ids, output_hidden_states=True).hidden_states[-1]
+    new_hidden = new(new_ids, output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(old_hidden, new_hidden, atol=1e-5)  # same pieces, same vectors, same layers
+
+
+def test_time_budget_stops_training_and_decays_the_learning_rate():
+    tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok)
+    stream = recipes.data.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
+    recipe = recipes.Recipe("decoder", "byte-level BPE", batch=2, seq_len=16, warmup=2)
+    lines = []
+    losses = recipes.train(
+        model, lambda rng: recipes.data.causal_lm_batch(stream, 2, 16, rng), 100_000, recipe, lines.append, seconds=1.0
+    )
+    assert 0 < len(losses) < 100_000
+    assert any(line.startswith("time budget of 1 s spent after") for line in lines)
+    assert recipes.lr_at(10, 100_000, recipe, time_progress=1.0) == recipe.lr * 0.1
+    assert recipes.lr_at(10, 100_000, recipe, time_progress=0.0) > 0.99 * recipe.lr
+
+
+def test_documents_dedup_and_held_out_split_are_stable():
+    paragraphs = [f"Paragraph {i} " + " ".join(["word"] * 50) for i in range(40)]
+    docs = corpus._documents(paragraphs, size=600)
+    assert "\n".join(docs).split("\n") == paragraphs
+    assert all(len(d) >= 600 for d in docs[:-1])
+    source = corpus.Source("test", "here", "public domain", lambda: docs + [docs[0].upper()])
+    built = corpus.build_corpus([source])
+    assert len(built.train) + len(built.held_out) == len(docs)  # the upper-case copy is a duplicate
+    assert all(corpus._held_out(d) for d in built.held_out)
+    assert not any(corpus._held_out(d) for d in built.train)
+    assert set(built.held_out).isdisjoint(built.train)
+
+
+def test_blocked_words_drop_their_paragraph_only():
+    assert corpus._clean("A fine day.\nThey called him a wop.\nThe end.") == "A fine day.\nThe end."
+
+
+def test_modern_sample_is_ordinary_modern_prose_and_never_in_the_old_corpus():
+    sample = corpus.modern_sample()
+    words = " ".join(sample).split()
+    assert len(sample) >= 15 and len(words) >= 1200
+    assert not any(w in words for w in ("thee", "thou", "hath", "doth", "unto"))
+    old = corpus.old_held_out()
+    assert old and not any(p[:60] in d for p in sample for d in old)
