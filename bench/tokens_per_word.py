@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.core.loading import load_tokenizer  # noqa: E402
+from explorer.core.tokenizer_training import tokens_per_word  # noqa: E402
 from explorer.training.corpus import MODERN_SAMPLE  # noqa: E402
-from explorer.training.tokenizer_recipes import tokens_per_word  # noqa: E402
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import pytest
 
 from explorer.core.catalogue import bundled_keys, catalogue, models_dir
 from explorer.core.loading import load, load_tokenizer
+from explorer.core.tokenizer_training import tokens_per_word
 from explorer.training import recipes
 from explorer.training.corpus import modern_sample, old_held_out
-from explorer.training.tokenizer_recipes import tokens_per_word
 
 MAX_BYTES = 25 * 2**20
 # Absolute floors: the cards' figures with a margin, each beyond what the first bundled models measured.

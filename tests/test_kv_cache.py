@@ -6,8 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from gradio_client.exceptions import AppError
-
 from explorer.analysis.kv_cache import (
     MAX_NEW_TOKENS,
     CacheShape,
@@ -16,6 +14,8 @@ from explorer.analysis.kv_cache import (
     run_experiment,
     time_attention,
 )
+from gradio_client.exceptions import AppError
+
 from explorer.core.errors import InputError
 
 PROMPT = "To be, or not to be: that is the question"

@@ -4,7 +4,8 @@ documents, deduplication and the held-out split (tiny random-weight models, real
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from explorer.training import corpus, recipes, tokenizer_recipes, warm_start
+from explorer.core import tokenizer_training
+from explorer.training import corpus, recipes, warm_start
 from tests.tiny_models import TEXT
 
 
@@ -16,8 +17,8 @@ def tiny_gpt2(tok):
 
 
 def test_warm_start_keeps_layers_and_shared_tokens_and_builds_new_tokens_from_their_pieces():
-    old_tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
-    new_tok = tokenizer_recipes.train_byte_level_bpe([TEXT + " tigers jumped thirsty" * 20], 340)
+    old_tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    new_tok = tokenizer_training.train_byte_level_bpe([TEXT + " tigers jumped thirsty" * 20], 340)
     old, new = tiny_gpt2(old_tok), tiny_gpt2(new_tok)
     stats = warm_start.transfer(new, new_tok, old, old_tok)
     assert torch.equal(new.transformer.h[0].mlp.c_fc.weight, old.transformer.h[0].mlp.c_fc.weight)
@@ -36,8 +37,8 @@ def test_warm_start_keeps_layers_and_shared_tokens_and_builds_new_tokens_from_th
 
 
 def test_warm_start_model_predicts_like_the_old_one_on_text_both_cut_alike():
-    old_tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
-    new_tok = tokenizer_recipes.train_byte_level_bpe([TEXT + " tigers" * 20], 320)
+    old_tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    new_tok = tokenizer_training.train_byte_level_bpe([TEXT + " tigers" * 20], 320)
     old, new = tiny_gpt2(old_tok), tiny_gpt2(new_tok)
     warm_start.transfer(new, new_tok, old, old_tok)
     old.eval(), new.eval()
@@ -51,7 +52,7 @@ def test_warm_start_model_predicts_like_the_old_one_on_text_both_cut_alike():
 
 
 def test_time_budget_stops_training_and_decays_the_learning_rate():
-    tok = tokenizer_recipes.train_byte_level_bpe([TEXT], 300)
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
     model = tiny_gpt2(tok)
     stream = recipes.data.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
     recipe = recipes.Recipe("decoder", "byte-level BPE", batch=2, seq_len=16, warmup=2)
