@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
+from explorer.analysis.lora_files import MAX_FILE_BYTES
 from explorer.core.run import MAX_CHARS, check_text
 from explorer.core.spec import FAMILY_NAMES
 from explorer.ui.context import AppContext, Selection, guarded
@@ -30,6 +33,15 @@ CSS = """
 # Presenter fonts: a class on the app's root scales every text size the theme defines.
 LARGE_FONTS_JS = "(on) => { document.querySelector('.gradio-container')?.classList.toggle('explorer-large', !!on); }"
 THEME = gr.themes.Soft()
+# Uploads: the only files the app takes are LoRA adapters (kilobytes to a few MB; at most 64 MB is read);
+# gradio refuses a larger body while it streams in (HTTP 413, "File exceeds maximum allowed size").
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES
+
+
+def analytics_enabled() -> bool:
+    """Gradio's telemetry: off unless ``EXPLORER_ANALYTICS`` (or gradio's own ``GRADIO_ANALYTICS_ENABLED``) is on."""
+    wanted = os.environ.get("EXPLORER_ANALYTICS") or os.environ.get("GRADIO_ANALYTICS_ENABLED") or ""
+    return wanted.strip().lower() in ("1", "true", "yes", "on")
 
 
 def summary(ctx: AppContext, selection: Selection) -> str:
@@ -76,7 +88,7 @@ def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     # delete_cache: files handed to users (exports, adapters) leave gradio's cache after an hour, checked every 10 min
-    with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600), analytics_enabled=analytics_enabled()) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
             with gr.Column(scale=4):
@@ -132,4 +144,5 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
     """Serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT decide where (default 127.0.0.1:7860)."""
+    kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
     demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, **kwargs)
