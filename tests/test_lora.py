@@ -336,3 +336,52 @@ def test_stop_cancels_training_and_keeps_the_adapter_trained_so_far(app_url):
     assert client.predict(api_name="/lora_stop")[0] == status  # no step ran after the stop
     table, *_ = client.predict("Ahoy", 1, api_name="/lora_compare")
     assert table["data"][0][1] > 0  # the adapter trained so far is there to compare
+
+
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.2])
+def test_the_same_seed_and_settings_give_the_same_losses(tiny, lora_dropout):
+    """The tiny GPT-2 has the base model's own dropout (0.1): training must not draw from torch's global generator."""
+    lm = tiny["gpt2"]
+    assert lm.model.config.resid_pdrop > 0
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    settings = LoraSettings(
+        ("attn.c_attn",), r=4, alpha=8, dropout=lora_dropout, lr=1e-2, steps=6, batch_size=2, seed=3
+    )
+    runs = []
+    for _ in range(2):
+        session = LoraSession(lm, settings, data)
+        torch.rand(17)  # other requests advance the global generator between runs
+        session.train(settings.steps)
+        runs.append(session.losses)
+        session.close()
+    assert runs[0] == runs[1]
+    other = LoraSession(lm, LoraSettings(**{**settings.__dict__, "seed": 4}), data)
+    other.train(settings.steps)
+    assert other.losses != runs[0]  # the seed matters: different batches and dropout
+
+
+def test_a_refused_new_fine_tune_leaves_the_previous_one_in_place(tiny):
+    lm = tiny["gpt2"]
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
+    first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
+
+    def refused():
+        raise InputError("That file is not a safetensors file.")
+
+    with pytest.raises(InputError):
+        registry.start("alice", lm.nbytes, refused)
+    assert not first.closed and len(registry) == 1 and registry.budget.held == lm.nbytes
+    first.finish()  # still usable
+
+
+def test_app_uploading_a_file_that_is_not_an_adapter_keeps_the_trained_one(app_url, tmp_path):
+    client = Client(app_url, verbose=False)
+    status, _, _ = client.predict(*TRAIN_ARGS, api_name="/lora_train")
+    assert "done" in status, status
+    junk = tmp_path / "notes.safetensors"
+    junk.write_bytes(b"these are my lecture notes, not tensors")
+    note, _ = client.predict(handle_file(str(junk)), "Planted pattern", "", api_name="/lora_upload")
+    assert note.startswith("⚠️") and "not a safetensors file" in note
+    table, *_ = client.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
+    assert table["data"][0][1] > 0, table  # the adapter trained before the refused upload is still there

@@ -156,6 +156,44 @@ def check_trainable(lm: LoadedModel) -> None:
         )
 
 
+class SeededDropout(torch.nn.Module):
+    """LoRA's dropout drawn from a generator seeded by the run's seed: the same seed drops the same numbers.
+
+    (``nn.Dropout`` draws from torch's process-wide generator, which every other request also advances.)
+    """
+
+    def __init__(self, p: float, seed: int):
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device not in self._generators:
+            self._generators[x.device] = torch.Generator(device=x.device).manual_seed(self.seed)
+        keep = torch.rand(x.shape, generator=self._generators[x.device], device=x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+
+def seed_lora_dropout(model: torch.nn.Module, settings: LoraSettings) -> None:
+    """Replace peft's LoRA dropout layers by ``SeededDropout`` (one generator per layer, seeds from the run's)."""
+    layers = [m for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)]
+    for i, layer in enumerate(layers):
+        for name, dropout in layer.lora_dropout.items():
+            if isinstance(dropout, torch.nn.Dropout):
+                layer.lora_dropout[name] = SeededDropout(dropout.p, settings.seed * 100_003 + i)
+
+
+def training_mode(model: torch.nn.Module) -> None:
+    """Train with the base model's own dropout off: every module in eval mode (transformers reads
+    ``module.training`` for attention dropout too) except LoRA's seeded dropout, so a run is reproducible."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, SeededDropout):
+            module.train()
+
+
 def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     """A private deep copy of ``lm.model`` with a fresh LoRA adapter (the shared model is only read)."""
     check_trainable(lm)
@@ -167,6 +205,7 @@ def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     for name, p in peft_model.named_parameters():  # peft's A init, from our own generator (not the global RNG)
         if "lora_A" in name:
             torch.nn.init.kaiming_uniform_(p.data, a=math.sqrt(5), generator=generator)
+    seed_lora_dropout(peft_model, settings)
     return peft_model
 
 
@@ -241,7 +280,7 @@ class LoraSession:
             if self.closed:  # replaced by a newer fine-tune of the same user
                 return
             self._set_mode("on")
-            self.peft.train()
+            training_mode(self.peft)
             t0 = time.perf_counter()
             for _ in range(min(n_steps, self.settings.steps - len(self.losses))):
                 batch = self.data.batch(self.settings.batch_size, self.generator)
