@@ -39,6 +39,12 @@ class SessionBudget:
                 )
             self._held[owner] = nbytes
 
+    def move(self, source: str, owner: str) -> None:
+        """What ``source`` holds becomes ``owner``'s (replacing what ``owner`` held)."""
+        with self._lock:
+            if source in self._held:
+                self._held[owner] = self._held.pop(source)
+
     def release(self, owner: str) -> None:
         with self._lock:
             self._held.pop(owner, None)
@@ -58,17 +64,25 @@ class SessionRegistry:
         self._lock = threading.Lock()
 
     def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession]) -> LoraSession:
-        """End ``owner``'s previous fine-tune, reserve ``nbytes``, then build the new one with ``make()``."""
-        self.end(owner)
-        self.budget.reserve(owner, nbytes)
+        """Build ``owner``'s new fine-tune with ``make()`` and only then end the previous one.
+
+        A refused start (a file that is not an adapter, bad settings, no memory left) leaves the
+        previous fine-tune as it was. While the new one is built both are counted in the budget.
+        """
+        pending = f"{owner}#new"
+        self.budget.reserve(pending, nbytes)
         try:
             session = make()
         except BaseException:
-            self.budget.release(owner)
+            self.budget.release(pending)
             raise
         session.owner = owner
         with self._lock:
+            previous = self._live.get(owner)
             self._live[owner] = session
+        if previous is not None:
+            previous.close()
+        self.budget.move(pending, owner)
         return session
 
     def end(self, owner: str | None) -> None:
