@@ -9,7 +9,7 @@ import gradio as gr
 from explorer.analysis.lora_files import MAX_FILE_BYTES
 from explorer.core.run import MAX_CHARS, check_text
 from explorer.core.spec import FAMILY_NAMES
-from explorer.ui.context import AppContext, Selection, guarded
+from explorer.ui.context import AppContext, Selection, guarded, md_escape, warning
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
@@ -52,9 +52,9 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     if trace.meta.get("truncated"):
         note = f" The text was cut to its first {trace.meta['max_tokens']} tokens."
     if trace.meta.get("target_source") == "generated":
-        note += f" Target: the model's own greedy output, “{trace.texts['target']}”."
+        note += f" Target: the model's own greedy output, “{md_escape(trace.texts['target'])}”."
     return (
-        f"**{lm.spec.key}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
+        f"**{md_escape(lm.spec.key)}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
         f" · {counts}.{note}"
     )
 
@@ -118,7 +118,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         shell = {"model": model, "text": text, "target": target, "large": large}
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
 
-        @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
+        @guarded(lambda msg: (gr.skip(), warning(msg)))
         def analyze(model_name: str, text_value: str, target_value: str):
             check_text(text_value)
             selection = Selection(model_name, text_value, target_value or None)

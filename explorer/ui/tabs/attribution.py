@@ -23,7 +23,7 @@ from explorer.analysis.attribution import (
 )
 from explorer.core.errors import InputError
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
-from explorer.ui.context import AppContext, guarded
+from explorer.ui.context import AppContext, guarded, md_escape, warning
 from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
@@ -77,7 +77,7 @@ class StopRequests:
 def value_line(result: Attribution) -> str:
     """The explained output, and for integrated gradients the completeness check."""
     line = (
-        f"{METHODS[result.method].name}: {result.output} of “{result.token}” = **{result.value:.4g}** "
+        f"{METHODS[result.method].name}: {result.output} of “{md_escape(result.token)}” = **{result.value:.4g}** "
         f"(baseline {result.baseline_value:.4g})"
     )
     if result.delta is None:
@@ -146,7 +146,7 @@ def build(ctx: AppContext, shared) -> None:
         first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
         return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", "", "", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), "", "", message_figure(msg)))
     def attribute_view(
         selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
@@ -165,14 +165,14 @@ def build(ctx: AppContext, shared) -> None:
         first = results[0]
         htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
         lines = "\n".join(f"- {value_line(r)}" for r in results)
-        head = f"**{pred.label}** · {task.note} · {SIGN_NOTE}."
+        head = f"**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
         figure = attribution_bars(
             list(first.labels), {METHODS[r.method].name: r.scores for r in results},
             f"{selection.model} · why “{first.token}” ({output_v})",
         )  # fmt: skip
         return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg)))
     def matrix_view(
         selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
@@ -185,7 +185,7 @@ def build(ctx: AppContext, shared) -> None:
         cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
         deltas = [abs(d) for d in matrix.deltas if d is not None]
         worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
-        note = f"{task.note} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
+        note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
         title = f"{selection.model} · {METHODS[a_v].name} · {output_v} of each explained token"
         return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 

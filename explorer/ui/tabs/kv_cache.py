@@ -19,7 +19,7 @@ from explorer.analysis.kv_cache import (
 from explorer.core.errors import InputError
 from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
-from explorer.ui.context import AppContext, guarded
+from explorer.ui.context import AppContext, guarded, warning
 from explorer.ui.tabs.attention import message_figure
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
@@ -147,7 +147,7 @@ def build(ctx: AppContext, shared) -> None:
             attn_note = gr.Markdown()
     result_state = gr.State(None)
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip()))
+    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip()))
     def experiment(selection, new_v, repeats_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -183,7 +183,7 @@ def build(ctx: AppContext, shared) -> None:
         title = f"{kind_v} of layer {layer_v}, kv-head {head_v}, after step {step_v + 1}: {rows} positions"
         return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
 
-    @guarded(lambda msg: f"⚠️ {msg}")
+    @guarded(lambda msg: warning(msg))
     def time_fused(selection, tokens_v):
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -221,7 +221,7 @@ def build(ctx: AppContext, shared) -> None:
     for control in (kind, layer, head, step):
         control.change(show_cache, cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
     calc_inputs = [calc_layers, calc_heads, calc_dim, calc_context, calc_dtype, calc_batch]
-    calc_calc = guarded(lambda msg: f"⚠️ {msg}")(calculator)
+    calc_calc = guarded(lambda msg: warning(msg))(calculator)
     for control in calc_inputs:
         control.change(calc_calc, calc_inputs, calc_note, api_name=False)
     preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)

@@ -25,7 +25,7 @@ from explorer.analysis.lora_files import load_adapter, save_adapter
 from explorer.analysis.lora_sessions import SessionRegistry
 from explorer.core.errors import InputError
 from explorer.plots import lora as plots
-from explorer.ui.context import AppContext, guarded, user_message
+from explorer.ui.context import AppContext, guarded, md_escape, user_message, warning
 from explorer.ui.export import scratch_folder
 from explorer.ui.tabs.attention import message_figure
 from explorer.ui.tabs.decoding import _label as token_label
@@ -196,7 +196,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
     session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
+    @guarded(lambda msg: (gr.skip(), warning(msg)))
     def setup(selection, chosen, r):
         lm = _model(ctx, selection)
         kinds = list(adaptable_modules(lm.model))
@@ -206,7 +206,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         trainable = lora_parameter_count(lm.model, chosen, int(r))
         total = parameter_count(lm.model) + trainable
         return choices, (
-            f"**{lm.spec.key}**: LoRA trains **{trainable:,}** of {total:,} parameters (**{trainable / total:.2%}**). "
+            f"**{md_escape(lm.spec.key)}**: LoRA trains **{trainable:,}** of {total:,} parameters (**{trainable / total:.2%}**). "
             f"Your private copy takes {lm.nbytes / 2**20:,.1f} MB (per-session limit "
             f"{session_max_bytes() / 2**20:,.0f} MB)."
         )
@@ -226,7 +226,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
             knobs = (targets_v, r, alpha_v, dropout_v, lr_v, steps_v, batch_v, seed_v)
             yield from run_training(selection, choice, pasted_v, knobs, probe_text, request, progress)
         except Exception as err:  # every error reaches the user as a sentence
-            yield gr.skip(), f"⚠️ {user_message(err)}", gr.skip(), gr.skip()
+            yield gr.skip(), warning(user_message(err)), gr.skip(), gr.skip()
 
     def run_training(selection, choice, pasted_v, knobs, probe_text, request, progress):
         lm = _model(ctx, selection)
@@ -249,7 +249,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         session.finish()
         yield session, _status(session) + " · done.", _curve(session), session.mode
 
-    @guarded(lambda msg: (f"⚠️ {msg}", gr.skip()))
+    @guarded(lambda msg: (warning(msg), gr.skip()))
     def stopped(session):
         session = _need(session)
         session.finish()
@@ -275,7 +275,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         rows = [[p, *compare.generations(session, p, seed=session.settings.seed)] for p in probe_list]
         return table, bars, moved, rows
 
-    @guarded(lambda msg: (message_figure(msg), gr.skip(), f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
+    @guarded(lambda msg: (message_figure(msg), gr.skip(), warning(msg), message_figure(msg), message_figure(msg)))
     def update_view(session, chosen):
         session = _need(session)
         deltas = compare.delta_weights(session)
@@ -287,7 +287,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         rank_found = compare.numerical_rank(values)
         r = session.settings.r
         note = (
-            f"**{names[pick]}**: ΔW is {d.delta.shape[0]} × {d.delta.shape[1]}, numerical rank **{rank_found}** "
+            f"**{md_escape(names[pick])}**: ΔW is {d.delta.shape[0]} × {d.delta.shape[1]}, numerical rank **{rank_found}** "
             f"(r = {r}); ‖ΔW‖ = {d.norm:.4f}, {d.norm / d.weight_norm:.2%} of ‖W‖. "
             f"Trained on {len(session.losses)} steps."
         )
@@ -301,7 +301,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
             plots.delta_heatmap(pooled, f"ΔW of {names[pick]}", shape),
         )
 
-    @guarded(lambda msg: f"⚠️ {msg}")
+    @guarded(lambda msg: warning(msg))
     def set_mode(session, mode_v, probe_text):
         session = _need(session)
         prompt = check_probes(probe_text)[0]
@@ -312,12 +312,13 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         on_vs_merged = float((logits["on"] - logits["merged"]).abs().max())
         on_vs_off = float((logits["on"] - logits["off"]).abs().max())
         return (
-            f"Adapter **{mode_v}**. Greedy continuation of “{prompt}”: **{greedy.strip() or '…'}**\n\n"
+            f"Adapter **{md_escape(mode_v)}**. Greedy continuation of “{md_escape(prompt)}”: "
+            f"**{md_escape(greedy.strip() or '…')}**\n\n"
             f"Next-token logits, largest difference: merged vs adapter on **{on_vs_merged:.2e}** (the same model, "
             f"up to float rounding); adapter on vs off **{on_vs_off:.3f}**."
         )
 
-    @guarded(lambda msg: (None, f"⚠️ {msg}"))
+    @guarded(lambda msg: (None, warning(msg)))
     def download(session):
         session = _need(session)
         folder = scratch_folder()
@@ -325,7 +326,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         path = save_adapter(session, folder / name)
         return str(path), f"Saved {path.stat().st_size / 1024:,.1f} kB: the A and B matrices and the settings."
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip()))
+    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip()))
     def upload(selection, path, choice, pasted_v, request: gr.Request):
         if not path:
             return gr.skip(), "", gr.skip()
@@ -338,7 +339,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         return (
             session,
             (
-                f"Loaded an adapter with r = {s.r}, alpha = {s.alpha:g} on {', '.join(s.targets)}. Held-out loss on the "
+                f"Loaded an adapter with r = {s.r}, alpha = {s.alpha:g} on {md_escape(', '.join(s.targets))}. Held-out loss on the "
                 f"current data: {session.heldout_before:.3f} without it, **{session.heldout_after:.3f}** with it."
             ),
             _curve(session),
