@@ -250,11 +250,11 @@ def test_bounds_give_one_clear_sentence(bundled, tiny, monkeypatch):
 def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
     lm = tiny["gpt2"]
     data = training_data(lm.tokenizer, PLANTED.text, block=32)
-    registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
     first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
     second = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
     assert first.closed and first.peft is None and not second.closed
-    assert registry.budget.held == lm.nbytes and len(registry) == 1
+    assert registry.budget.held == second.nbytes and len(registry) == 1
     with pytest.raises(InputError, match="replaced"):
         first.finish()
 
@@ -263,7 +263,7 @@ def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
 
     with pytest.raises(InputError):
         registry.start("bob", lm.nbytes, failing)
-    assert registry.budget.held == lm.nbytes  # a failed start holds nothing
+    assert registry.budget.held == second.nbytes  # a failed start holds nothing
     registry.end("alice")
     assert second.closed and registry.budget.held == 0 and len(registry) == 0
 
@@ -363,15 +363,16 @@ def test_the_same_seed_and_settings_give_the_same_losses(tiny, lora_dropout):
 def test_a_refused_new_fine_tune_leaves_the_previous_one_in_place(tiny):
     lm = tiny["gpt2"]
     data = training_data(lm.tokenizer, PLANTED.text, block=32)
-    registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
     first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
+    held = registry.budget.held
 
     def refused():
         raise InputError("That file is not a safetensors file.")
 
     with pytest.raises(InputError):
         registry.start("alice", lm.nbytes, refused)
-    assert not first.closed and len(registry) == 1 and registry.budget.held == lm.nbytes
+    assert not first.closed and len(registry) == 1 and registry.budget.held == held
     first.finish()  # still usable
 
 
@@ -385,3 +386,41 @@ def test_app_uploading_a_file_that_is_not_an_adapter_keeps_the_trained_one(app_u
     assert note.startswith("⚠️") and "not a safetensors file" in note
     table, *_ = client.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
     assert table["data"][0][1] > 0, table  # the adapter trained before the refused upload is still there
+
+
+def held_bytes(session: LoraSession) -> int:
+    """What a session's tensors take: its private copy (LoRA matrices included), optimizer state and text."""
+    tensors = {t.data_ptr(): t for t in [*session.peft.parameters(), *session.peft.buffers()]}
+    state = [v for s in session.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    held = sum(t.numel() * t.element_size() for t in [*tensors.values(), *state])
+    return held + session.data.train.numel() * 8 + session.data.heldout.numel() * 8
+
+
+def test_the_memory_budget_counts_what_a_session_holds(bundled):
+    data = training_data(bundled.tokenizer, PLANTED.text)
+    session = LoraSession(bundled, LoraSettings(("attn.c_attn", "mlp.c_fc"), r=16, batch_size=8, steps=3), data)
+    session.train(3)
+    assert session.nbytes >= held_bytes(session) > bundled.nbytes  # copy + adapter + AdamW state + text
+    # a training step's logits (batch x block x vocabulary floats), which the allocator keeps, are counted too
+    logits = 8 * data.block * bundled.model.config.vocab_size * 4
+    assert session.nbytes >= held_bytes(session) + logits
+
+
+def test_one_client_address_holds_a_bounded_number_of_fine_tunes(tiny, monkeypatch):
+    monkeypatch.setenv("EXPLORER_LORA_PER_CLIENT", "2")
+    lm = tiny["gpt2"]
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
+
+    def make():
+        return LoraSession(lm, LoraSettings(("attn.c_attn",)), data)
+
+    registry.start("tab-1", lm.nbytes, make, client="10.0.0.7")
+    registry.start("tab-2", lm.nbytes, make, client="10.0.0.7")
+    registry.start("tab-2", lm.nbytes, make, client="10.0.0.7")  # replacing its own fine-tune is fine
+    with pytest.raises(InputError, match="at most 2 at once"):
+        registry.start("api-3", lm.nbytes, make, client="10.0.0.7")
+    registry.start("other", lm.nbytes, make, client="10.0.0.8")  # another address is not affected
+    registry.end("tab-1")
+    registry.start("api-3", lm.nbytes, make, client="10.0.0.7")
+    assert len(registry) == 3

@@ -194,6 +194,27 @@ def training_mode(model: torch.nn.Module) -> None:
             module.train()
 
 
+def session_bytes(lm: LoadedModel, settings: LoraSettings, data: TrainingData | None = None) -> int:
+    """What one fine-tune holds, counted from its parts (measured against a process's memory in
+    ``bench/lora_memory.py``):
+
+    - the private copy of the model (``lm.nbytes``);
+    - the LoRA matrices, their gradients and AdamW's two moments: 4 numbers per trainable parameter;
+    - the training text's token ids;
+    - a training step's activations, which the allocator keeps for the next step: the logits
+      (batch × block × vocabulary) and about 8 numbers per layer and width per token.
+    """
+    model, config = lm.model, lm.model.config
+    trainable = lora_parameter_count(model, settings.targets, settings.r) * 4
+    block = data.block if data is not None else 64
+    tokens = settings.batch_size * block
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 0)
+    activations = tokens * (vocab + 8 * width * lm.spec.n_layers) * 4
+    text = data.n_tokens * 8 if data is not None else 0
+    return lm.nbytes + 4 * trainable + text + activations
+
+
 def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     """A private deep copy of ``lm.model`` with a fresh LoRA adapter (the shared model is only read)."""
     check_trainable(lm)
@@ -264,7 +285,7 @@ class LoraSession:
         self.mode = "on"
         self.heldout_before = heldout_loss(self.peft, data)  # B = 0: this is the base model's loss
         self.heldout_after: float | None = None
-        self.nbytes = lm.nbytes
+        self.nbytes = session_bytes(lm, self.settings, data)
 
     @property
     def closed(self) -> bool:

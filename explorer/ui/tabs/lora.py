@@ -18,6 +18,7 @@ from explorer.analysis.lora import (
     default_targets,
     lora_parameter_count,
     parameter_count,
+    session_bytes,
     session_max_bytes,
 )
 from explorer.analysis.lora_data import MAX_CHARS, bundled_datasets, check_probes, training_data
@@ -120,9 +121,12 @@ def _curve(session: LoraSession):
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, training, three views)
     sessions = SessionRegistry()  # this app's live fine-tunes, by browser session
 
-    def start(request: gr.Request | None, lm, make) -> LoraSession:
-        """A new fine-tune for this browser session, replacing its previous one, within the memory budget."""
-        return sessions.start(request.session_hash if request is not None else "local", lm.nbytes, make)
+    def start(request: gr.Request | None, lm, make, nbytes: int) -> LoraSession:
+        """A new fine-tune for this browser session, replacing its previous one, within the memory budget
+        and the number of fine-tunes one client address may hold."""
+        owner = request.session_hash if request is not None else "local"
+        client = getattr(getattr(request, "client", None), "host", None)
+        return sessions.start(owner, nbytes, make, client)
 
     def release_state(session) -> None:  # gr.State's delete_callback: the session expired or closed
         if isinstance(session, LoraSession):
@@ -234,7 +238,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         settings = _settings(*knobs)
         check_probes(probe_text)  # refuse bad probes before training, not after
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        session = start(request, lm, lambda: LoraSession(lm, settings, data))
+        session = start(request, lm, lambda: LoraSession(lm, settings, data), session_bytes(lm, settings, data))
         chunk, last = max(1, settings.steps // 50), 0.0
         yield session, _status(session), _curve(session), "on"
         while not session.done:
@@ -333,7 +337,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         lm = _model(ctx, selection)
         check_trainable(lm)
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        session = start(request, lm, lambda: load_adapter(lm, path, data))
+        session = start(request, lm, lambda: load_adapter(lm, path, data), 2 * lm.nbytes)  # counted once loaded
         session.finish()
         s = session.settings
         return (
