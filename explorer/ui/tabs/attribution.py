@@ -17,8 +17,9 @@ from explorer.analysis.attribution import (
     OUTPUTS,
     Attribution,
     attribute,
-    attribution_matrix,
+    attribution_rows,
     check_method,
+    matrix_of,
     predictions_of,
 )
 from explorer.core.errors import InputError
@@ -177,17 +178,23 @@ def build(ctx: AppContext, shared) -> None:
         selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
     ):  # fmt: skip
+        """Streamed row by row: a press of Stop or a client that leaves ends the work at the next row."""
         lm, task = task_of(selection, new_v)
         report = lambda f: progress(f, desc="attributing each generated token")  # noqa: E731
+        total = min(len(task.predictions), MAX_MATRIX_ROWS)
+        rows = []
         with stops.running(request) as should_stop:
-            matrix = attribution_matrix(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v)
+            for row in attribution_rows(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v):
+                rows.append(row)
+                yield f"⏳ {len(rows)} of {total} rows …", gr.skip()
+        matrix = matrix_of(task, rows)
         shown = len(matrix.row_labels)
         cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
         deltas = [abs(d) for d in matrix.deltas if d is not None]
         worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
         note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
         title = f"{selection.model} · {METHODS[a_v].name} · {output_v} of each explained token"
-        return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
+        yield note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
     shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")
     new_tokens.release(list_predictions, [shared.state, new_tokens], [prediction], api_name=False)
