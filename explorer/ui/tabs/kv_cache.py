@@ -30,7 +30,10 @@ head-dim × positions × bytes per number, which grows with every token."""
 MAX_LAYERS = 128  # the sliders' range; a model's own is checked in the handler
 MAX_HEADS = 128
 MAX_POSITIONS = 2048
-EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}  # timings want the machine to themselves
+# Timings want the machine to themselves: one experiment at a time, and one eager-vs-fused timing at a time,
+# each in its own queue so a short timing never waits behind a long experiment (which is itself time-bounded).
+EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}
+TIMING_QUEUE = {"concurrency_limit": 1, "concurrency_id": "attention_timing"}
 
 
 def _mib(n: float) -> str:
@@ -161,10 +164,16 @@ def build(ctx: AppContext, shared) -> None:
                 progress(done / total, desc=label)
                 yield gr.skip(), f"⏳ {label} …", gr.skip(), gr.skip()
         result = run.result()
+        short = ""
+        if run.runs_done < run.repeats:
+            short = (
+                f"\n\nRan {run.runs_done} of the {run.repeats} runs asked: more would have taken over "
+                f"{run.budget_s:.0f} s on this machine. Fewer new tokens leave room for more runs."
+            )
         latency = latency_plot(result.positions, result.with_cache, result.without_cache,
                                (result.slope(True), result.slope(False)))  # fmt: skip
         memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes)
-        yield (result, lm.spec.key), summary(result, lm), latency, memory
+        yield (result, lm.spec.key), summary(result, lm) + short, latency, memory
 
     @guarded(message_figure)
     def show_cache(held, kind_v, layer_v, head_v, step_v):
@@ -226,6 +235,4 @@ def build(ctx: AppContext, shared) -> None:
         control.change(calc_calc, calc_inputs, calc_note, api_name=False)
     preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
     shared.on_analyzed(from_model, [shared.state], [calc_layers, calc_heads, calc_dim])
-    attn_button.click(
-        time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **EXPERIMENT_QUEUE
-    )
+    attn_button.click(time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **TIMING_QUEUE)
