@@ -15,6 +15,7 @@ from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
 from explorer.ui.tabs import attention, attribution, decoding, embeddings, kv_cache, lora, tokens
+from explorer.ui.validation import refuse_bad_inputs
 
 TABS = [tokens, embeddings, attention, decoding, kv_cache, lora, attribution]  # views not built yet do not appear
 INTRO = (
@@ -132,14 +133,15 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
         run_model = {"concurrency_limit": 4, "concurrency_id": "analysis"}
-        triggers = [button.click, text.submit, target.submit, model.change]
+        # model.input, not .change: a share link sets the model on load and analyzes once (below), not twice at once
+        triggers = [button.click, text.submit, target.submit, model.input]
         then_views(gr.on(triggers, analyze, [model, text, target], [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
         then_views(restored.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
             then_views(chosen.then(analyze, [model, text, target], [state, status], api_name=False, **run_model), False)
-    return demo
+    return refuse_bad_inputs(demo)  # every event's inputs checked once, before any handler
 
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
