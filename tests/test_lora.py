@@ -214,7 +214,8 @@ def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_s
         load_adapter(bundled, junk, session.data)
     with safe_open(path, "pt") as f:  # the same weights with settings of the wrong kind, then out of range
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    for bad, message in (({"r": "8"}, "unreadable"), ({"r": 0}, "rank r")):
+    for bad, message in (({"r": "8"}, "whole number"), ({"r": 0}, "rank r"), ({"r": 8.5}, "whole number"),
+                         ({"r": True}, "whole number"), ({"lr": "fast"}, "finite number")):  # fmt: skip
         settings = {**json.loads(metadata["settings"]), **bad}
         save_file(tensors, tmp_path / "bad.safetensors", {**metadata, "settings": json.dumps(settings)})
         with pytest.raises(InputError, match=message):
@@ -424,3 +425,20 @@ def test_one_client_address_holds_a_bounded_number_of_fine_tunes(tiny, monkeypat
     registry.end("tab-1")
     registry.start("api-3", lm.nbytes, make, client="10.0.0.7")
     assert len(registry) == 3
+
+
+@pytest.mark.parametrize("spoil", ["nan", "int8"])
+def test_an_adapter_with_nan_or_integer_weights_is_refused(tmp_path, bundled, planted_session, spoil):
+    session, _ = planted_session
+    path = save_adapter(session, tmp_path / "a.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = sorted(tensors)[0]
+    if spoil == "nan":
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+    else:
+        tensors[name] = (tensors[name] * 100).to(torch.int8)
+    save_file(tensors, tmp_path / "spoiled.safetensors", metadata)
+    with pytest.raises(InputError, match="NaN" if spoil == "nan" else "int8 numbers"):
+        load_adapter(bundled, tmp_path / "spoiled.safetensors", session.data)

@@ -113,6 +113,17 @@ class LoraSettings:
         return self.alpha / self.r
 
     def validate(self) -> LoraSettings:
+        whole = ("r", "steps", "batch_size", "seed")
+        for name in whole:  # from a file or an API call: 8.5, true or "8" are not ranks
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"The setting {name} must be a whole number, not {value!r:.20}.")
+        for name in ("alpha", "dropout", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"The setting {name} must be a finite number, not {value!r:.20}.")
+        if not all(isinstance(t, str) for t in self.targets):
+            raise InputError("The modules to adapt must be given by their names (e.g. attn.c_attn).")
         checks = [
             (1 <= self.r <= MAX_RANK, f"The rank r must be from 1 to {MAX_RANK}."),
             (0 < self.alpha <= 1024, "Alpha must be above 0 and at most 1024."),
