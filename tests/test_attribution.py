@@ -1,8 +1,11 @@
 """Attribution: completeness of integrated gradients, a model where only one token matters, every family,
 encoder-decoder scores on the source, bounds, stopping, the shared model left untouched, and the app endpoints."""
 
+import json
 import time
+import uuid
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -367,6 +370,51 @@ def test_stop_ends_a_running_generation_matrix(client):
         time.sleep(0.05)
     client.predict(api_name="/attribution_stop")  # (a browser also cancels the event; this client cannot)
     note, _ = job.result()
-    assert note == "⚠️ Stopped before the attribution finished."  # the run itself ended, not just its event
+    assert note.startswith("⚠️ Stopped before the attribution finished")  # the run itself ended, not its event
     note, *_ = client.predict("saliency", "input_x_gradient", "probability", "pad", 2, 10, 0, api_name="/attribution")
     assert not note.startswith("⚠️")  # the session goes on
+
+
+def test_a_client_that_leaves_stops_the_generation_matrix(app_url, client, monkeypatch):
+    """A client that drops its connection mid-run (a closed laptop) ends the work like Stop: no row after."""
+    from explorer.analysis import attribution as analysis
+
+    started = []
+    original = analysis.attribute
+
+    def counted(*args, **kwargs):
+        started.append(time.monotonic())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "attribute", counted)
+    url, session = app_url.rstrip("/"), uuid.uuid4().hex[:11]
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
+    events = {d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
+
+    def join(endpoint: str, args: list) -> str:
+        values = iter(args)  # the server holds a state's value: its place in the data is empty
+        data = [None if kinds.get(i) == "state" else next(values) for i in events[endpoint]["inputs"]]
+        body = {"data": data, "fn_index": events[endpoint]["id"], "session_hash": session, "event_data": None,
+                "trigger_id": None}  # fmt: skip
+        return httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).json()["event_id"]
+
+    def messages(event: str):
+        with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=300) as s:
+            for line in s.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:]).get("event_id") == event:
+                    yield json.loads(line[5:])
+
+    text = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
+    for message in messages(join("analyze", ["tiny-gpt2", text, ""])):
+        if message["msg"] == "process_completed":
+            break
+    # the largest matrix: 16 rows of integrated gradients with 200 steps
+    for message in messages(join("attribution_matrix", ["integrated_gradients", "probability", "pad", 16, 200])):
+        if message["msg"] == "process_generating":  # the first row is done: leave (the stream closes)
+            break
+    assert 1 <= len(started) < 16
+    time.sleep(1.0)
+    counted_then = len(started)
+    time.sleep(8.0)  # several rows' time at this size
+    assert len(started) == counted_then <= 3, f"{len(started)} rows were started after the client left"

@@ -1,6 +1,7 @@
 """The KV cache experiment: same tokens with and without the cache, bytes equal the formula, timings well formed."""
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -146,3 +147,31 @@ def test_the_experiment_leaves_no_grad_mode_behind_on_the_thread_that_ran_it(tin
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(first_step_then_modes).result() == (True, False)
+
+
+def test_further_runs_stop_at_the_time_budget_and_the_finished_ones_are_reported(tiny):
+    lm = tiny["gpt2"]
+    experiment = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=8, repeats=5, budget_s=0.0)
+    list(experiment.steps())
+    assert experiment.runs_done == 1  # the first pair always runs; the next would have overrun the budget
+    result = experiment.result()
+    assert result.with_cache.shape == result.without_cache.shape == (1, 8)
+    unbounded = KVCacheExperiment(lm, prompt_ids(lm), new_tokens=8, repeats=3, budget_s=600.0)
+    list(unbounded.steps())
+    assert unbounded.runs_done == 3
+
+
+def test_a_fused_attention_timing_never_waits_behind_a_running_experiment(app_url, tiny_dir):
+    from gradio_client import Client
+
+    teacher, student = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    for client in (teacher, student):
+        client.predict(str(tiny_dir["gpt2"]), PROMPT, "", api_name="/analyze")
+    job = teacher.submit(100, 5, api_name="/kv_cache")  # long: five pairs of runs of 100 tokens
+    while not any(update[0].startswith("⏳") for update in job.outputs()):
+        assert not job.done(), job.outputs()
+        time.sleep(0.05)
+    timing = student.predict(16, api_name="/attention_timing")
+    assert "fused" in timing
+    assert not job.done(), "the timing waited for the whole experiment"
+    job.cancel()

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -124,3 +125,53 @@ def test_different_models_load_at_once_and_loading_still_works_after(tiny_dir):
         loaded = list(pool.map(load, names))
     assert [lm.spec.family for lm in loaded[:4]] == ["decoder", "encoder", "encoder_decoder", "decoder"]
     assert load(str(tiny_dir["gpt2"])).spec.family == "decoder"
+
+
+def _saved_without_head(tmp_path, name: str):
+    """A tiny model of ``name`` saved from its headless base class (``BertModel``, ``LlamaModel``)."""
+    from tests import tiny_models
+
+    full, tokenizer = tiny_models.build(name)
+    folder = tmp_path / f"{name}-headless"
+    full.base_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, full
+
+
+def test_an_encoder_saved_without_its_masked_lm_head_loads_headless_and_cannot_fill_masks(tmp_path):
+    from explorer.analysis.fill_mask import fill_mask
+
+    from explorer.core.errors import InputError
+    from explorer.core.run import run
+    from explorer.core.spec import MLM
+
+    folder, full = _saved_without_head(tmp_path, "bert")
+    lm = load(str(folder))
+    assert lm.spec.family == "encoder" and not lm.spec.can(MLM)
+    assert lm.model.get_output_embeddings() is None  # no head at all, rather than a random one
+    trace = run(lm, "the tiger [MASK] out of a tree.")
+    assert trace.logits is None
+    with pytest.raises(InputError, match="no masked-LM head"):
+        fill_mask(trace, 3, 5)
+    again = run(load(str(folder)), "the tiger [MASK] out of a tree.")
+    np.testing.assert_array_equal(trace.hidden["input"], again.hidden["input"])  # nothing random: loads agree
+
+
+def test_a_decoder_saved_without_its_own_head_is_refused_with_a_sentence(tmp_path):
+    folder, full = _saved_without_head(tmp_path, "llama")
+    assert not full.config.tie_word_embeddings  # its head is a matrix of its own, absent from the folder
+    with pytest.raises(ModelLoadError, match="without its language-model head"):
+        load(str(folder))
+
+
+def test_a_checkpoint_missing_body_weights_is_refused(tmp_path, tiny_dir):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "gpt2-incomplete"
+    shutil.copytree(tiny_dir["gpt2"], folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(k for k in weights if ".h.1.mlp.c_fc.weight" in k)
+    del weights[dropped]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="lacks 1 of its weights"):
+        load(str(folder))

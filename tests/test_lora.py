@@ -215,7 +215,8 @@ def test_adapter_file_round_trip_and_refusals(tmp_path, bundled, tiny, planted_s
         load_adapter(bundled, junk, session.data)
     with safe_open(path, "pt") as f:  # the same weights with settings of the wrong kind, then out of range
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    for bad, message in (({"r": "8"}, "unreadable"), ({"r": 0}, "rank r")):
+    for bad, message in (({"r": "8"}, "whole number"), ({"r": 0}, "rank r"), ({"r": 8.5}, "whole number"),
+                         ({"r": True}, "whole number"), ({"lr": "fast"}, "finite number")):  # fmt: skip
         settings = {**json.loads(metadata["settings"]), **bad}
         save_file(tensors, tmp_path / "bad.safetensors", {**metadata, "settings": json.dumps(settings)})
         with pytest.raises(InputError, match=message):
@@ -250,11 +251,11 @@ def test_bounds_give_one_clear_sentence(bundled, tiny):
 def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
     lm = tiny["gpt2"]
     data = training_data(lm.tokenizer, PLANTED.text, block=32)
-    registry = SessionRegistry(SessionBudget(max_bytes=3 * lm.nbytes))
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
     first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
     second = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
     assert first.closed and first.peft is None and not second.closed
-    assert registry.budget.held == lm.nbytes and len(registry) == 1
+    assert registry.budget.held == second.nbytes and len(registry) == 1
     with pytest.raises(InputError, match="replaced"):
         first.finish()
 
@@ -263,7 +264,7 @@ def test_a_new_fine_tune_replaces_the_old_one_and_ending_frees_it(tiny):
 
     with pytest.raises(InputError):
         registry.start("bob", lm.nbytes, failing)
-    assert registry.budget.held == lm.nbytes  # a failed start holds nothing
+    assert registry.budget.held == second.nbytes  # a failed start holds nothing
     registry.end("alice")
     assert second.closed and registry.budget.held == 0 and len(registry) == 0
 
@@ -340,3 +341,108 @@ def test_stop_cancels_training_and_keeps_the_adapter_trained_so_far(app_url):
     assert client.predict(api_name="/lora_stop")[0] == status  # no step ran after the stop
     table, *_ = client.predict("Ahoy", 1, api_name="/lora_compare")
     assert table["data"][0][1] > 0  # the adapter trained so far is there to compare
+
+
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.2])
+def test_the_same_seed_and_settings_give_the_same_losses(tiny, lora_dropout):
+    """The tiny GPT-2 has the base model's own dropout (0.1): training must not draw from torch's global generator."""
+    lm = tiny["gpt2"]
+    assert lm.model.config.resid_pdrop > 0
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    settings = LoraSettings(
+        ("attn.c_attn",), r=4, alpha=8, dropout=lora_dropout, lr=1e-2, steps=6, batch_size=2, seed=3
+    )
+    runs = []
+    for _ in range(2):
+        session = LoraSession(lm, settings, data)
+        torch.rand(17)  # other requests advance the global generator between runs
+        session.train(settings.steps)
+        runs.append(session.losses)
+        session.close()
+    assert runs[0] == runs[1]
+    other = LoraSession(lm, LoraSettings(**{**settings.__dict__, "seed": 4}), data)
+    other.train(settings.steps)
+    assert other.losses != runs[0]  # the seed matters: different batches and dropout
+
+
+def test_a_refused_new_fine_tune_leaves_the_previous_one_in_place(tiny):
+    lm = tiny["gpt2"]
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
+    first = registry.start("alice", lm.nbytes, lambda: LoraSession(lm, LoraSettings(("attn.c_attn",)), data))
+    held = registry.budget.held
+
+    def refused():
+        raise InputError("That file is not a safetensors file.")
+
+    with pytest.raises(InputError):
+        registry.start("alice", lm.nbytes, refused)
+    assert not first.closed and len(registry) == 1 and registry.budget.held == held
+    first.finish()  # still usable
+
+
+def test_app_uploading_a_file_that_is_not_an_adapter_keeps_the_trained_one(app_url, tmp_path):
+    client = Client(app_url, verbose=False)
+    status, _, _ = client.predict(*TRAIN_ARGS, api_name="/lora_train")
+    assert "done" in status, status
+    junk = tmp_path / "notes.safetensors"
+    junk.write_bytes(b"these are my lecture notes, not tensors")
+    note, _ = client.predict(handle_file(str(junk)), "Planted pattern", "", api_name="/lora_upload")
+    assert note.startswith("⚠️") and "not a safetensors file" in note
+    table, *_ = client.predict(PASSWORD_PROMPT + "\nThe", 1, api_name="/lora_compare")
+    assert table["data"][0][1] > 0, table  # the adapter trained before the refused upload is still there
+
+
+def held_bytes(session: LoraSession) -> int:
+    """What a session's tensors take: its private copy (LoRA matrices included), optimizer state and text."""
+    tensors = {t.data_ptr(): t for t in [*session.peft.parameters(), *session.peft.buffers()]}
+    state = [v for s in session.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    held = sum(t.numel() * t.element_size() for t in [*tensors.values(), *state])
+    return held + session.data.train.numel() * 8 + session.data.heldout.numel() * 8
+
+
+def test_the_memory_budget_counts_what_a_session_holds(bundled):
+    data = training_data(bundled.tokenizer, PLANTED.text)
+    session = LoraSession(bundled, LoraSettings(("attn.c_attn", "mlp.c_fc"), r=16, batch_size=8, steps=3), data)
+    session.train(3)
+    assert session.nbytes >= held_bytes(session) > bundled.nbytes  # copy + adapter + AdamW state + text
+    # a training step's logits (batch x block x vocabulary floats), which the allocator keeps, are counted too
+    logits = 8 * data.block * bundled.model.config.vocab_size * 4
+    assert session.nbytes >= held_bytes(session) + logits
+
+
+def test_one_client_address_holds_a_bounded_number_of_fine_tunes(tiny, monkeypatch):
+    monkeypatch.setenv("EXPLORER_LORA_PER_CLIENT", "2")
+    lm = tiny["gpt2"]
+    data = training_data(lm.tokenizer, PLANTED.text, block=32)
+    registry = SessionRegistry(SessionBudget(max_bytes=2**30))
+
+    def make():
+        return LoraSession(lm, LoraSettings(("attn.c_attn",)), data)
+
+    registry.start("tab-1", lm.nbytes, make, client="10.0.0.7")
+    registry.start("tab-2", lm.nbytes, make, client="10.0.0.7")
+    registry.start("tab-2", lm.nbytes, make, client="10.0.0.7")  # replacing its own fine-tune is fine
+    with pytest.raises(InputError, match="at most 2 at once"):
+        registry.start("api-3", lm.nbytes, make, client="10.0.0.7")
+    registry.start("other", lm.nbytes, make, client="10.0.0.8")  # another address is not affected
+    registry.end("tab-1")
+    registry.start("api-3", lm.nbytes, make, client="10.0.0.7")
+    assert len(registry) == 3
+
+
+@pytest.mark.parametrize("spoil", ["nan", "int8"])
+def test_an_adapter_with_nan_or_integer_weights_is_refused(tmp_path, bundled, planted_session, spoil):
+    session, _ = planted_session
+    path = save_adapter(session, tmp_path / "a.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = sorted(tensors)[0]
+    if spoil == "nan":
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+    else:
+        tensors[name] = (tensors[name] * 100).to(torch.int8)
+    save_file(tensors, tmp_path / "spoiled.safetensors", metadata)
+    with pytest.raises(InputError, match="NaN" if spoil == "nan" else "int8 numbers"):
+        load_adapter(bundled, tmp_path / "spoiled.safetensors", session.data)

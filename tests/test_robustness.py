@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import random
 import threading
+import uuid
 from functools import cache
 
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -142,3 +144,101 @@ def test_sessions_switching_models_at_once_see_only_their_own(client, tiny_dir, 
         t.join(timeout=600)
     assert not any(t.is_alive() for t in threads), "a user never got an answer"
     assert not failures, "\n".join(failures)
+
+
+HOSTILE = [float("nan"), float("inf"), float("-inf"), None, "abc", [1, 2], True, "ok \ud800"]
+
+
+class RawSession:
+    """One browser session spoken to as a browser does (queue/join, then the event stream), in raw JSON:
+    gradio_client refuses to send NaN, infinities and lone surrogates, a hostile client does not."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.session = uuid.uuid4().hex[:11]
+        config = httpx.get(f"{self.url}/config", timeout=30).json()
+        kinds = {c["id"]: c.get("type") for c in config["components"]}
+        self.events = {
+            d["api_name"]: (d["id"], [kinds.get(i) == "state" for i in d["inputs"]])
+            for d in config["dependencies"]
+            if d.get("api_name")
+        }
+
+    def call(self, endpoint: str, args: list) -> tuple[bool, object]:
+        """(success, output data or error message) of one event."""
+        fn, stateful = self.events[endpoint.lstrip("/")]
+        values = iter(args)
+        data = [None if state else next(values) for state in stateful]  # the server holds a state's value
+        body = {"data": data, "fn_index": fn, "session_hash": self.session, "event_data": None, "trigger_id": None}
+        raw = json.dumps(body, allow_nan=True)  # ensure_ascii: a lone surrogate travels as \ud800
+        joined = httpx.post(f"{self.url}/gradio_api/queue/join", content=raw, timeout=60,
+                            headers={"content-type": "application/json"})  # fmt: skip
+        if joined.status_code != 200:
+            return False, f"HTTP {joined.status_code}: {joined.text[:200]}"
+        event = joined.json()["event_id"]
+        with httpx.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": self.session},
+                          timeout=600) as stream:  # fmt: skip
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event and message.get("msg") == "process_completed":
+                    output = message.get("output") or {}
+                    return bool(message.get("success")), output.get("data") if message.get("success") else output.get(
+                        "error"
+                    )
+        return False, "the stream ended without an answer"
+
+
+def cheapest(param: dict):
+    """A value that keeps the endpoint fast: sliders at their minimum, everything else at its default."""
+    low, _ = _range(param)
+    return low if low is not None else param.get("parameter_default")
+
+
+def answer_problem(session: RawSession, endpoint: str, args: list) -> str | None:
+    """What is wrong with the endpoint's answer to ``args`` (None: a result, or one clear sentence)."""
+    ok, answer = session.call(endpoint, args)
+    shown = flatten(answer)
+    if not ok and (not answer or not isinstance(answer, str)):
+        return f"refused without a sentence: {shown:.200}"
+    if any(u in shown for u in UNCLEAR):
+        return f"unclear answer: {shown[:300]}"
+    return None
+
+
+def test_every_parameter_of_every_endpoint_answers_hostile_values_with_a_sentence(app_url, tiny_dir):
+    """NaN, ±inf, None and wrong types in each parameter in turn (the others cheap and valid)."""
+    session = RawSession(app_url)
+    analyze = [str(tiny_dir["gpt2"]), ORDINARY, ""]
+    failures = []
+    session.call("/analyze", analyze)  # the session's selection, so handlers reach their own checks
+    for endpoint, info in sorted(api().items()):
+        params = info["parameters"]
+        base = [cheapest(p) for p in params]
+        for i, param in enumerate(params):
+            for value in HOSTILE:
+                if endpoint == "/analyze":  # the only endpoint that changes the selection: restore it
+                    session.call("/analyze", analyze)
+                found = answer_problem(session, endpoint, [*base[:i], value, *base[i + 1 :]])
+                if found:
+                    failures.append(f"{endpoint} {param['label']!r:.40} = {value!r}: {found}")
+    ok, status = session.call("/analyze", analyze)
+    assert ok and "layers" in status[1], status
+    assert not failures, f"{len(failures)} unclear answers:\n" + "\n".join(failures)
+
+
+def test_a_refused_input_writes_one_log_line_and_no_traceback(client, tiny_dir, caplog, capfd):
+    """Gradio's own refusal of a value outside a dropdown's choices, and ours of NaN: one line each."""
+    client.predict(str(tiny_dir["gpt2"]), ORDINARY, "", api_name="/analyze")
+    capfd.readouterr()
+    session = RawSession(client.src)
+    with caplog.at_level("WARNING", logger="explorer.inputs"):
+        ok, answer = session.call("/head_statistics", ["self", "no such statistic"])
+        assert not ok and answer == "That value is not one of the choices offered; pick one from the list."
+        ok, answer = session.call("/neighbours", ["king", float("nan")])
+        assert not ok and answer.startswith("“How many” takes a number from 1 to 50")
+    refusals = [r.getMessage() for r in caplog.records if r.name == "explorer.inputs"]
+    assert len(refusals) == 2 and "head_statistics" in refusals[0] and "neighbours" in refusals[1], refusals
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, (out + err)[-2000:]

@@ -195,6 +195,18 @@ def _model_class(family: FamilyAdapter, config):
     return cls
 
 
+def missing_weights(model: torch.nn.Module, info: dict) -> tuple[list[str], list[str]]:
+    """(head, body) weights the checkpoint lacked, which transformers initialised at random.
+
+    The body is what sits under the model's base prefix (``bert.``, ``transformer.``); the head is the rest
+    (``cls.predictions.*``, ``lm_head.*``). Weights tied to the embeddings are not missing.
+    """
+    prefix = f"{model.base_model_prefix}." if getattr(model, "base_model_prefix", "") else ""
+    missing = sorted(info.get("missing_keys") or [])
+    body = [k for k in missing if not prefix or k.startswith(prefix)]  # no prefix: nothing is known to be a head
+    return [k for k in missing if k not in body], body
+
+
 def load(name: str, device: torch.device | None = None) -> LoadedModel:
     """Load a model and its tokenizer, eager attention, safetensors only, in eval mode, frozen."""
     source = resolve(name)
@@ -209,11 +221,30 @@ def load(name: str, device: torch.device | None = None) -> LoadedModel:
         # process-wide state, and two loads at once break each other and every later load.
         with _LOAD_LOCK:
             config = AutoConfig.from_pretrained(source.location, **kwargs)
-            cls = _model_class(adapter_for(config), config)
-            model = cls.from_pretrained(
+            adapter = adapter_for(config)
+            cls = _model_class(adapter, config)
+            model, info = cls.from_pretrained(
                 source.location, config=config, attn_implementation="eager", use_safetensors=True,
-                dtype=torch.float32, **kwargs,
+                dtype=torch.float32, output_loading_info=True, **kwargs,
             )  # fmt: skip
+            head, body = missing_weights(model, info)
+            if body:
+                raise ModelLoadError(
+                    f"'{source.key}' lacks {len(body)} of its weights (e.g. {body[0]}); they would be random, "
+                    "so it is not loaded. Re-save the complete model with save_pretrained."
+                )
+            if head and not adapter.masked_lm:
+                raise ModelLoadError(
+                    f"'{source.key}' was saved without its language-model head (e.g. {head[0]}): a random head would "
+                    "write random text and be shown as the model's, so it is not loaded. Use a checkpoint saved "
+                    "with its head (a ...ForCausalLM or ...ForConditionalGeneration model)."
+                )
+            if head:  # an encoder saved without its masked-LM head (sentence-embedding models): load it headless
+                cls = AutoModel
+                model = cls.from_pretrained(
+                    source.location, config=config, attn_implementation="eager", use_safetensors=True,
+                    dtype=torch.float32, **kwargs,
+                )  # fmt: skip
             tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
     except ModelLoadError:
         raise

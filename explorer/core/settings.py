@@ -20,6 +20,8 @@ variable                    default                                 field
 ``EXPLORER_LORA_TOTAL_MB``  4096                                    ``lora_total_mb``
 ``EXPLORER_LORA_TRAININGS`` 2                                       ``lora_trainings``
 ``EXPLORER_LORA_TTL_S``     7200                                    ``lora_ttl_s``
+``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
+``EXPLORER_ANALYTICS``      off                                     ``analytics``
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
 ==========================  ======================================  ==================================
 """
@@ -65,6 +67,8 @@ class Settings:
     lora_total_mb: float = 4096  # what all sessions' LoRA copies may hold together
     lora_trainings: int = 2  # LoRA trainings that run at once; others queue
     lora_ttl_s: float = 7200  # a session's fine-tune is freed this long after it was last replaced
+    lora_per_client: int = 16  # fine-tunes one client address may hold at once
+    analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
 
     @property
@@ -144,6 +148,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_LORA_TOTAL_MB": ("lora_total_mb", _number("megabytes")),
     "EXPLORER_LORA_TRAININGS": ("lora_trainings", _number("trainings at once", whole=True, minimum=1)),
     "EXPLORER_LORA_TTL_S": ("lora_ttl_s", _number("seconds", minimum=1)),
+    "EXPLORER_LORA_PER_CLIENT": ("lora_per_client", _number("fine-tunes per client", whole=True, minimum=1)),
+    "EXPLORER_ANALYTICS": ("analytics", _flag),
     "HF_HUB_OFFLINE": ("hub_offline", _flag),
 }
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from html import escape
+import os
 
 import gradio as gr
 
+from explorer.analysis.lora.files import MAX_FILE_BYTES
 from explorer.core.run import binary_note, check_text
+from explorer.core.settings import settings
 from explorer.core.spec import FAMILY_NAMES
 from explorer.plots.text import shorten
-from explorer.ui.context import AppContext, Selection, user_message
+from explorer.ui.context import AppContext, Selection, md_escape, user_message, warning
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
 from explorer.ui.tabs import attention, attribution, decoding, embeddings, kv_cache, lora, tokens
+from explorer.ui.validation import refuse_bad_inputs
 
 TABS = [tokens, embeddings, attention, decoding, kv_cache, lora, attribution]  # views not built yet do not appear
 INTRO = (
@@ -69,6 +72,15 @@ EXACT_MODEL_JS = """() => {
   }, true);
 }"""
 THEME = gr.themes.Soft()
+# Uploads: the only files the app takes are LoRA adapters (kilobytes to a few MB; at most 64 MB is read);
+# gradio refuses a larger body while it streams in (HTTP 413, "File exceeds maximum allowed size").
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES
+
+
+def analytics_enabled() -> bool:
+    """Gradio's telemetry: off unless ``EXPLORER_ANALYTICS`` (or gradio's own ``GRADIO_ANALYTICS_ENABLED``) is on."""
+    gradio_own = os.environ.get("GRADIO_ANALYTICS_ENABLED", "").strip().lower() in ("1", "true", "yes", "on")
+    return settings().analytics or gradio_own
 
 
 def summary(ctx: AppContext, selection: Selection) -> str:
@@ -79,9 +91,9 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     if trace.meta.get("truncated"):
         note = f" The text was cut to its first {trace.meta['max_tokens']} tokens."
     if trace.meta.get("target_source") == "generated":
-        note += f" Target: the model's own greedy output, “{trace.texts['target']}”."
+        note += f" Target: the model's own greedy output, “{md_escape(trace.texts['target'])}”."
     return (
-        f"**{lm.spec.key}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
+        f"**{md_escape(lm.spec.key)}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
         f" · {counts}.{note}"
     )
 
@@ -110,9 +122,11 @@ def when_stale(fn, tab_id: str, n_outputs: int):
 
 def failed(message: str, previous: Selection | None) -> str:
     """The status line after an analysis failed: why, and what the views below still show (their titles say it too)."""
-    line = f"⚠️ {escape(message, quote=False)}"
+    line = warning(message)
     if previous is not None:
-        line += f" The views below still show **{escape(previous.model, quote=False)}** on “{escape(shorten(previous.text, 40), quote=False)}”."
+        line += (
+            f" The views below still show **{md_escape(previous.model)}** on “{md_escape(shorten(previous.text, 40))}”."
+        )
     return line
 
 
@@ -155,7 +169,7 @@ def build_tabs(ctx: AppContext, shared: Shared, tabs: gr.Tabs) -> list[gr.Tab]:
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     # delete_cache: files handed to users (exports, adapters) leave gradio's cache after an hour, checked every 10 min
-    with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title="LLM Explorer", delete_cache=(600, 3600), analytics_enabled=analytics_enabled()) as demo:
         gr.Markdown(INTRO, elem_classes="explorer-intro")
         with gr.Row(equal_height=True, elem_classes="explorer-toolbar"):
             with gr.Column(scale=4):
@@ -200,7 +214,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             except Exception as err:  # a sentence in the status line, and which model the views still show
                 return gr.skip(), failed(user_message(err), previous)
             notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
-            return selection, summary(ctx, selection) + "".join(f" ℹ️ {escape(n, quote=False)}" for n in notes)
+            return selection, summary(ctx, selection) + "".join(f" ℹ️ {md_escape(n)}" for n in notes)
 
         tab_ids = [t.id for t in tab_blocks]
         visible = gr.State(tab_ids[0])  # the top-level tab on screen
@@ -240,14 +254,15 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 check_text(text_value, allow_empty=True)
                 check_text(target_value, "target text", allow_empty=True)
             except Exception as err:
-                return f"⚠️ {escape(user_message(err), quote=False)}"
+                return warning(user_message(err))
             notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
-            return " ".join(f"ℹ️ {escape(n, quote=False)}" for n in notes) if notes else gr.skip()
+            return " ".join(f"ℹ️ {md_escape(n)}" for n in notes) if notes else gr.skip()
 
         for box in (text, target):  # change, not input: a paste and a link's text are checked too
             box.change(check_typed, [text, target], status, api_name=False, queue=False, trigger_mode="always_last")
 
-        triggers = [button.click, text.submit, target.submit, model.change]
+        # model.input, not .change: a share link sets the model on load and analyzes once (below), not twice at once
+        triggers = [button.click, text.submit, target.submit, model.input]
         inputs = [model, text, target, state]
         then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
@@ -255,9 +270,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
             then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model))
-    return demo
+    return refuse_bad_inputs(demo)  # every event's inputs checked once, before any handler
 
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
     """Serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT decide where (default 127.0.0.1:7860)."""
+    kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
     demo.queue(default_concurrency_limit=8).launch(theme=THEME, css=CSS, js=EXACT_MODEL_JS, **kwargs)

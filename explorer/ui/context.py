@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import wraps
 
@@ -93,6 +95,26 @@ class AppContext:
     def scores(self, selection: Selection) -> dict:
         """Pre-softmax scores for a selection (one extra forward pass, remembered for recent selections)."""
         return self._scores.get(selection, lambda: attention_scores(self.model(selection), self.trace(selection)))
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:=^])")
+
+
+def md_escape(text) -> str:
+    """User or model text made inert inside ``gr.Markdown``: shown exactly as typed, never as markup.
+
+    Every character Markdown gives a meaning is backslash-escaped, so ``[x](javascript:...)`` is no
+    link, ``**`` no bold and ``$$`` no formula; then ``&``, ``<`` and ``>`` become entities, so
+    ``<svg>`` stays text.
+    Every piece of user or model text (model names, texts, tokens, errors that quote them) goes
+    through here before it enters Markdown or HTML.
+    """
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)), quote=False)
+
+
+def warning(message: str) -> str:
+    """A refused input's sentence for a Markdown note: the warning sign and the message, escaped."""
+    return f"⚠️ {md_escape(message)}"
 
 
 def user_message(err: Exception) -> str:

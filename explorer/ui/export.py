@@ -7,6 +7,7 @@ into the repository.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import shutil
@@ -35,7 +36,10 @@ SCRATCH_TTL_S = 600  # gradio copies a returned file into its own cache at once;
 
 @cache
 def _scratch_root() -> Path:
-    return Path(tempfile.mkdtemp(prefix="explorer-files-"))
+    """This process's folder for files handed out; removed with everything in it when the process exits."""
+    root = Path(tempfile.mkdtemp(prefix="explorer-files-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
 
 
 def scratch_folder() -> Path:

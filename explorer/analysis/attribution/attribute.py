@@ -24,7 +24,7 @@ embeddings alone, by ``torch.autograd.grad``, with no hooks and no change to any
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -301,6 +301,40 @@ class AttributionMatrix:
     deltas: tuple[float | None, ...]
 
 
+def attribution_rows(
+    lm: LoadedModel,
+    task: Task,
+    method: str = "integrated_gradients",
+    steps: int = 20,
+    output: str = "probability",
+    progress=None,
+    should_stop=None,
+    baseline: str = "pad",
+) -> Iterator[Attribution]:
+    """Attribute the predictions of ``task`` (a generated continuation, each masked position), the first
+    ``MAX_MATRIX_ROWS`` of them, one row at a time: a caller that stops iterating stops the work."""
+    check_method(method)
+    predictions = task.predictions[:MAX_MATRIX_ROWS]
+    n = len(predictions)
+    for r, pred in enumerate(predictions):
+
+        def row_progress(fraction, r=r):
+            if progress is not None:
+                progress((r + fraction) / n)
+
+        yield attribute(lm, pred, method, steps, output, row_progress, should_stop, baseline)
+
+
+def matrix_of(task: Task, rows: list[Attribution]) -> AttributionMatrix:
+    """The rows of ``attribution_rows`` as one target × source matrix (NaN where a row has no score)."""
+    scores = np.full((len(rows), len(task.stream_labels)), np.nan)
+    labels = []
+    for r, (pred, result) in enumerate(zip(task.predictions, rows)):
+        scores[r, : len(result.scores)] = result.scores
+        labels.append(f"{r}: {result.token}" if task.family != "encoder" else f"{pred.position}→{result.token}")
+    return AttributionMatrix(scores, tuple(labels), task.stream_labels, tuple(r.delta for r in rows))
+
+
 def attribution_matrix(
     lm: LoadedModel,
     task: Task,
@@ -311,21 +345,6 @@ def attribution_matrix(
     should_stop=None,
     baseline: str = "pad",
 ) -> AttributionMatrix:
-    """Attribute the predictions of ``task`` (a generated continuation, each masked position), the first
-    ``MAX_MATRIX_ROWS`` of them."""
-    check_method(method)
-    predictions = task.predictions[:MAX_MATRIX_ROWS]
-    n = len(predictions)
-    deltas, row_labels = [], []
-    scores = np.full((n, len(task.stream_labels)), np.nan)
-    for r, pred in enumerate(predictions):
-
-        def row_progress(fraction, r=r):
-            if progress is not None:
-                progress((r + fraction) / n)
-
-        result = attribute(lm, pred, method, steps, output, row_progress, should_stop, baseline)
-        scores[r, : len(result.scores)] = result.scores
-        deltas.append(result.delta)
-        row_labels.append(f"{pred.position}→{result.token}" if task.masked else f"{r}: {result.token}")
-    return AttributionMatrix(scores, tuple(row_labels), task.stream_labels, tuple(deltas))
+    """All rows of ``attribution_rows`` at once."""
+    rows = list(attribution_rows(lm, task, method, steps, output, progress, should_stop, baseline))
+    return matrix_of(task, rows)

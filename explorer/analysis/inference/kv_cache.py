@@ -23,6 +23,9 @@ from explorer.core.limits import MAX_TIMED_TOKENS
 from explorer.core.loading import LoadedModel
 
 MAX_REPEATS = 5
+# Further runs are made only while the experiment is expected to stay within this many seconds: at the
+# largest settings five pairs of runs took ~100 s alone and ~210 s on a busy server, while the class waited.
+TIME_BUDGET_S = 30.0
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
 
 
@@ -156,11 +159,15 @@ class KVCacheExperiment:
     """Greedy generation from one prompt, ``repeats`` times with the cache and without, interleaved.
 
     ``steps()`` yields ``(done, total, label)`` after every token, so a caller can show progress
-    and stop at any point; ``result()`` then summarises the runs (all of them must have finished).
+    and stop at any point; ``result()`` then summarises the finished pairs of runs. A pair after the
+    first starts only if, at the pace of the previous one, it ends within ``budget_s`` of the start.
     """
 
-    def __init__(self, lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3):
+    def __init__(
+        self, lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3, budget_s: float = TIME_BUDGET_S
+    ):
         check_generative(lm)
+        self.budget_s = budget_s
         self.lm = lm
         self.prompt_ids = check_ids(lm, prompt_ids)
         self.new_tokens = check_count(new_tokens, 2, MAX_TIMED_TOKENS, "number of new tokens")
@@ -179,7 +186,13 @@ class KVCacheExperiment:
         ]  # fmt: skip
         # No grad-mode context around the yields: a UI may resume this generator on another thread,
         # and the mode would stay set on the first one. The model's steps run under no_grad themselves.
+        start, pair_started = time.perf_counter(), None
         for label, cached, length in runs:
+            if cached is True:  # a new pair of runs: made only if it is expected to end within the budget
+                now = time.perf_counter()
+                if pair_started is not None and now + (now - pair_started) - start > self.budget_s:
+                    return
+                pair_started = now
             steps = _greedy_run(self.lm, self.prompt_ids, length, cached is not False)
             while True:
                 try:
@@ -191,10 +204,16 @@ class KVCacheExperiment:
                 done += 1
                 yield done, total, f"{label}: token {made} of {length}"
 
+    @property
+    def runs_done(self) -> int:
+        """Pairs of runs (cache on and off) finished: fewer than asked when the time budget ran out."""
+        return min(len(self._runs[True]), len(self._runs[False]))
+
     def result(self) -> KVCacheResult:
         on, off = self._runs[True], self._runs[False]
-        if len(on) < self.repeats or len(off) < self.repeats:
-            raise InputError("The experiment was stopped before every run finished.")
+        if not on or not off:
+            raise InputError("The experiment was stopped before a run with and without the cache finished.")
+        on, off = on[: self.runs_done], off[: self.runs_done]
         for tokens, *_ in on + off:
             if tokens != on[0][0]:
                 step = next(i for i, (a, b) in enumerate(zip(tokens, on[0][0])) if a != b)

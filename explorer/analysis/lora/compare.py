@@ -23,6 +23,7 @@ from explorer.analysis.lora.finetune import (
     lora_parameter_count,
     module_kind,
     parameter_count,
+    training_mode,
     training_step,
 )
 from explorer.core.errors import InputError
@@ -235,7 +236,7 @@ def full_finetune(session: LoraSession, probes: list[str], lr: float | None = No
     model = copy.deepcopy(base.model).requires_grad_(True)
     optimizer = _optimizer(model, lr)
     generator = torch.Generator().manual_seed(session.settings.seed)  # the same batches as the LoRA run
-    model.train()
+    training_mode(model)  # no dropout: the same seed gives the same run
     t0 = time.perf_counter()
     for step in range(steps):
         training_step(model, optimizer, session.data.batch(session.settings.batch_size, generator))

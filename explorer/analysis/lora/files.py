@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -80,6 +81,13 @@ def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData) -> LoraS
             raise InputError(
                 f"The adapter's {name} is {tuple(tensor.shape)}, but this model needs {tuple(expected[name].shape)}."
             )
+        if not tensor.is_floating_point():  # int8 numbers copied into float matrices would mean nothing
+            session.close()
+            raise InputError(f"The adapter's {name} holds {str(tensor.dtype).replace('torch.', '')} numbers; "
+                             "an adapter holds floating-point matrices (float32, float16 or bfloat16).")  # fmt: skip
+        if not bool(torch.isfinite(tensor).all()):
+            session.close()
+            raise InputError(f"The adapter's {name} holds NaN or infinite numbers, so it would break the model.")
     with session.lock:
         set_peft_model_state_dict(session.peft, tensors)
         session.heldout_after = None

@@ -114,6 +114,17 @@ class LoraSettings:
         return self.alpha / self.r
 
     def validate(self) -> LoraSettings:
+        whole = ("r", "steps", "batch_size", "seed")
+        for name in whole:  # from a file or an API call: 8.5, true or "8" are not ranks
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"The setting {name} must be a whole number, not {value!r:.20}.")
+        for name in ("alpha", "dropout", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"The setting {name} must be a finite number, not {value!r:.20}.")
+        if not all(isinstance(t, str) for t in self.targets):
+            raise InputError("The modules to adapt must be given by their names (e.g. attn.c_attn).")
         checks = [
             (1 <= self.r <= MAX_RANK, f"The rank r must be from 1 to {MAX_RANK}."),
             (0 < self.alpha <= 1024, "Alpha must be above 0 and at most 1024."),
@@ -153,6 +164,65 @@ def check_trainable(lm: LoadedModel) -> None:
         )
 
 
+class SeededDropout(torch.nn.Module):
+    """LoRA's dropout drawn from a generator seeded by the run's seed: the same seed drops the same numbers.
+
+    (``nn.Dropout`` draws from torch's process-wide generator, which every other request also advances.)
+    """
+
+    def __init__(self, p: float, seed: int):
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device not in self._generators:
+            self._generators[x.device] = torch.Generator(device=x.device).manual_seed(self.seed)
+        keep = torch.rand(x.shape, generator=self._generators[x.device], device=x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+
+def seed_lora_dropout(model: torch.nn.Module, settings: LoraSettings) -> None:
+    """Replace peft's LoRA dropout layers by ``SeededDropout`` (one generator per layer, seeds from the run's)."""
+    layers = [m for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)]
+    for i, layer in enumerate(layers):
+        for name, dropout in layer.lora_dropout.items():
+            if isinstance(dropout, torch.nn.Dropout):
+                layer.lora_dropout[name] = SeededDropout(dropout.p, settings.seed * 100_003 + i)
+
+
+def training_mode(model: torch.nn.Module) -> None:
+    """Train with the base model's own dropout off: every module in eval mode (transformers reads
+    ``module.training`` for attention dropout too) except LoRA's seeded dropout, so a run is reproducible."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, SeededDropout):
+            module.train()
+
+
+def session_bytes(lm: LoadedModel, settings: LoraSettings, data: TrainingData | None = None) -> int:
+    """What one fine-tune holds, counted from its parts (measured against a process's memory in
+    ``bench/lora_memory.py``):
+
+    - the private copy of the model (``lm.nbytes``);
+    - the LoRA matrices, their gradients and AdamW's two moments: 4 numbers per trainable parameter;
+    - the training text's token ids;
+    - a training step's activations, which the allocator keeps for the next step: the logits
+      (batch × block × vocabulary) and about 8 numbers per layer and width per token.
+    """
+    model, config = lm.model, lm.model.config
+    trainable = lora_parameter_count(model, settings.targets, settings.r) * 4
+    block = data.block if data is not None else 64
+    tokens = settings.batch_size * block
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 0)
+    activations = tokens * (vocab + 8 * width * lm.spec.n_layers) * 4
+    text = data.n_tokens * 8 if data is not None else 0
+    return lm.nbytes + 4 * trainable + text + activations
+
+
 def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     """A private deep copy of ``lm.model`` with a fresh LoRA adapter (the shared model is only read)."""
     check_trainable(lm)
@@ -164,6 +234,7 @@ def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     for name, p in peft_model.named_parameters():  # peft's A init, from our own generator (not the global RNG)
         if "lora_A" in name:
             torch.nn.init.kaiming_uniform_(p.data, a=math.sqrt(5), generator=generator)
+    seed_lora_dropout(peft_model, settings)
     return peft_model
 
 
@@ -222,7 +293,7 @@ class LoraSession:
         self.mode = "on"
         self.heldout_before = heldout_loss(self.peft, data)  # B = 0: this is the base model's loss
         self.heldout_after: float | None = None
-        self.nbytes = lm.nbytes
+        self.nbytes = session_bytes(lm, self.settings, data)
 
     @property
     def closed(self) -> bool:
@@ -238,7 +309,7 @@ class LoraSession:
             if self.closed:  # replaced by a newer fine-tune of the same user
                 return
             self._set_mode("on")
-            self.peft.train()
+            training_mode(self.peft)
             t0 = time.perf_counter()
             for _ in range(min(n_steps, self.settings.steps - len(self.losses))):
                 batch = self.data.batch(self.settings.batch_size, self.generator)

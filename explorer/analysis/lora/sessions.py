@@ -15,6 +15,15 @@ from explorer.core.errors import InputError
 from explorer.core.settings import settings
 
 
+def per_client_max() -> int:
+    """Fine-tunes one client address may hold at once (``EXPLORER_LORA_PER_CLIENT``, default 16).
+
+    API clients make a new session per connection and no browser tab closes to free it; a classroom
+    behind one address (a school's network) may need this raised.
+    """
+    return settings().lora_per_client
+
+
 def total_max_bytes() -> int:
     """What all sessions' copies may hold together (``EXPLORER_LORA_TOTAL_MB``, default 4096 MB)."""
     return settings().lora_total_bytes
@@ -39,6 +48,12 @@ class SessionBudget:
                 )
             self._held[owner] = nbytes
 
+    def move(self, source: str, owner: str) -> None:
+        """What ``source`` holds becomes ``owner``'s (replacing what ``owner`` held)."""
+        with self._lock:
+            if source in self._held:
+                self._held[owner] = self._held.pop(source)
+
     def release(self, owner: str) -> None:
         with self._lock:
             self._held.pop(owner, None)
@@ -57,19 +72,45 @@ class SessionRegistry:
         self._live: dict[str, LoraSession] = {}
         self._lock = threading.Lock()
 
-    def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession]) -> LoraSession:
-        """End ``owner``'s previous fine-tune, reserve ``nbytes``, then build the new one with ``make()``."""
-        self.end(owner)
-        self.budget.reserve(owner, nbytes)
+    def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession], client: str | None = None) -> LoraSession:
+        """Build ``owner``'s new fine-tune with ``make()`` and only then end the previous one.
+
+        ``nbytes`` is reserved while it is built, then what the session counts it holds (``session.nbytes``).
+        A refused start (a file that is not an adapter, bad settings, no memory left, too many fine-tunes
+        from one ``client`` address) leaves the previous fine-tune as it was.
+        """
+        self._check_client(owner, client)
+        pending = f"{owner}#new"
+        self.budget.reserve(pending, nbytes)
+        session = None
         try:
             session = make()
+            self.budget.reserve(pending, max(nbytes, getattr(session, "nbytes", nbytes)))
         except BaseException:
-            self.budget.release(owner)
+            self.budget.release(pending)
+            if session is not None:
+                session.close()
             raise
-        session.owner = owner
+        session.owner, session.client = owner, client
         with self._lock:
+            previous = self._live.get(owner)
             self._live[owner] = session
+        if previous is not None:
+            previous.close()
+        self.budget.move(pending, owner)
         return session
+
+    def _check_client(self, owner: str, client: str | None) -> None:
+        if client is None:
+            return
+        with self._lock:
+            held = sum(1 for o, s in self._live.items() if o != owner and getattr(s, "client", None) == client)
+        limit = per_client_max()
+        if held >= limit:
+            raise InputError(
+                f"Your address already holds {held} fine-tunes on this server (at most {limit} at once); "
+                "close another tab's fine-tune or wait for it to expire."
+            )
 
     def end(self, owner: str | None) -> None:
         """Free ``owner``'s fine-tune (its copy and optimizer state) and its share of the budget."""

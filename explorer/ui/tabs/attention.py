@@ -23,7 +23,7 @@ from explorer.analysis.attention.heads import (
 from explorer.core.trace import KIND_NAMES, Trace
 from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded, md_escape, warning
 
 EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
 1/√d<sub>k</sub> (so scores do not grow with the head width). A **softmax** turns each row of scores into \
@@ -198,7 +198,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
     def generation_selection(selection: Selection, n) -> Selection:
         return dataclasses.replace(selection, generate=int(np.clip(n or 1, 1, MAX_GENERATE)))
 
-    @guarded(lambda msg: (gr.skip(), msg, message_figure(msg)))
+    @guarded(lambda msg: (gr.skip(), warning(msg), message_figure(msg)))
     def draw_step(selection, layer_v, head_v, n, step_v):
         if selection is None:
             return gr.skip(), "", message_figure("Analyze a text first.")
@@ -216,7 +216,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         labels = trace.labels("input")
         weights = trace.attn(layer_v, head_v, "self")[: position + 1, : position + 1]
         shown = " ".join(
-            f"**[{label}]**" if i == position else label for i, label in enumerate(labels[: prompt + made])
+            f"**[{md_escape(label)}]**" if i == position else md_escape(label)
+            for i, label in enumerate(labels[: prompt + made])
         )
         fig = token_links(weights, labels[: position + 1], labels[: position + 1], position,
                           f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v} · {about(selection)}")  # fmt: skip

@@ -16,15 +16,16 @@ from explorer.analysis.attribution.attribute import (
     OUTPUTS,
     Attribution,
     attribute,
-    attribution_matrix,
+    attribution_rows,
     check_method,
+    matrix_of,
     predictions_of,
 )
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, about, guarded
+from explorer.ui.context import AppContext, about, guarded, md_escape, warning
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
 much the output — the probability (or log-probability, or logit) of the predicted token — depends on it. **Integrated gradients** \
@@ -77,7 +78,7 @@ class StopRequests:
 def value_line(result: Attribution) -> str:
     """The explained output, and for integrated gradients the completeness check."""
     line = (
-        f"{METHODS[result.method].name}: {result.output} of “{result.token}” = **{result.value:.4g}** "
+        f"{METHODS[result.method].name}: {result.output} of “{md_escape(result.token)}” = **{result.value:.4g}** "
         f"(baseline {result.baseline_value:.4g})"
     )
     if result.delta is None:
@@ -146,7 +147,7 @@ def build(ctx: AppContext, shared) -> None:
         first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
         return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", "", "", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), "", "", message_figure(msg)))
     def attribute_view(
         selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
@@ -165,29 +166,35 @@ def build(ctx: AppContext, shared) -> None:
         first = results[0]
         htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
         lines = "\n".join(f"- {value_line(r)}" for r in results)
-        head = f"**{pred.label}** · {task.note} · {SIGN_NOTE}."
+        head = f"**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
         figure = attribution_bars(
             list(first.labels), {METHODS[r.method].name: r.scores for r in results},
             f"Why “{first.token}” ({output_v}) · {about(selection)}",
         )  # fmt: skip
         return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg)))
     def matrix_view(
         selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 (gradio idiom)
     ):  # fmt: skip
+        """Streamed row by row: a press of Stop or a client that leaves ends the work at the next row."""
         lm, task = task_of(selection, new_v)
         report = lambda f: progress(f, desc="attributing each generated token")  # noqa: E731
+        total = min(len(task.predictions), MAX_MATRIX_ROWS)
+        rows = []
         with stops.running(request) as should_stop:
-            matrix = attribution_matrix(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v)
+            for row in attribution_rows(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v):
+                rows.append(row)
+                yield f"⏳ {len(rows)} of {total} rows …", gr.skip()
+        matrix = matrix_of(task, rows)
         shown = len(matrix.row_labels)
         cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
         deltas = [abs(d) for d in matrix.deltas if d is not None]
         worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
-        note = f"{task.note} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
+        note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
         title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
-        return note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
+        yield note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
     shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")
     new_tokens.release(list_predictions, [shared.state, new_tokens], [prediction], api_name=False)

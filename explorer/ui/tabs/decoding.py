@@ -19,7 +19,7 @@ from explorer.core.spec import GENERATE
 from explorer.core.tokens import token_label
 from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded, md_escape, warning
 
 EXPLANATION = """A language model ends in a **distribution** over its whole vocabulary: the logits go \
 through a softmax. **Decoding** turns it into text. *Greedy* takes the most probable token; *sampling* \
@@ -134,7 +134,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 lens_plot = gr.Plot(label="Logit lens")
         history = gr.State(None)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg)))
     def show_distribution(selection, top_n_v, show_v, *knob_values):
         if selection is None:
             return "", message_figure("Analyze a text first.")
@@ -150,7 +150,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         labels = [token_label(lm.tokenizer, i) for i in ids]
         kept = int(stages[-1].kept_mask.sum())
         note = (
-            f"After “{trace.labels(stream)[-1]}”: entropy **{top['entropy_bits']:.2f} bits**; the top {len(ids)} "
+            f"After “{md_escape(trace.labels(stream)[-1])}”: entropy **{top['entropy_bits']:.2f} bits**; the top {len(ids)} "
             f"hold {1 - top['rest']:.1%} of the probability; **{kept:,}** of {logits.numel():,} tokens survive the settings."
         )
         title = f"Next token after “{trace.labels(stream)[-1]}” · {about(selection)}"
@@ -175,12 +175,12 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         source = "" if h.source_ids is None else "(decoder output) "
         last = h.steps[-1].candidates if h.steps else ()
         choices = [(f"{c.text}  ({c.prob:.3f})", c.id) for c in last]
-        summary = f"{source}**{text.strip() or '…'}** · log-probability {h.logprob:.2f}" + (
+        summary = f"{source}**{md_escape(text.strip() or '…')}** · log-probability {h.logprob:.2f}" + (
             " · ended" if h.finished else ""
         )
         return h, summary, history_rows(lm, h), gr.update(choices=choices, value=None)
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip()))
+    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip()))
     def step_action(action, selection, h, choice, seed_v, *knob_values):
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -198,7 +198,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             return history_view(lm, h.undo().advance(lm, settings, int(seed_v or 0), int(choice)))
         return history_view(lm, h.advance(lm, settings, int(seed_v or 0)))
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
+    @guarded(lambda msg: (gr.skip(), warning(msg)))
     def write(selection, tokens_v, seed_v, *knob_values):
         """Stream a continuation: the text so far and its speed, about ten times a second."""
         if selection is None:
@@ -260,7 +260,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         title = f"Logit lens: each layer's top next token · {about(selection)}"
         return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream), title)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg)))
     def fill_in(selection, position_v, new_v):
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -274,8 +274,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             best = beam_search(lm, prompt, 4, int(new_v)).best
             raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
             spans, filled = infill_spans(selection.text, raw)
-            table = "\n".join(f"- `<extra_id_{k}>` → **{v or '∅'}**" for k, v in sorted(spans.items()))
-            return f"{filled}\n\n{table}\n\nThe model wrote: `{raw}`", message_figure("Spans filled (beam width 4).")
+            table = "\n".join(
+                f"- {md_escape(f'<extra_id_{k}>')} → **{md_escape(v or '∅')}**" for k, v in sorted(spans.items())
+            )
+            note = f"{md_escape(filled)}\n\n{table}\n\nThe model wrote: {md_escape(raw)}"
+            return note, message_figure("Spans filled (beam width 4).")
         trace = ctx.trace(selection)
         mask_id = lm.tokenizer.mask_token_id
         masked = masked_positions(trace, mask_id)
@@ -292,7 +295,10 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         where = masked[0]
         ids, probs = fill_mask(trace, where, 10)
         labels = [token_label(lm.tokenizer, i) for i in ids]
-        shown = " ".join(f"**[{t.display}]**" if i == where else t.display for i, t in enumerate(trace.tokens["input"]))
+        shown = " ".join(
+            f"**[{md_escape(t.display)}]**" if i == where else md_escape(t.display)
+            for i, t in enumerate(trace.tokens["input"])
+        )
         title = f"Fill in “{trace.tokens['input'][where].display}” · {about(Selection(selection.model, trace.texts['input']))}"
         fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool), title)
         return shown, fig

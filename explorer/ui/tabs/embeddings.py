@@ -26,7 +26,7 @@ from explorer.core.run import check_text
 from explorer.plots import embeddings as plots
 from explorer.plots.text import message_figure
 from explorer.ui.assets import sample_texts
-from explorer.ui.context import AppContext, Selection, about, guarded
+from explorer.ui.context import AppContext, Selection, about, guarded, md_escape, warning
 
 EXPLANATION = """Each token id picks one row of the **embedding matrix**: a vector of a few hundred numbers, \
 learned so that tokens used alike end up pointing alike. Similar directions are measured by **cosine \
@@ -180,7 +180,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 out[missing] = emb.place_by_neighbours(table.unit[projection.ids], projection.coords, rows)
         return out
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg)))
     def draw_map(  # gradio injects the progress tracker
         selection,
         method_v,
@@ -213,7 +213,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         labels = [table.labels[i] for i in projection.ids]
         how = {"computed": f"computed in {projection.seconds:.1f} s", "memory": "from the memory cache",
                "disk": "from the disk cache", "shipped": "precomputed, shipped with the model"}[projection.source]  # fmt: skip
-        note = f"**{name}** of {what} of **{lm.spec.key}** ({table.matrix.shape[1]} dimensions) · {how}."
+        note = f"**{name}** of {what} of **{md_escape(lm.spec.key)}** ({table.matrix.shape[1]} dimensions) · {how}."
         if projection.explained is not None:
             note += " Variance kept by the axes: " + ", ".join(f"{v:.1%}" for v in projection.explained) + "."
         projected = set(projection.ids.tolist())
@@ -228,24 +228,24 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
     def rows_of(table, ids, sims) -> list[list]:
         return [[r + 1, table.labels[i], int(i), round(float(s), 4)] for r, (i, s) in enumerate(zip(ids, sims))]
 
-    @guarded(lambda msg: (f"⚠️ {msg}", []))
+    @guarded(lambda msg: (warning(msg), []))
     def show_neighbours(selection, word_v, k_v):
         lm = model_of(selection)
         table = emb.embedding_table(lm)
         token = emb.token_id_of(lm.tokenizer, word_v)
         ids, sims = emb.neighbours(table.unit, token, int(k_v) + 1)
-        return f"Tokens nearest to **{table.labels[token]}** (id {token}) in {lm.spec.key}'s embedding table.", rows_of(
-            table, ids, sims
-        )
+        note = f"Tokens nearest to **{md_escape(table.labels[token])}** (id {token}) in {md_escape(lm.spec.key)}'s embedding table."
+        return note, rows_of(table, ids, sims)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", []))
+    @guarded(lambda msg: (warning(msg), []))
     def show_analogy(selection, a_v, b_v, c_v, k_v):
         lm = model_of(selection)
         table = emb.embedding_table(lm)
         a_id, b_id, c_id = (emb.token_id_of(lm.tokenizer, w) for w in (a_v, b_v, c_v))
         ids, sims = emb.analogy(table.unit, a_id, b_id, c_id, int(k_v))
         labels = [table.labels[i] for i in (a_id, b_id, c_id)]
-        note = f"**{labels[0]} − {labels[1]} + {labels[2]}** ≈ **{table.labels[ids[0]]}** (cosine {sims[0]:.3f})."
+        a_l, b_l, c_l, best = (md_escape(label) for label in (*labels, table.labels[ids[0]]))
+        note = f"**{a_l} − {b_l} + {c_l}** ≈ **{best}** (cosine {sims[0]:.3f})."
         if lm.spec.bundled:
             note += " A 5M-parameter model trained on two old books knows few such relations; try gpt2 where a network exists."
         return note, rows_of(table, ids, sims)
@@ -268,7 +268,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         sims = emb.layer_similarities(hidden[layer_v : layer_v + 1])[0]
         return traj, plots.similarity_heatmap(sims, labels, labels, f"{where} · layer {layer_v}")
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg), message_figure(msg)))
     def compare_texts(selection, a_v, b_v, word_v, dims_v):
         lm = model_of(selection)
         target = "" if lm.spec.adapter.is_encoder_decoder else None  # the encoder's states; no generation
@@ -282,7 +282,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         same, baseline = emb.word_drift(ha, pa, hb, pb)
         paths, _ = emb.shared_trajectories([ha, hb], int(dims_v))
         note = (
-            f"“{word_v}” in A and in B: cosine **{same[0]:.3f}** at layer 0, **{same[-1]:.3f}** at layer "
+            f"“{md_escape(word_v)}” in A and in B: cosine **{same[0]:.3f}** at layer 0, **{same[-1]:.3f}** at layer "
             f"{len(same) - 1} (baseline of all pairs: {baseline[0]:.3f} → {baseline[-1]:.3f})."
         )
         lines = plots.layer_lines(
@@ -292,7 +292,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         pair = plots.trajectories(paths, [la, lb], ["A", "B"], f"A (blue) and B (red) · {lm.spec.key}", [pa, pb])
         return note, lines, pair
 
-    @guarded(lambda msg: (f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
+    @guarded(lambda msg: (warning(msg), message_figure(msg), message_figure(msg)))
     def draw_positions(selection, n_v):
         lm = model_of(selection)
         enc = emb.position_encoding(lm.model)

@@ -20,7 +20,7 @@ from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, about, guarded
+from explorer.ui.context import AppContext, about, guarded, warning
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
 cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \
@@ -31,7 +31,10 @@ MAX_LAYERS = 128  # the sliders' range until a run fits them to its model; a mod
 NOT_SHARED = ["explorer-not-shared"]  # settings a share link leaves out (see explorer.ui.share)
 MAX_HEADS = 128
 MAX_POSITIONS = 2048
-EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}  # timings want the machine to themselves
+# Timings want the machine to themselves: one experiment at a time, and one eager-vs-fused timing at a time,
+# each in its own queue so a short timing never waits behind a long experiment (which is itself time-bounded).
+EXPERIMENT_QUEUE = {"concurrency_limit": 1, "concurrency_id": "kv_cache"}
+TIMING_QUEUE = {"concurrency_limit": 1, "concurrency_id": "attention_timing"}
 
 
 def _mib(n: float) -> str:
@@ -154,7 +157,7 @@ def build(ctx: AppContext, shared) -> None:
 
     skips = (gr.skip(),) * 3  # the contents view's layer, head and step sliders
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip(), gr.skip(), *skips))
+    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip(), *skips))
     def experiment(selection, new_v, repeats_v, layer_v, head_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -168,6 +171,12 @@ def build(ctx: AppContext, shared) -> None:
                 progress(done / total, desc=label)
                 yield gr.skip(), f"⏳ {label} on {lm.spec.key} …", gr.skip(), gr.skip(), *skips
         result = run.result()
+        short = ""
+        if run.runs_done < run.repeats:
+            short = (
+                f"\n\nRan {run.runs_done} of the {run.repeats} runs asked: more would have taken over "
+                f"{run.budget_s:.0f} s on this machine. Fewer new tokens leave room for more runs."
+            )
         where = about(selection)
         latency = latency_plot(result.positions, result.with_cache, result.without_cache,
                                (result.slope(True), result.slope(False)), where)  # fmt: skip
@@ -179,7 +188,7 @@ def build(ctx: AppContext, shared) -> None:
             gr.update(maximum=max(heads - 1, 1), value=min(int(head_v or 0), heads - 1)),
             gr.update(maximum=max(steps - 1, 1), value=steps - 1),
         )
-        yield (result, lm.spec.key, where), summary(result, lm, where), latency, memory, *fitted
+        yield (result, lm.spec.key, where), summary(result, lm, where) + short, latency, memory, *fitted
 
     @guarded(message_figure)
     def show_cache(held, kind_v, layer_v, head_v, step_v):
@@ -198,7 +207,7 @@ def build(ctx: AppContext, shared) -> None:
         title = f"Cached {kind_v} · layer {layer_v} · kv-head {head_v} · after step {step_v + 1}: {rows} positions · {where}"
         return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
 
-    @guarded(lambda msg: f"⚠️ {msg}")
+    @guarded(lambda msg: warning(msg))
     def time_fused(selection, tokens_v):
         if selection is None:
             raise InputError("Analyze a text first.")
@@ -244,11 +253,9 @@ def build(ctx: AppContext, shared) -> None:
     for control in (kind, layer, head, step):
         control.change(show_cache, cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
     calc_inputs = [calc_layers, calc_heads, calc_dim, calc_context, calc_dtype, calc_batch]
-    calc_calc = guarded(lambda msg: f"⚠️ {msg}")(calculator)
+    calc_calc = guarded(lambda msg: warning(msg))(calculator)
     for control in calc_inputs:
         control.change(calc_calc, calc_inputs, calc_note, api_name=False)
     preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
     shared.on_analyzed(from_model, [shared.state, layer, head], [calc_layers, calc_heads, calc_dim, layer, head])
-    attn_button.click(
-        time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **EXPERIMENT_QUEUE
-    )
+    attn_button.click(time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **TIMING_QUEUE)

@@ -19,6 +19,7 @@ from explorer.analysis.lora.finetune import (
     default_targets,
     lora_parameter_count,
     parameter_count,
+    session_bytes,
     session_max_bytes,
 )
 from explorer.analysis.lora.sessions import SessionRegistry
@@ -28,7 +29,7 @@ from explorer.core.settings import settings
 from explorer.core.tokens import token_label
 from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, guarded, user_message
+from explorer.ui.context import AppContext, guarded, md_escape, user_message, warning
 from explorer.ui.export import scratch_folder
 
 PASTED = "your own text"
@@ -122,9 +123,12 @@ def _curve(session: LoraSession):
 def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, training, three views)
     sessions = SessionRegistry()  # this app's live fine-tunes, by browser session
 
-    def start(request: gr.Request | None, lm, make) -> LoraSession:
-        """A new fine-tune for this browser session, replacing its previous one, within the memory budget."""
-        return sessions.start(request.session_hash if request is not None else "local", lm.nbytes, make)
+    def start(request: gr.Request | None, lm, make, nbytes: int) -> LoraSession:
+        """A new fine-tune for this browser session, replacing its previous one, within the memory budget
+        and the number of fine-tunes one client address may hold."""
+        owner = request.session_hash if request is not None else "local"
+        client = getattr(getattr(request, "client", None), "host", None)
+        return sessions.start(owner, nbytes, make, client)
 
     def release_state(session) -> None:  # gr.State's delete_callback: the session expired or closed
         if isinstance(session, LoraSession):
@@ -198,7 +202,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
         session_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_state)
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}"))
+    @guarded(lambda msg: (gr.skip(), warning(msg)))
     def setup(selection, chosen, r):
         lm = _model(ctx, selection)
         try:
@@ -211,7 +215,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         trainable = lora_parameter_count(lm.model, chosen, int(r))
         total = parameter_count(lm.model) + trainable
         return choices, (
-            f"**{lm.spec.key}**: LoRA trains **{trainable:,}** of {total:,} parameters (**{trainable / total:.2%}**). "
+            f"**{md_escape(lm.spec.key)}**: LoRA trains **{trainable:,}** of {total:,} parameters (**{trainable / total:.2%}**). "
             f"Your private copy takes {lm.nbytes / 2**20:,.1f} MB (per-session limit "
             f"{session_max_bytes() / 2**20:,.0f} MB)."
         )
@@ -231,7 +235,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
             knobs = (targets_v, r, alpha_v, dropout_v, lr_v, steps_v, batch_v, seed_v)
             yield from run_training(selection, choice, pasted_v, knobs, probe_text, request, progress)
         except Exception as err:  # every error reaches the user as a sentence
-            yield gr.skip(), f"⚠️ {user_message(err)}", gr.skip(), gr.skip()
+            yield gr.skip(), warning(user_message(err)), gr.skip(), gr.skip()
 
     def run_training(selection, choice, pasted_v, knobs, probe_text, request, progress):
         lm = _model(ctx, selection)
@@ -239,7 +243,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         settings = _settings(*knobs)
         check_probes(probe_text)  # refuse bad probes before training, not after
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        session = start(request, lm, lambda: LoraSession(lm, settings, data))
+        session = start(request, lm, lambda: LoraSession(lm, settings, data), session_bytes(lm, settings, data))
         chunk, last = max(1, settings.steps // 50), 0.0
         yield session, _status(session), _curve(session), "on"
         while not session.done:
@@ -254,7 +258,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         session.finish()
         yield session, _status(session) + " · done.", _curve(session), session.mode
 
-    @guarded(lambda msg: (f"⚠️ {msg}", gr.skip()))
+    @guarded(lambda msg: (warning(msg), gr.skip()))
     def stopped(session):
         session = _need(session)
         session.finish()
@@ -284,7 +288,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         rows = [[p, *compare.generations(session, p, seed=session.settings.seed)] for p in probe_list]
         return table, bars, moved, rows
 
-    @guarded(lambda msg: (message_figure(msg), gr.skip(), f"⚠️ {msg}", message_figure(msg), message_figure(msg)))
+    @guarded(lambda msg: (message_figure(msg), gr.skip(), warning(msg), message_figure(msg), message_figure(msg)))
     def update_view(session, chosen):
         session = _need(session)
         deltas = compare.delta_weights(session)
@@ -296,7 +300,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         rank_found = compare.numerical_rank(values)
         r = session.settings.r
         note = (
-            f"**{names[pick]}**: ΔW is {d.delta.shape[0]} × {d.delta.shape[1]}, numerical rank **{rank_found}** "
+            f"**{md_escape(names[pick])}**: ΔW is {d.delta.shape[0]} × {d.delta.shape[1]}, numerical rank **{rank_found}** "
             f"(r = {r}); ‖ΔW‖ = {d.norm:.4f}, {d.norm / d.weight_norm:.2%} of ‖W‖. "
             f"Trained on {len(session.losses)} steps."
         )
@@ -310,7 +314,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
             plots.delta_heatmap(pooled, f"ΔW of {names[pick]} · {session.base.spec.key}", shape),
         )
 
-    @guarded(lambda msg: f"⚠️ {msg}")
+    @guarded(lambda msg: warning(msg))
     def set_mode(session, mode_v, probe_text):
         session = _need(session)
         prompt = check_probes(probe_text)[0]
@@ -321,12 +325,13 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         on_vs_merged = float((logits["on"] - logits["merged"]).abs().max())
         on_vs_off = float((logits["on"] - logits["off"]).abs().max())
         return (
-            f"Adapter **{mode_v}**. Greedy continuation of “{prompt}”: **{greedy.strip() or '…'}**\n\n"
+            f"Adapter **{md_escape(mode_v)}**. Greedy continuation of “{md_escape(prompt)}”: "
+            f"**{md_escape(greedy.strip() or '…')}**\n\n"
             f"Next-token logits, largest difference: merged vs adapter on **{on_vs_merged:.2e}** (the same model, "
             f"up to float rounding); adapter on vs off **{on_vs_off:.3f}**."
         )
 
-    @guarded(lambda msg: (None, f"⚠️ {msg}"))
+    @guarded(lambda msg: (None, warning(msg)))
     def download(session):
         session = _need(session)
         folder = scratch_folder()
@@ -334,20 +339,20 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab: set-up, tra
         path = save_adapter(session, folder / name)
         return str(path), f"Saved {path.stat().st_size / 1024:,.1f} kB: the A and B matrices and the settings."
 
-    @guarded(lambda msg: (gr.skip(), f"⚠️ {msg}", gr.skip()))
+    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip()))
     def upload(selection, path, choice, pasted_v, request: gr.Request):
         if not path:
             return gr.skip(), "", gr.skip()
         lm = _model(ctx, selection)
         check_trainable(lm)
         data = training_data(lm.tokenizer, _text(choice, pasted_v), max_positions=_positions(lm))
-        session = start(request, lm, lambda: load_adapter(lm, path, data))
+        session = start(request, lm, lambda: load_adapter(lm, path, data), 2 * lm.nbytes)  # counted once loaded
         session.finish()
         s = session.settings
         return (
             session,
             (
-                f"Loaded an adapter with r = {s.r}, alpha = {s.alpha:g} on {', '.join(s.targets)}. Held-out loss on the "
+                f"Loaded an adapter with r = {s.r}, alpha = {s.alpha:g} on {md_escape(', '.join(s.targets))}. Held-out loss on the "
                 f"current data: {session.heldout_before:.3f} without it, **{session.heldout_after:.3f}** with it."
             ),
             _curve(session),

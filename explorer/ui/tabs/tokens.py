@@ -16,7 +16,7 @@ from explorer.core.run import check_text
 from explorer.core.tokens import display_piece, is_byte_level, tokenize
 from explorer.plots.tokens import token_spans_html
 from explorer.ui.assets import presets, sample_texts
-from explorer.ui.context import AppContext, Selection, guarded, user_message
+from explorer.ui.context import AppContext, Selection, guarded, md_escape, user_message, warning
 
 EXPLANATION = """A model never sees letters: a **tokenizer** cuts the text into pieces from a fixed vocabulary \
 and each piece becomes an **id**. Whole words would need an endless vocabulary and still meet unknown words; \
@@ -112,7 +112,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         name = selection_or_model.model if isinstance(selection_or_model, Selection) else selection_or_model
         return ctx.tokenizer(name)
 
-    @guarded(lambda msg: (f"⚠️ {msg}", "", gr.skip(), []))
+    @guarded(lambda msg: (warning(msg), "", gr.skip(), []))
     def show_live(model_name: str, text: str, selection: Selection | None, chosen_stream: str):
         """Live: the tokenizer alone, on every edit; the table follows the last analysis (all streams)."""
         if not text:
@@ -152,15 +152,15 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
             html += "<p>⚠️ " + "<br>⚠️ ".join(escape(p) for p in problems) + "</p>"
         return table_rows, html
 
-    @guarded(lambda msg: (f"⚠️ {msg}", []))
+    @guarded(lambda msg: (warning(msg), []))
     def show_replay(model_name: str, text: str, word_v: str):
         target = (word_v or "").strip() or text
         check_text(target, "word")
         tokenizer = current_tokenizer(model_name)
-        note = f"Replaying **{model_name}**'s byte-level BPE."
+        note = f"Replaying **{md_escape(model_name)}**'s byte-level BPE."
         if not is_byte_level(tokenizer):
             tokenizer = ctx.tokenizer("gpt2-bpe")
-            note = f"**{model_name}** does not use byte-level BPE, so this replays GPT-2's BPE (gpt2-bpe)."
+            note = f"**{md_escape(model_name)}** does not use byte-level BPE, so this replays GPT-2's BPE (gpt2-bpe)."
         words = replay_text(tokenizer, target)
         if len(words) > MAX_REPLAY_WORDS:
             note += f" Showing the first {MAX_REPLAY_WORDS} of {len(words)} words."
@@ -184,7 +184,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 raise InputError("Paste a text to train on, or pick a bundled one.")
             trained = train_bpe(text, int(vocab_v), progress=lambda f, m: progress(f, desc=m))
         except Exception as err:
-            return f"⚠️ {user_message(err)}", [], ""
+            return warning(user_message(err)), [], ""
         rows = merge_rows(trained.merges)
         note = (
             f"Learned **{len(trained.merges)} merges** from {len(text):,} characters: a vocabulary of "
@@ -193,7 +193,7 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
         )
         return note, rows, trained
 
-    @guarded(lambda msg: f"⚠️ {msg}")
+    @guarded(lambda msg: warning(msg))
     def show_trained(trained, text: str):
         if not trained or isinstance(trained, str):
             return ""
