@@ -3,7 +3,7 @@
 Builds N sessions on the bundled tiny-gpt2 with the tab's defaults (attention projections, r = 8,
 batch 4 × 64 tokens), trains each a few steps (so optimizer state, gradients and the allocator's
 activations exist), and prints the resident memory each session added against ``session.nbytes``
-(``explorer.analysis.lora.session_bytes``). Target: counted / measured >= 1 once the first
+(``explorer.analysis.lora.finetune.session_bytes``). Target: counted / measured >= 1 once the first
 session's one-off allocations are left out.
 
     python bench/lora_memory.py [--sessions 12] [--steps 3]
@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import psutil  # noqa: E402
-from explorer.analysis.lora_data import bundled_datasets, training_data  # noqa: E402
 
-from explorer.analysis.lora import LoraSession, LoraSettings, default_targets  # noqa: E402
+from explorer.analysis.lora.data import bundled_datasets, training_data  # noqa: E402
+from explorer.analysis.lora.finetune import LoraSession, LoraSettings, default_targets  # noqa: E402
 from explorer.core.loading import load  # noqa: E402
 
 

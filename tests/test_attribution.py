@@ -377,7 +377,7 @@ def test_stop_ends_a_running_generation_matrix(client):
 
 def test_a_client_that_leaves_stops_the_generation_matrix(app_url, client, monkeypatch):
     """A client that drops its connection mid-run (a closed laptop) ends the work like Stop: no row after."""
-    from explorer.analysis import attribution as analysis
+    from explorer.analysis.attribution import attribute as analysis
 
     started = []
     original = analysis.attribute

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from explorer.analysis.lora_files import MAX_FILE_BYTES
+
+from explorer.analysis.lora.files import MAX_FILE_BYTES
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from explorer.analysis.kv_cache import (
+from gradio_client.exceptions import AppError
+
+from explorer.analysis.inference.kv_cache import (
     MAX_NEW_TOKENS,
     CacheShape,
     KVCacheExperiment,
@@ -15,8 +17,6 @@ from explorer.analysis.kv_cache import (
     run_experiment,
     time_attention,
 )
-from gradio_client.exceptions import AppError
-
 from explorer.core.errors import InputError
 
 PROMPT = "To be, or not to be: that is the question"

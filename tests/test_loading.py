@@ -139,8 +139,7 @@ def _saved_without_head(tmp_path, name: str):
 
 
 def test_an_encoder_saved_without_its_masked_lm_head_loads_headless_and_cannot_fill_masks(tmp_path):
-    from explorer.analysis.fill_mask import fill_mask
-
+    from explorer.analysis.decoding.fill_mask import fill_mask
     from explorer.core.errors import InputError
     from explorer.core.run import run
     from explorer.core.spec import MLM
