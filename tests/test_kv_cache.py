@@ -10,7 +10,6 @@ import torch
 from gradio_client.exceptions import AppError
 
 from explorer.analysis.inference.kv_cache import (
-    MAX_NEW_TOKENS,
     CacheShape,
     KVCacheExperiment,
     formula_bytes,
@@ -18,6 +17,7 @@ from explorer.analysis.inference.kv_cache import (
     time_attention,
 )
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TIMED_TOKENS
 
 PROMPT = "To be, or not to be: that is the question"
 
@@ -91,7 +91,7 @@ def test_progress_counts_every_token_and_a_stopped_experiment_says_so(tiny):
 def test_bounds_and_families(tiny):
     lm = tiny["gpt2"]
     with pytest.raises(InputError, match="number of new tokens"):
-        KVCacheExperiment(lm, prompt_ids(lm), new_tokens=MAX_NEW_TOKENS + 1)
+        KVCacheExperiment(lm, prompt_ids(lm), new_tokens=MAX_TIMED_TOKENS + 1)
     with pytest.raises(InputError, match="number of repeats"):
         KVCacheExperiment(lm, prompt_ids(lm), repeats=0)
     with pytest.raises(InputError, match="fills in masked tokens"):
