@@ -331,7 +331,7 @@ def matrix_of(task: Task, rows: list[Attribution]) -> AttributionMatrix:
     labels = []
     for r, (pred, result) in enumerate(zip(task.predictions, rows)):
         scores[r, : len(result.scores)] = result.scores
-        labels.append(f"{r}: {result.token}" if task.family != "encoder" else f"{pred.position}→{result.token}")
+        labels.append(f"{pred.position}→{result.token}" if task.masked else f"{r}: {result.token}")
     return AttributionMatrix(scores, tuple(labels), task.stream_labels, tuple(r.delta for r in rows))
 
 
