@@ -49,9 +49,16 @@ def test_analytics_only_when_a_setting_turns_them_on(monkeypatch, env, expected)
 
     monkeypatch.delenv("EXPLORER_ANALYTICS", raising=False)
     monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    from explorer.core.settings import Settings, configure, settings
+
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert analytics_enabled() is expected
+    old = settings()
+    configure(Settings.from_env())  # settings are read once at start-up: read them again for this environment
+    try:
+        assert analytics_enabled() is expected
+    finally:
+        configure(old)
 
 
 def test_scratch_folders_are_removed_when_the_process_exits():

@@ -411,8 +411,14 @@ def test_the_memory_budget_counts_what_a_session_holds(bundled):
     assert session.nbytes >= held_bytes(session) + logits
 
 
-def test_one_client_address_holds_a_bounded_number_of_fine_tunes(tiny, monkeypatch):
-    monkeypatch.setenv("EXPLORER_LORA_PER_CLIENT", "2")
+def test_one_client_address_holds_a_bounded_number_of_fine_tunes(tiny):
+    from explorer.core.settings import overridden
+
+    with overridden(lora_per_client=2):
+        _check_client_bound(tiny)
+
+
+def _check_client_bound(tiny):
     lm = tiny["gpt2"]
     data = training_data(lm.tokenizer, PLANTED.text, block=32)
     registry = SessionRegistry(SessionBudget(max_bytes=2**30))
