@@ -154,6 +154,8 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
 
     @guarded(lambda msg: (warning(msg), []))
     def show_replay(model_name: str, text: str, word_v: str):
+        if not isinstance(model_name, str):
+            raise InputError(f"The model must be a name, not {type(model_name).__name__}.")
         target = (word_v or "").strip() or text
         check_text(target, "word")
         tokenizer = current_tokenizer(model_name)
