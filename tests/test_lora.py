@@ -317,10 +317,12 @@ def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
     assert status.startswith("⚠️") and "at least 300" in status
     client.predict(str(tiny_dir["gpt2"]), "The tiger jumped.", "", api_name="/analyze")
     modules, _ = client.predict([], 8, api_name="/lora_setup")
+    modules = modules.get("value") if isinstance(modules, dict) else modules  # an update of choices and value
     assert modules  # GPT-2's module names
     client.predict(str(tiny_dir["t5"]), "The tiger jumped.", "", api_name="/analyze")
     modules, note = client.predict(modules, 8, api_name="/lora_setup")
     assert note.startswith("⚠️") and "decoders" in note
+    modules = modules.get("value") if isinstance(modules, dict) else modules
     assert modules == [], "the module box still lists the previous model's names"
     table = client.predict("The", api_name="/lora_full_finetune")
     assert "Train an adapter first" in table["data"][0][0]
