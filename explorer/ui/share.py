@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import gradio as gr
 
+from explorer.core.catalogue import catalogue
 from explorer.core.run import MAX_CHARS
 
 SETTING_TYPES = (gr.Slider, gr.Radio, gr.Checkbox, gr.Number, gr.Dropdown)
@@ -86,6 +87,23 @@ def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> lis
     return out
 
 
+# Settings whose valid values depend on the model: checked against the catalogue entry of the model the
+# link opens, and left out where the model is not in the catalogue (its shape is known only once loaded).
+MODEL_KINDS = {"decoder": {"self"}, "encoder": {"self"}, "encoder_decoder": {"encoder_self", "decoder_self", "cross"}}
+
+
+def fits_model(key: str, value, model) -> bool:
+    """Whether a restored setting makes sense for ``model`` (settings that do not depend on it always do)."""
+    if key not in ("attention.attention_kind", "attention.layer"):
+        return True
+    entry = catalogue().get(str(model)) if model is not None else None
+    if entry is None:
+        return False
+    if key == "attention.attention_kind":
+        return value in MODEL_KINDS.get(entry.family, set())
+    return isinstance(value, (int, float)) and 0 <= value < entry.layers
+
+
 MAX_LINK_TEXT = 2000  # characters of text a link carries
 
 
@@ -143,6 +161,13 @@ def wire_share_link(demo, make_link: gr.Button, link: gr.Textbox, shell: dict, t
     def on_load(request: gr.Request):
         query = dict(request.query_params) if request is not None else {}
         restored = restore(query, shell, settings, tab_ids)
+        model = restored[list(shell).index("model")] if "model" in shell else None
+        model = shell["model"].value if model is None or isinstance(model, dict) else model
+        offset = len(shell) + 1
+        for i, key in enumerate(settings):
+            value = restored[offset + i]
+            if not isinstance(value, dict) and not fits_model(key, value, model):
+                restored[offset + i] = gr.skip()  # the view's own default for this model applies
         selected = query.get("tab") if query.get("tab") in tab_ids else gr.skip()
         return [*restored, selected]
 

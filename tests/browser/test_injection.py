@@ -79,7 +79,9 @@ def test_every_share_link_parameter_stays_text(hostile_page, payload):
     query = {"model": payload, "text": payload, "target": payload, "tab": payload, "large": payload, **settings}
     page = open_page("?" + urlencode(query))
     status = page.locator(STATUS).inner_text()
-    assert "⚠️" in status and payload[:12] in status, status  # the unknown model is named, as text
+    assert "⚠️" in status, status
+    if len(payload) <= 200:  # a longer name is refused by its length, without being repeated
+        assert payload[:12] in status, status  # the unknown model is named, as text
     assert_inert(page, dialogs)
     # the reported case: a fill-in note on the encoder-decoder, from a link's text
     page = open_page("?" + urlencode({"model": "tiny-t5", "tab": "decoding", "text": f"{payload} <extra_id_0> end"}))
