@@ -322,7 +322,7 @@ def test_app_bad_settings_and_other_families_get_a_sentence(app_url, tiny_dir):
     client.predict(str(tiny_dir["t5"]), "The tiger jumped.", "", api_name="/analyze")
     modules, note = client.predict(modules, 8, api_name="/lora_setup")
     assert note.startswith("⚠️") and "decoders" in note
-    modules = modules.get("value") if isinstance(modules, dict) else modules
+    modules = modules.get("value") if isinstance(modules, dict) else modules  # an update of choices and value
     assert modules == [], "the module box still lists the previous model's names"
     table = client.predict("The", api_name="/lora_full_finetune")
     assert "Train an adapter first" in table["data"][0][0]

@@ -3,7 +3,7 @@
 A token such as ``</s>`` or ``<pad>`` would be taken for a tag (and T5's ``</s>`` blew the margins
 of every heatmap it labelled), so every string drawn from model or user text goes through
 ``plot_text`` (or ``plot_texts``) before it reaches a figure. Titles are wrapped onto short lines,
-because plotly never wraps them and a phone is about 40 characters wide.
+because plotly never wraps them and a phone is about 36 characters wide.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from html import escape
 import numpy as np
 import plotly.graph_objects as go
 
-TITLE_LINE = 40  # characters per title line: what a 390 px phone screen shows at the title's size
+TITLE_LINE = 36  # characters per title line: what a 390 px phone screen shows at the title's size
 TITLE_FONT = 15
 TITLE_LINE_PX = 20  # one title line at TITLE_FONT
 TITLE_PAD = 8

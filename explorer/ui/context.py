@@ -11,7 +11,7 @@ from functools import wraps
 
 from explorer.core.cache import BoundedCache
 from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, is_downloaded
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, InputError
 from explorer.core.loading import LoadedModel, hub_reachable, load_tokenizer
 from explorer.core.pool import ModelPool, default_pool
 from explorer.core.run import RunCache
@@ -33,6 +33,16 @@ class Selection:
     target: str | None = None
     max_new_tokens: int = 20
     generate: int = 0  # decoders: extend the text by this many greedy tokens first
+
+    def __post_init__(self):
+        check_model_name(self.model)
+
+
+def check_model_name(name) -> str:
+    """A model is named by text (a key, a hub id, a folder); anything else gets a sentence."""
+    if not isinstance(name, str):
+        raise InputError("Pick a model from the list, or type its name, hub id or folder.")
+    return name
 
 
 SCORES_BYTES = 256 * 2**20  # pre-softmax scores of recent selections (12 layers x 12 heads x 512^2 is 150 MB)
@@ -88,6 +98,7 @@ class AppContext:
 
     def tokenizer(self, name: str):
         """A tokenizer by model or tokenizer-catalogue name: a loaded model's own, else loaded alone (kept)."""
+        check_model_name(name)
         if name in self.pool.loaded():
             return self.pool.get(name).tokenizer
         return self._tokenizers.get(name, lambda: load_tokenizer(name))
