@@ -128,7 +128,7 @@ def test_every_text_input_stays_text(hostile_page):
     fill(subtab(page, panel, "BPE replay"), "Word or phrase (empty: the whole text)", submit=True)
     settle(page)
     assert_inert(page, dialogs)
-    model = page.get_by_label("Model", exact=True).first
+    model = page.get_by_label("Model (bundled, catalogue, hub id or folder)", exact=True).first
     model.fill(PAYLOADS[0])  # a model name is at most 200 characters
     model.press("Enter")
     page.wait_for_function(f"() => document.querySelector('{STATUS}').innerText.includes('⚠️')")
