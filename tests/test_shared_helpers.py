@@ -36,3 +36,23 @@ def test_message_figure_says_the_text_on_a_blank_figure():
     assert [a.text for a in fig.layout.annotations] == ["Analyze a text first."]
     assert fig.data == () and fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
     assert fig.layout.height == 300
+
+
+def test_bind_hides_the_context_from_gradio_and_keeps_streaming():
+    """Gradio injects ``gr.Request``/``gr.Progress`` by signature position and type hints: ``bind`` keeps both."""
+    import inspect
+
+    import gradio as gr
+
+    from explorer.ui.context import bind
+
+    def handler(ctx, a, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        return ctx, a
+
+    def streamed(ctx, a):
+        yield ctx + a
+
+    bound = bind(handler, "ctx")
+    assert list(inspect.signature(bound).parameters) == ["a", "request", "progress"]
+    assert bound("x", None) == ("ctx", "x") and bound.__name__ == "handler"
+    assert inspect.isgeneratorfunction(bind(streamed, "c")) and list(bind(streamed, "c")("d")) == ["cd"]

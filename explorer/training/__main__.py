@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's)")
     parser.add_argument("--dropout", type=float, help="encoder dropout (default: the recipe's)")
+    parser.add_argument("--batch", type=int, help="sequences per step (default: the recipe's)")
     parser.add_argument(
         "--minutes", type=float, help="stop after this long, the learning rate decaying over it (default: no limit)"
     )
@@ -79,7 +80,7 @@ def main(argv=None) -> None:
         log_file.flush()
 
     recipe = recipes.RECIPES[args.family]
-    overrides = {k: getattr(args, k) for k in ("lr", "warmup", "dropout") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch") if getattr(args, k) is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
     log(f"corpus: {corpus.describe()}")

@@ -165,3 +165,28 @@ def guarded(fallback):
         return wrapper
 
     return decorate
+
+
+def bind(handler, ctx):
+    """``handler(ctx, *inputs)`` as gradio's event function of the inputs alone.
+
+    Tabs keep their handlers at module level, taking the app context first, so tests call them
+    without a server; ``build()`` wires ``bind(handler, ctx)``. Not ``functools.partial``: gradio
+    finds ``gr.Request`` and ``gr.Progress`` parameters by their position in the signature and by
+    type hints, which a partial hides.
+    """
+    signature = inspect.signature(handler)
+    if inspect.isgeneratorfunction(handler):
+
+        @wraps(handler)
+        def bound(*args, **kwargs):
+            yield from handler(ctx, *args, **kwargs)
+
+    else:
+
+        @wraps(handler)
+        def bound(*args, **kwargs):
+            return handler(ctx, *args, **kwargs)
+
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return bound
