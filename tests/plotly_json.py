@@ -22,3 +22,8 @@ def array(value) -> np.ndarray:
         flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
         return flat.reshape([int(n) for n in str(value["shape"]).split(",")]) if "shape" in value else flat
     return np.asarray(value)
+
+
+def figure_dict(fig) -> dict:
+    """A plotly Figure returned by a handler called directly, as the same JSON the browser gets."""
+    return json.loads(fig.to_json())

@@ -3,9 +3,6 @@ target × source matrix over a whole generated continuation. Bounded, with progr
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-
 import gradio as gr
 
 from explorer.analysis.attribution.attribute import (
@@ -25,7 +22,8 @@ from explorer.core.errors import InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, about, guarded, md_escape, warning
+from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
 much the output — the probability (or log-probability, or logit) of the predicted token — depends on it. **Integrated gradients** \
@@ -45,36 +43,6 @@ METHOD_CHOICES = [(m.name, key) for key, m in METHODS.items()]
 SIGN_NOTE = "red raised the output, blue lowered it"
 
 
-class StopRequests:
-    """Per-session stop flags: the Stop button sets its session's flag; the running attribution reads it."""
-
-    def __init__(self):
-        self._flags: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def running(self, request: gr.Request | None):
-        """Yield a ``should_stop()`` check for one run of this session; the flag goes when the run ends."""
-        flag, session = threading.Event(), getattr(request, "session_hash", None)
-        if session:
-            with self._lock:
-                self._flags[session] = flag
-        try:
-            yield flag.is_set
-        finally:
-            if session:
-                with self._lock:
-                    if self._flags.get(session) is flag:
-                        del self._flags[session]
-
-    def stop(self, request: gr.Request | None) -> None:
-        session = getattr(request, "session_hash", None)
-        with self._lock:
-            flag = self._flags.get(session) if session else None
-        if flag is not None:
-            flag.set()
-
-
 def value_line(result: Attribution) -> str:
     """The explained output, and for integrated gradients the completeness check."""
     line = (
@@ -90,6 +58,82 @@ def value_line(result: Attribution) -> str:
         f"{line} · scores sum to {float(result.scores.sum()):.4g}, f(input) − f(baseline) = {change:.4g}, "
         f"convergence delta **{result.delta:.2g}** ({share:.1%} of the change){warn}"
     )
+
+
+STOPS = StopRequests()  # the Stop button's flag per session, read by both runs
+
+
+def request_stop(request: gr.Request):
+    STOPS.stop(request)
+
+
+def task_of(ctx: AppContext, selection, new_v):
+    if selection is None:
+        raise InputError("Analyze a text first.")
+    lm = ctx.model(selection)
+    return lm, predictions_of(lm, selection.text, int(new_v))
+
+
+@guarded(lambda msg: gr.update(choices=[], value=None))
+def list_predictions(ctx: AppContext, selection, new_v):
+    if selection is None:
+        return gr.update(choices=[], value=None)
+    lm = ctx.model(selection)
+    task = predictions_of(lm, selection.text, int(new_v))
+    special = set(lm.tokenizer.all_special_ids)  # start on a word: T5's first token is often a sentinel
+    first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
+    return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
+
+
+@guarded(lambda msg: (warning(msg), "", "", message_figure(msg)))
+def attribute_view(
+    ctx: AppContext, selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
+    progress=gr.Progress(),  # noqa: B008 (gradio idiom)
+):  # fmt: skip
+    lm, task = task_of(ctx, selection, new_v)
+    index = 0 if index in (None, "") else index
+    if not str(index).isdigit() or int(index) >= len(task.predictions):
+        raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
+    pred = task.predictions[int(index)]
+    methods = [check_method(a_v).key] + ([check_method(b_v).key] if b_v and b_v != a_v else [])
+    results = []
+    with STOPS.running(request) as should_stop:
+        for i, method in enumerate(methods):
+            part = lambda f, i=i: progress((i + f) / len(methods), desc="attributing")  # noqa: E731
+            results.append(attribute(lm, pred, method, int(steps_v), output_v, part, should_stop, baseline_v))
+    first = results[0]
+    htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
+    lines = "\n".join(f"- {value_line(r)}" for r in results)
+    head = f"**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
+    figure = attribution_bars(
+        list(first.labels), {METHODS[r.method].name: r.scores for r in results},
+        f"Why “{first.token}” ({output_v}) · {about(selection)}",
+    )  # fmt: skip
+    return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
+
+
+@guarded(lambda msg: (warning(msg), message_figure(msg)))
+def matrix_view(
+    ctx: AppContext, selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
+    progress=gr.Progress(),  # noqa: B008 (gradio idiom)
+):  # fmt: skip
+    """Streamed row by row: a press of Stop or a client that leaves ends the work at the next row."""
+    lm, task = task_of(ctx, selection, new_v)
+    report = lambda f: progress(f, desc="attributing each generated token")  # noqa: E731
+    total = min(len(task.predictions), MAX_MATRIX_ROWS)
+    rows = []
+    with STOPS.running(request) as should_stop:
+        for row in attribution_rows(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v):
+            rows.append(row)
+            yield f"⏳ {len(rows)} of {total} rows …", gr.skip()
+    matrix = matrix_of(task, rows)
+    shown = len(matrix.row_labels)
+    cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
+    deltas = [abs(d) for d in matrix.deltas if d is not None]
+    worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
+    note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
+    title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
+    yield note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
 
 def build(ctx: AppContext, shared) -> None:
@@ -129,86 +173,19 @@ def build(ctx: AppContext, shared) -> None:
                 run_matrix = gr.Button("Attribute the whole generation", variant="primary")
                 matrix_note = gr.Markdown()
                 matrix_plot = gr.Plot(label="Target × source attribution")
-    stops = StopRequests()
 
-    def task_of(selection, new_v):
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        return lm, predictions_of(lm, selection.text, int(new_v))
-
-    @guarded(lambda msg: gr.update(choices=[], value=None))
-    def list_predictions(selection, new_v):
-        if selection is None:
-            return gr.update(choices=[], value=None)
-        lm = ctx.model(selection)
-        task = predictions_of(lm, selection.text, int(new_v))
-        special = set(lm.tokenizer.all_special_ids)  # start on a word: T5's first token is often a sentinel
-        first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
-        return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
-
-    @guarded(lambda msg: (warning(msg), "", "", message_figure(msg)))
-    def attribute_view(
-        selection, a_v, b_v, output_v, baseline_v, new_v, steps_v, index, request: gr.Request,
-        progress=gr.Progress(),  # noqa: B008 (gradio idiom)
-    ):  # fmt: skip
-        lm, task = task_of(selection, new_v)
-        index = 0 if index in (None, "") else index
-        if not str(index).isdigit() or int(index) >= len(task.predictions):
-            raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
-        pred = task.predictions[int(index)]
-        methods = [check_method(a_v).key] + ([check_method(b_v).key] if b_v and b_v != a_v else [])
-        results = []
-        with stops.running(request) as should_stop:
-            for i, method in enumerate(methods):
-                part = lambda f, i=i: progress((i + f) / len(methods), desc="attributing")  # noqa: E731
-                results.append(attribute(lm, pred, method, int(steps_v), output_v, part, should_stop, baseline_v))
-        first = results[0]
-        htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
-        lines = "\n".join(f"- {value_line(r)}" for r in results)
-        head = f"**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
-        figure = attribution_bars(
-            list(first.labels), {METHODS[r.method].name: r.scores for r in results},
-            f"Why “{first.token}” ({output_v}) · {about(selection)}",
-        )  # fmt: skip
-        return f"{head}\n{lines}", htmls[0], htmls[1] if len(htmls) > 1 else "", figure
-
-    @guarded(lambda msg: (warning(msg), message_figure(msg)))
-    def matrix_view(
-        selection, a_v, output_v, baseline_v, new_v, steps_v, request: gr.Request,
-        progress=gr.Progress(),  # noqa: B008 (gradio idiom)
-    ):  # fmt: skip
-        """Streamed row by row: a press of Stop or a client that leaves ends the work at the next row."""
-        lm, task = task_of(selection, new_v)
-        report = lambda f: progress(f, desc="attributing each generated token")  # noqa: E731
-        total = min(len(task.predictions), MAX_MATRIX_ROWS)
-        rows = []
-        with stops.running(request) as should_stop:
-            for row in attribution_rows(lm, task, a_v, int(steps_v), output_v, report, should_stop, baseline_v):
-                rows.append(row)
-                yield f"⏳ {len(rows)} of {total} rows …", gr.skip()
-        matrix = matrix_of(task, rows)
-        shown = len(matrix.row_labels)
-        cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
-        deltas = [abs(d) for d in matrix.deltas if d is not None]
-        worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
-        note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
-        title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
-        yield note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
-
-    shared.on_analyzed(list_predictions, [shared.state, new_tokens], [prediction], api_name="attribution_targets")
-    new_tokens.release(list_predictions, [shared.state, new_tokens], [prediction], api_name=False)
+    shared.on_analyzed(
+        bind(list_predictions, ctx), [shared.state, new_tokens], [prediction], api_name="attribution_targets"
+    )
+    new_tokens.release(bind(list_predictions, ctx), [shared.state, new_tokens], [prediction], api_name=False)
     heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
     one = run.click(
-        attribute_view, [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],
+        bind(attribute_view, ctx), [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],
         [note, text_a, text_b, bars], api_name="attribution", **heavy,
     )  # fmt: skip
     whole = run_matrix.click(
-        matrix_view, [shared.state, method_a, output, baseline, new_tokens, steps], [matrix_note, matrix_plot],
+        bind(matrix_view, ctx), [shared.state, method_a, output, baseline, new_tokens, steps], [matrix_note, matrix_plot],
         api_name="attribution_matrix", **heavy,
     )  # fmt: skip
-
-    def request_stop(request: gr.Request):
-        stops.stop(request)
 
     stop.click(request_stop, None, None, cancels=[one, whole], api_name="attribution_stop")

@@ -1,0 +1,54 @@
+"""The Attribution tab's handlers, called directly (no server) on the bundled models."""
+
+import pytest
+
+from explorer.ui.context import AppContext, Selection
+from explorer.ui.tabs import attribution as tab
+from tests.plotly_json import figure_dict
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return AppContext()
+
+
+def test_predictions_are_listed_and_explained_with_the_completeness_check(ctx):
+    selection = Selection("tiny-gpt2", "The tiger jumped out of a tree")
+    listed = tab.list_predictions(ctx, selection, 3)
+    assert len(listed["choices"]) == 3 and listed["value"] == 0
+    note, html_a, html_b, figure = tab.attribute_view(
+        ctx, selection, "integrated_gradients", "saliency", "probability", "pad", 3, 8, 0, None
+    )
+    assert "convergence delta" in note and "Saliency" in note and "⚠️" not in note.split("·")[0]
+    assert "␣tree" in html_a and "␣jump" in html_b
+    bars = figure_dict(figure)
+    assert {t["name"] for t in bars["data"]} == {"Integrated gradients", "Saliency (gradient norm)"}
+    assert "tiny-gpt2" in bars["layout"]["title"]["text"]
+
+
+def test_a_prediction_out_of_range_is_a_sentence_not_an_error(ctx):
+    selection = Selection("tiny-gpt2", "The tiger jumped")
+    note, _, _, figure = tab.attribute_view(ctx, selection, "saliency", None, "probability", "pad", 2, 4, 7, None)
+    assert note.startswith("⚠️") and "predictions listed" in note
+    assert tab.attribute_view(ctx, None, "saliency", None, "probability", "pad", 2, 4, 0, None)[0].startswith("⚠️")
+
+
+def test_the_whole_generation_streams_rows_then_the_matrix(ctx):
+    selection = Selection("tiny-t5", "Let there be light.")
+    updates = list(tab.matrix_view(ctx, selection, "saliency", "probability", "pad", 3, 4, None))
+    assert updates[0][0].startswith("⏳ 1 of")
+    note, figure = updates[-1]
+    heatmap = figure_dict(figure)["data"][0]
+    assert heatmap["type"] == "heatmap" and "rows" in note
+    assert len(heatmap["y"]) == 3 and len(heatmap["x"]) >= 5
+    assert not any("</s>" in str(label) for label in heatmap["x"])  # model text escaped for plotly
+
+
+def test_stop_sets_only_the_requesting_sessions_flag():
+    class Request:
+        def __init__(self, session):
+            self.session_hash = session
+
+    with tab.STOPS.running(Request("a")) as stop_a, tab.STOPS.running(Request("b")) as stop_b:
+        tab.request_stop(Request("a"))
+        assert stop_a() and not stop_b()
