@@ -1,0 +1,102 @@
+"""What an intervention is measured on: one text, the position where the answer is read, and the answer.
+
+==================  ===================================  ==========================================
+family              the answer is read at                 default answer
+==================  ===================================  ==========================================
+decoder             the last token (the next token)       the clean run's most probable next token
+encoder             the first mask token                  the clean run's fill-in there
+encoder-decoder     the target's last token (what comes   the clean run's most probable next token;
+                    next); the target defaults to the     the target starts with ``<extra_id_0>``
+                    first sentinel when the text has one  when the text has sentinels
+==================  ===================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from explorer.analysis.interventions.sites import Edit, Sites, intervene
+from explorer.core.errors import InputError
+from explorer.core.limits import MAX_TOKENS
+from explorer.core.loading import LoadedModel
+from explorer.core.run import check_text
+from explorer.core.tokens import Token, is_byte_level, token_label, token_rows
+
+SENTINEL = "<extra_id_0>"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One text as the model takes it (a batch of one) and where its answer is read."""
+
+    text: str
+    target: str | None
+    inputs: dict[str, torch.Tensor]  # input_ids (and decoder_input_ids), shape (1, T)
+    tokens: dict[str, tuple[Token, ...]]  # stream -> tokens
+    point: int  # position in the logits stream where the answer is read
+    where: str  # that position in words
+
+    def batch(self, n: int) -> dict[str, torch.Tensor]:
+        return {k: v.expand(n, -1) for k, v in self.inputs.items()}
+
+    def length(self, stream: str) -> int:
+        return len(self.tokens[stream])
+
+
+def prompt_of(lm: LoadedModel, text: str, target: str | None = None) -> Prompt:
+    text = check_text(text)
+    tok, adapter = lm.tokenizer, lm.spec.adapter
+    ids = tok(text, add_special_tokens=True)["input_ids"]
+    if len(ids) > MAX_TOKENS:
+        raise InputError(f"Interventions take at most {MAX_TOKENS} tokens; this text has {len(ids)}.")
+    rows = {adapter.primary_stream: token_rows(tok, ids, None)}
+    inputs = {"input_ids": torch.tensor([ids], device=lm.device)}
+    if adapter.is_encoder_decoder:
+        if target is None or not target.strip():
+            target = SENTINEL if SENTINEL in text else ""
+        target = check_text(target, "target text", allow_empty=True)
+        dec = [lm.model.config.decoder_start_token_id, *tok(text_target=target, add_special_tokens=False)["input_ids"]]
+        dec = dec[:MAX_TOKENS]
+        rows[adapter.target_stream] = token_rows(tok, dec, None)
+        inputs["decoder_input_ids"] = torch.tensor([dec], device=lm.device)
+        shown = f"after the target “{target}”" if target else "at the first token of the output"
+        return Prompt(text, target, inputs, rows, len(dec) - 1, f"the next output token {shown}")
+    if adapter.masked_lm:
+        mask = tok.mask_token_id
+        if mask is None or mask not in ids:
+            raise InputError(
+                f"Put the mask token {tok.mask_token or '[MASK]'} where the answer goes, e.g. "
+                f"“The capital of France is {tok.mask_token or '[MASK]'}.”: an encoder's answer is its fill-in."
+            )
+        point = ids.index(mask)
+        return Prompt(text, None, inputs, rows, point, f"the fill-in at {tok.mask_token} (token {point})")
+    return Prompt(text, None, inputs, rows, len(ids) - 1, "the next token")
+
+
+@torch.no_grad()
+def logits_at(lm: LoadedModel, sites: Sites, prompt: Prompt, edits: list[Edit] = (), rows: int = 1) -> torch.Tensor:
+    """The logits at the prompt's answer position, (rows, vocab) float32, with ``edits`` applied."""
+    with intervene(lm, sites, list(edits)):
+        out = lm.model(**prompt.batch(rows))
+    return out.logits[:, prompt.point].float()
+
+
+def answer_id(lm: LoadedModel, word: str | None, logits: torch.Tensor) -> int:
+    """The token a word names (its first token, with the leading space a mid-sentence word has in a
+    byte-level vocabulary), or the most probable token of ``logits`` when no word is given."""
+    if word is None or not str(word).strip():
+        return int(logits.argmax())
+    word = str(word)
+    if is_byte_level(lm.tokenizer) and not word.startswith(" "):
+        word = " " + word
+    ids = lm.tokenizer(word, add_special_tokens=False)["input_ids"]
+    ids = [i for i in ids if i not in set(lm.tokenizer.all_special_ids)] or ids
+    if not ids:
+        raise InputError(f"“{word.strip()}” has no tokens in this model's vocabulary.")
+    return int(ids[0])
+
+
+def label(lm: LoadedModel, token_id: int) -> str:
+    return token_label(lm.tokenizer, token_id)
