@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from captum.attr import LayerIntegratedGradients  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 from trace_overhead import gpt2_small_random, text_of_length  # noqa: E402
 
 from explorer.analysis.attribution.attribute import Prediction, attribute, input_embeddings  # noqa: E402
@@ -63,19 +62,6 @@ def captum_layer_ig(lm, ids: list[int], token: int, steps: int):
             lig.attribute(x, reference, target=token, n_steps=steps, return_convergence_delta=True)
 
     return run
-
-
-def interleaved_medians(fns, repeats: int) -> list[float]:
-    """Median wall time of each function, called in turn ``repeats`` times after one warm-up round,
-    so that a busy host slows every one of them alike."""
-    times = [[] for _ in fns]
-    for round_ in range(repeats + 1):
-        for fn, spent in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            if round_:
-                spent.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explorer.analysis.interventions import ablation, patching, steering
-from explorer.analysis.interventions.prompt import logits_at, prompt_of
+from explorer.analysis.interventions.prompt import forward_options, logits_at, prompt_of
 from explorer.analysis.interventions.sites import Capture, Edit, find_sites, intervene
 from explorer.core.errors import InputError
 from tests.tiny_models import TINY
@@ -43,8 +43,11 @@ def sharpened(lm):
 
 
 def plain_logits(lm, prompt, rows=1):
+    """The model's own forward, no hooks, called as ``logits_at`` calls it (a decoder's logits only at the end)."""
+    options = forward_options(lm, prompt)
     with torch.no_grad():
-        return lm.model(**prompt.batch(rows)).logits[:, prompt.point].float()
+        logits = lm.model(**prompt.batch(rows), **options).logits
+    return logits[:, -1 if "logits_to_keep" in options else prompt.point].float()
 
 
 def same_length_pair(lm, name):
@@ -151,7 +154,8 @@ def test_the_batched_head_sweep_equals_one_ablation_per_pass(tiny, name):
     result = ablation.head_importance(lm, CLEAN[name], rows=3)
     n_layers = len(sites.layers[result.stream])
     assert result.change.shape == (n_layers, sites.n_heads)
-    assert result.passes == math.ceil(n_layers * sites.n_heads / 3)
+    assert result.passes == n_layers * math.ceil(sites.n_heads / 3)  # passes start at a layer's first head
+    assert ablation.head_importance(lm, CLEAN[name]).passes == 1  # 2 layers x 4 heads: one pass of 8 rows
     prompt = prompt_of(lm, CLEAN[name])
     clean = torch.log_softmax(plain_logits(lm, prompt)[0], -1)
     for layer in range(n_layers):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.interventions.prompt import Prompt, answer_id, label, logits_at, prompt_of
+from explorer.analysis.interventions.prompt import Prompt, answer_id, chunks_by_layer, label, logits_at, prompt_of
 from explorer.analysis.interventions.sites import Capture, Edit, Sites, find_sites, intervene
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
@@ -26,6 +26,13 @@ from explorer.core.trace import Trace
 MODES = {"zero": "zero", "mean": "mean over a reference text"}
 PARTS = ("head", "attn", "mlp")  # one head; a layer's whole attention; a layer's MLP
 MAX_BATCH = 64  # ablations per forward pass in the sweep
+
+
+def batch_rows(rows: int | None, per_layer: int) -> int:
+    """Interventions per forward pass: as asked, else one layer's worth (at least 16, at most ``MAX_BATCH``)."""
+    return max(1, int(rows)) if rows else min(MAX_BATCH, max(per_layer, 16))
+
+
 DEFAULT_REFERENCE = (
     "The sun rose over the quiet town. People walked to work, children ran to school, and the baker "
     "opened his shop. It was an ordinary day, and nobody expected anything to happen."
@@ -201,10 +208,11 @@ class Importance:
 
 def head_importance(
     lm: LoadedModel, text: str, kind: str | None = None, mode: str = "zero", answer: str | None = None,
-    reference: str = DEFAULT_REFERENCE, target: str | None = None, rows: int = MAX_BATCH,
+    reference: str = DEFAULT_REFERENCE, target: str | None = None, rows: int | None = None,
     progress: Callable[[float], None] | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Importance:  # fmt: skip
-    """Ablate each head of one attention kind in turn, ``rows`` ablations per forward pass."""
+    """Ablate each head of one attention kind in turn, ``rows`` ablations per forward pass (default: a layer's
+    heads, at least 16); each pass runs the layers below its first ablation once (``logits_at``'s fan-out)."""
     sites = find_sites(lm)
     adapter = lm.spec.adapter
     kind = kind or adapter.attention_kinds[0]
@@ -217,22 +225,23 @@ def head_importance(
     chosen = answer_id(lm, answer, clean)
     n_layers, n_heads = len(sites.layers[stream]), sites.n_heads
     todo = [Ablation(stream, layer, "head", kind, head) for layer in range(n_layers) for head in range(n_heads)]
-    rows = max(1, int(rows))
+    rows = batch_rows(rows, n_heads)
     change = np.full(len(todo), np.nan)
     kl = np.full(len(todo), np.nan)
     passes = 0
-    for start in range(0, len(todo), rows):
+    for part in chunks_by_layer([a.layer for a in todo], rows):
         if should_stop and should_stop():
             raise Stopped(Importance(kind, stream, chosen, label(lm, chosen), float(clean[chosen]),
                                      change.reshape(n_layers, n_heads), kl.reshape(n_layers, n_heads), passes))  # fmt: skip
-        chunk = todo[start : start + rows]
+        chunk = todo[part]
         edits = [e for r, a in enumerate(chunk) for e in edits_of([a], mode, means, sites, row=r)]
-        logp = torch.log_softmax(logits_at(lm, sites, prompt, edits, rows=len(chunk)), -1)
+        logits = logits_at(lm, sites, prompt, edits, rows=len(chunk), fan_out=(stream, chunk[0].layer))
+        logp = torch.log_softmax(logits, -1)
         passes += 1
-        change[start : start + len(chunk)] = (logp[:, chosen] - clean[chosen]).numpy()
-        kl[start : start + len(chunk)] = kl_divergence(clean[None], logp).numpy()
+        change[part] = (logp[:, chosen] - clean[chosen]).numpy()
+        kl[part] = kl_divergence(clean[None], logp).numpy()
         if progress:
-            progress(min(1.0, (start + len(chunk)) / len(todo)))
+            progress(min(1.0, part.stop / len(todo)))
     return Importance(
         kind, stream, chosen, label(lm, chosen), float(clean[chosen]),
         change.reshape(n_layers, n_heads), kl.reshape(n_layers, n_heads), passes,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis.interventions.ablation import MAX_BATCH, Stopped
-from explorer.analysis.interventions.prompt import Prompt, answer_id, label, logits_at, prompt_of
+from explorer.analysis.interventions.ablation import Stopped, batch_rows
+from explorer.analysis.interventions.prompt import Prompt, answer_id, chunks_by_layer, label, logits_at, prompt_of
 from explorer.analysis.interventions.sites import SITE_NAMES, Capture, Edit, find_sites, intervene
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
@@ -66,7 +66,7 @@ def check_pair(lm: LoadedModel, clean: Prompt, corrupted: Prompt) -> None:
 def patch_sweep(
     lm: LoadedModel, clean_text: str, corrupted_text: str, site: str = "resid", stream: str | None = None,
     answer: str | None = None, alternative: str | None = None, target: str | None = None,
-    head_layer: int | None = None, kind: str | None = None, rows: int = MAX_BATCH,
+    head_layer: int | None = None, kind: str | None = None, rows: int | None = None,
     progress: Callable[[float], None] | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Patching:  # fmt: skip
     """Patch each (layer, position) of ``site`` on one stack from the clean run into the corrupted one.
@@ -125,11 +125,10 @@ def patch_sweep(
             [t.display for t in clean.tokens[stream]], passes,
         )  # fmt: skip
 
-    rows = max(1, int(rows))
-    for start in range(0, len(todo), rows):
+    for part in chunks_by_layer([0 if per_head else i for i, _ in todo], batch_rows(rows, n_pos)):
         if should_stop and should_stop():
             raise Stopped(result())
-        chunk = todo[start : start + rows]
+        chunk = todo[part]
         edits = []
         for r, (i, p) in enumerate(chunk):
             if per_head:
@@ -139,9 +138,10 @@ def patch_sweep(
             else:
                 source = capture.seen[(stream, i, site, kind)][0]
                 edits.append(Edit(stream, i, site, kind, None, (r,), (p,), source[p : p + 1]))
-        patched = _diff(logits_at(lm, sites, corrupted, edits, rows=len(chunk)), a, b)
+        fan_out = (stream, head_layer if per_head else chunk[0][0])
+        patched = _diff(logits_at(lm, sites, corrupted, edits, rows=len(chunk), fan_out=fan_out), a, b)
         passes += 1
-        restored[start : start + len(chunk)] = ((patched - corrupted_diff) / span).numpy()
+        restored[part] = ((patched - corrupted_diff) / span).numpy()
         if progress:
-            progress(min(1.0, (start + len(chunk)) / len(todo)))
+            progress(min(1.0, part.stop / len(todo)))
     return result()

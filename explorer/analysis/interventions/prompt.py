@@ -13,7 +13,10 @@ encoder-decoder     the target's last token (what comes   the clean run's most p
 
 from __future__ import annotations
 
+import inspect
+import threading
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -76,11 +79,81 @@ def prompt_of(lm: LoadedModel, text: str, target: str | None = None) -> Prompt:
 
 
 @torch.no_grad()
-def logits_at(lm: LoadedModel, sites: Sites, prompt: Prompt, edits: list[Edit] = (), rows: int = 1) -> torch.Tensor:
-    """The logits at the prompt's answer position, (rows, vocab) float32, with ``edits`` applied."""
-    with intervene(lm, sites, list(edits)):
-        out = lm.model(**prompt.batch(rows))
-    return out.logits[:, prompt.point].float()
+def logits_at(
+    lm: LoadedModel, sites: Sites, prompt: Prompt, edits: list[Edit] = (), rows: int = 1,
+    fan_out: tuple[str, int] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The logits at the prompt's answer position, (rows, vocab) float32, with ``edits`` applied.
+
+    With ``fan_out=(stream, layer)``, the pass runs one row up to that layer and only there becomes
+    ``rows`` rows (every edit must be at or above it): the layers below, the same for every row, run once.
+    A decoder computes the output layer only at its last position, where the answer is read.
+    """
+    inputs = prompt.batch(1 if fan_out and _can_fan_out(lm, fan_out) else rows)
+    if lm.spec.adapter.is_encoder_decoder and fan_out:  # the decoder reads an encoder of ``rows`` rows
+        inputs["decoder_input_ids"] = prompt.inputs["decoder_input_ids"].expand(rows, -1)
+    keep = forward_options(lm, prompt)
+    handle = None
+    if inputs["input_ids"].shape[0] == 1 and rows > 1:
+        block = sites.layers[fan_out[0]][fan_out[1]].block
+        handle = block.register_forward_pre_hook(_widen(rows, threading.get_ident()), with_kwargs=True)
+    try:
+        with intervene(lm, sites, list(edits)):
+            out = lm.model(**inputs, **keep)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return out.logits[:, -1 if "logits_to_keep" in keep else prompt.point].float()
+
+
+def forward_options(lm: LoadedModel, prompt: Prompt) -> dict:
+    """How ``logits_at`` calls the model: no cache; a decoder's output layer only where the answer is read."""
+    last = prompt.point == prompt.inputs["input_ids"].shape[1] - 1
+    if not lm.spec.adapter.is_encoder_decoder and last and "logits_to_keep" in _parameters(lm.model):
+        return {"use_cache": False, "logits_to_keep": 1}
+    return {"use_cache": False}
+
+
+def _can_fan_out(lm: LoadedModel, fan_out: tuple[str, int]) -> bool:
+    """A T5 decoder cannot widen alone: its cross-attention reads an encoder output of one row."""
+    return fan_out[0] != lm.spec.adapter.target_stream or not lm.spec.adapter.is_encoder_decoder
+
+
+def _widen(rows: int, owner: int):
+    def hook(module, args, kwargs):
+        if threading.get_ident() != owner:
+            return None
+        if args:
+            return (args[0].expand(rows, *args[0].shape[1:]), *args[1:]), kwargs
+        return args, {
+            **kwargs,
+            "hidden_states": kwargs["hidden_states"].expand(rows, *kwargs["hidden_states"].shape[1:]),
+        }
+
+    return hook
+
+
+@cache
+def _forward_parameters(cls) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _parameters(model) -> frozenset[str]:
+    return _forward_parameters(type(model))
+
+
+def chunks_by_layer(layers: list[int], rows: int) -> list[slice]:
+    """Slices of ``layers`` (sorted) of at most ``rows`` items that start where a layer starts when they
+    can, so each pass widens as late as possible (see ``logits_at``'s ``fan_out``)."""
+    out, start = [], 0
+    while start < len(layers):
+        end = min(start + rows, len(layers))
+        if end < len(layers) and layers[end] == layers[end - 1]:
+            whole = max((i for i in range(start + 1, end) if layers[i] != layers[i - 1]), default=None)
+            end = whole if whole is not None else end
+        out.append(slice(start, end))
+        start = end
+    return out
 
 
 def answer_id(lm: LoadedModel, word: str | None, logits: torch.Tensor) -> int:
