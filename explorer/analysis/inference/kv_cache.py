@@ -5,7 +5,9 @@ from the cache; without it, each step runs the whole text again, so its cost gro
 position. ``KVCacheExperiment`` alternates runs with and without the cache on one prompt, checks
 that both write the same tokens, and records every step's latency and the bytes the cache holds.
 ``cache_bytes`` measures a cache object; ``formula_bytes`` is what it should hold:
-2 (keys and values) × layers × kv-heads × head-dim × positions × bytes per element.
+2 (keys and values) × layers × kv-heads × head-dim × positions × bytes per element, and
+``cache_memory`` is the tab's calculator of it for any model's shape. ``cache_contents`` cuts one
+layer and head of the finished cache at a step; ``time_attention`` times eager against fused attention.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from explorer.analysis.decoding.generate import Runner, check_count, check_gener
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TIMED_TOKENS
 from explorer.core.loading import LoadedModel
+from explorer.core.tokens import token_rows
 
 MAX_REPEATS = 5
 # Further runs are made only while the experiment is expected to stay within this many seconds: at the
@@ -54,6 +57,45 @@ class CacheShape:
 def formula_bytes(layers: int, kv_heads: int, head_dim: int, positions: int, bytes_per_element: float) -> int:
     """2 × layers × kv-heads × head-dim × positions × bytes per element."""
     return int(2 * layers * kv_heads * head_dim * positions * bytes_per_element)
+
+
+@dataclass(frozen=True)
+class CacheMemory:
+    """What a KV cache of one shape weighs: per token, per sequence of ``context`` positions, for a batch."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    context: int
+    batch: int
+    bytes_per_element: float
+
+    @property
+    def per_token(self) -> int:
+        return formula_bytes(self.layers, self.kv_heads, self.head_dim, 1, self.bytes_per_element)
+
+    @property
+    def per_sequence(self) -> int:
+        return formula_bytes(self.layers, self.kv_heads, self.head_dim, self.context, self.bytes_per_element)
+
+    @property
+    def total(self) -> int:
+        return self.per_sequence * self.batch
+
+
+def cache_memory(layers, kv_heads, head_dim, context, dtype: str, batch) -> CacheMemory:
+    """The memory calculator: checks each number (whole, 1 or more) and the number format, by name.
+
+    >>> cache_memory(12, 12, 64, 1024, "float16", 1).per_sequence  # GPT-2 small: 36 MiB
+    37748736
+    """
+    for value, what in ((layers, "layers"), (kv_heads, "kv-heads"), (head_dim, "head dimension"),
+                        (context, "context"), (batch, "batch")):  # fmt: skip
+        if value is None or int(value) < 1:
+            raise InputError(f"The {what} must be a whole number, 1 or more.")
+    if dtype not in DTYPE_BYTES:
+        raise InputError(f"Pick a number format: {', '.join(DTYPE_BYTES)}.")
+    return CacheMemory(int(layers), int(kv_heads), int(head_dim), int(context), int(batch), DTYPE_BYTES[dtype])
 
 
 def _self_attention_layers(cache) -> list:
@@ -147,6 +189,11 @@ class KVCacheResult:
         """Time without the cache over time with it, per repeat (runs are paired in time)."""
         return self.totals(False) / self.totals(True)
 
+    def bytes_at(self, positions: int) -> int:
+        """The formula's bytes for ``positions`` positions (e.g. the model's full context)."""
+        s = self.shape
+        return formula_bytes(s.layers, s.kv_heads, s.head_dim, positions, self.bytes_per_element)
+
     def slope(self, cached: bool) -> float:
         """Seconds each further position adds to a step (least squares over the steps after the prompt)."""
         latencies = np.median(self.with_cache if cached else self.without_cache, axis=0)[1:]
@@ -233,6 +280,41 @@ class KVCacheExperiment:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CacheContents:
+    """The cached keys or values of one layer and kv-head after one step: (rows, head_dim), one row per position."""
+
+    kind: str  # "keys" or "values"
+    layer: int
+    head: int
+    step: int  # 0-based
+    matrix: np.ndarray  # (rows, head_dim) float32
+    labels: tuple[str, ...]  # the token at each cached position, made visible
+
+    @property
+    def rows(self) -> int:
+        return self.matrix.shape[0]
+
+
+def cache_contents(
+    result: KVCacheResult, tokenizer, kind: str, layer, head, step, model: str = "the model"
+) -> CacheContents:
+    """What the cache held after ``step`` (clipped to the last step) for one layer and kv-head.
+
+    The cache only grows: after step s it holds every position fed so far (``result.positions[s]``),
+    and no earlier row ever changes. A layer or head outside the cache is refused, naming ``model``.
+    """
+    data = result.keys if kind == "keys" else result.values  # (layers, kv_heads, positions, dim)
+    layers, heads = data.shape[:2]
+    layer, head = int(layer), int(head)
+    if not (0 <= layer < layers and 0 <= head < heads):
+        raise InputError(f"{model} caches {layers} layers × {heads} kv-heads: pick layer < {layers}, head < {heads}.")
+    step = min(int(step), result.with_cache.shape[1] - 1)
+    rows = int(result.positions[step])  # positions held after that step
+    labels = tuple(t.display for t in token_rows(tokenizer, list(result.decoder_ids[:rows]), None))
+    return CacheContents(kind, layer, head, step, data[layer, head, :rows].astype(np.float32), labels)
+
+
 def run_experiment(lm: LoadedModel, prompt_ids, new_tokens: int = 64, repeats: int = 3) -> KVCacheResult:
     """The whole experiment at once (tests and benches)."""
     experiment = KVCacheExperiment(lm, prompt_ids, new_tokens, repeats)
@@ -253,6 +335,14 @@ class AttentionTiming:
     @property
     def speedup(self) -> float:
         return float(np.median(self.eager_seconds) / np.median(self.fused_seconds))
+
+    @property
+    def eager_ms(self) -> float:
+        return float(np.median(self.eager_seconds) * 1e3)
+
+    @property
+    def fused_ms(self) -> float:
+        return float(np.median(self.fused_seconds) * 1e3)
 
 
 MAX_COPY_BYTES = 1_000_000_000  # the fused-attention copy is made per request; bigger models are refused
@@ -287,3 +377,13 @@ def time_attention(lm: LoadedModel, ids, repeats: int = 5) -> AttentionTiming:
                 _sync(lm.device)
                 timings[name].append(time.perf_counter() - start)
     return AttentionTiming(len(ids), np.array(timings["eager"]), np.array(timings["fused"]))
+
+
+def time_attention_at_length(lm: LoadedModel, ids, tokens, repeats: int = 5) -> AttentionTiming:
+    """``time_attention`` on ``ids`` repeated (or cut) to ``tokens`` tokens, at most the model's positions
+    (512 where it names none): ``timing.tokens`` says how many were timed."""
+    ids = list(ids)
+    if not ids:
+        raise InputError("The text has no tokens to time.")
+    n = min(int(tokens), lm.max_positions or 512)
+    return time_attention(lm, (ids * (n // len(ids) + 1))[:n], repeats=repeats)

@@ -27,6 +27,7 @@ from explorer.analysis.lora.finetune import (
     training_step,
 )
 from explorer.core.errors import InputError
+from explorer.core.tokens import token_label
 
 FULL_FINETUNE_MAX_PARAMS = 30_000_000  # full fine-tuning (4x the weights in memory) only for tiny models
 GENERATION = DecodingSettings(temperature=0.8, top_k=40)
@@ -103,6 +104,53 @@ def generations(session: LoraSession, prompt: str, max_new_tokens: int = 24, see
     return out[0], out[1]
 
 
+@dataclass(frozen=True)
+class ProbeRow:
+    """One probe in the comparison table: KL(adapted ‖ base) and the three likeliest next tokens before and after."""
+
+    prompt: str
+    kl_bits: float
+    base_top: tuple[tuple[str, float], ...]  # (token label, probability)
+    adapted_top: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """Everything the before-vs-after view shows: a row per probe, one probe's distributions on the tokens
+    likeliest before or after, the tokens that moved most over all probes, and sampled continuations."""
+
+    rows: tuple[ProbeRow, ...]
+    shown: ProbeComparison
+    labels: tuple[str, ...]  # tokens of ``shown``, most probable after training first
+    base: np.ndarray  # (len(labels),) probabilities before
+    adapted: np.ndarray  # and after
+    moved_labels: tuple[str, ...]
+    moved_before: np.ndarray
+    moved_after: np.ndarray
+    generations: tuple[tuple[str, str, str], ...]  # (probe, base continuation, adapted continuation)
+
+
+def _top(tokenizer, probs: torch.Tensor, n: int = 3) -> tuple[tuple[str, float], ...]:
+    return tuple((token_label(tokenizer, i), float(probs[i])) for i in probs.topk(n).indices.tolist())
+
+
+def probe_view(session: LoraSession, probes: list[str], shown: int = 1) -> ProbeView:
+    """Compare the base and adapted model on ``probes``; ``shown`` (1-based, clipped) picks the probe drawn."""
+    tokenizer = session.base.tokenizer
+    comparisons = compare_probes(session, probes)
+    rows = tuple(
+        ProbeRow(c.prompt, c.kl_bits, _top(tokenizer, c.base), _top(tokenizer, c.adapted)) for c in comparisons
+    )
+    c = comparisons[max(1, min(int(shown or 1), len(comparisons))) - 1]
+    ids = top_union(c)
+    moved_ids, before, after = moved_tokens(comparisons)
+    return ProbeView(
+        rows, c, tuple(token_label(tokenizer, i) for i in ids), c.base[ids].numpy(), c.adapted[ids].numpy(),
+        tuple(token_label(tokenizer, i) for i in moved_ids), before, after,
+        tuple((p, *generations(session, p, seed=session.settings.seed)) for p in probes),
+    )  # fmt: skip
+
+
 @torch.no_grad()
 def merge_check(session: LoraSession, prompt: str) -> dict:
     """Logits of one prompt with the adapter on, merged into the weights, and off (the adapter state is restored)."""
@@ -115,6 +163,30 @@ def merge_check(session: LoraSession, prompt: str) -> dict:
             out[mode] = session.lm.model(input_ids=ids).logits[0, -1].float().cpu()
         session._set_mode(previous)
     return out
+
+
+@dataclass(frozen=True)
+class ModeCheck:
+    """The adapter switched to a mode: the greedy continuation of a prompt in that mode, and how far apart
+    the next-token logits are with the adapter merged vs on (rounding only) and on vs off."""
+
+    mode: str
+    prompt: str
+    greedy: str
+    on_vs_merged: float
+    on_vs_off: float
+
+
+def switch_mode(session: LoraSession, mode: str, prompt: str, max_new_tokens: int = 16) -> ModeCheck:
+    """Set the adapter ``on``, ``off`` or ``merged`` (it stays so) and check what that does on ``prompt``."""
+    session.set_mode(mode)
+    logits = merge_check(session, prompt)
+    with session.lock:
+        greedy = decoding.greedy(session.lm, session.base.tokenizer(prompt)["input_ids"], max_new_tokens).text
+    return ModeCheck(
+        mode, prompt, greedy,
+        float((logits["on"] - logits["merged"]).abs().max()), float((logits["on"] - logits["off"]).abs().max()),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- inside the update
@@ -186,6 +258,46 @@ def downsampled(matrix: torch.Tensor, max_cells: int = MAX_HEATMAP_CELLS) -> np.
     rows, cols = min(matrix.shape[0], max_cells), min(matrix.shape[1], max_cells)
     pooled = torch.nn.functional.adaptive_avg_pool2d(matrix[None, None].float(), (rows, cols))
     return pooled[0, 0].numpy()
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """What the "inside the update" view shows: ‖ΔW‖ of every adapted matrix on a (blocks, kinds) grid, and
+    one matrix (``name``) in detail: its singular values, numerical rank and ΔW averaged down for drawing."""
+
+    blocks: list[str]
+    kinds: list[str]
+    norms: np.ndarray  # (blocks, kinds), NaN where not adapted
+    relative: np.ndarray  # ‖ΔW‖ / ‖W‖
+    names: list[str]  # "<block> <kind>" of every adapted matrix, in model order
+    name: str  # the one shown
+    shape: tuple[int, int]  # its ΔW: (out, in)
+    norm: float
+    weight_norm: float
+    singular_values: np.ndarray
+    rank: int
+    pooled: np.ndarray  # ΔW averaged to at most MAX_HEATMAP_CELLS a side
+    r: int
+    steps: int
+
+    @property
+    def pooled_from(self) -> tuple[int, int] | None:
+        """ΔW's own shape where ``pooled`` is smaller (for the figure to say so), else None."""
+        return self.shape if self.pooled.shape != self.shape else None
+
+
+def update_view(session: LoraSession, chosen: str | None = None) -> UpdateView:
+    """The adapter's update, with ``chosen`` (a name from ``names``) in detail, else the matrix that moved most."""
+    deltas = delta_weights(session)
+    blocks, kinds, norms, relative = norm_grid(deltas)
+    names = [f"{d.block} {d.kind}" for d in deltas]
+    pick = names.index(chosen) if chosen in names else int(np.argmax([d.norm for d in deltas]))
+    d = deltas[pick]
+    values = d.singular_values()
+    return UpdateView(
+        blocks, kinds, norms, relative, names, names[pick], tuple(d.delta.shape), d.norm, d.weight_norm, values,
+        numerical_rank(values), downsampled(d.delta), session.settings.r, len(session.losses),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- full fine-tuning for comparison

@@ -23,6 +23,11 @@ FORMAT = "llm-explorer-lora/1"
 MAX_FILE_BYTES = 64 * 2**20
 
 
+def adapter_filename(session: LoraSession) -> str:
+    """A file name that says what the adapter is: ``lora-<model>-r<rank>.safetensors``."""
+    return f"lora-{session.base.spec.key.replace('/', '_')[:40]}-r{session.settings.r}.safetensors"
+
+
 def save_adapter(session: LoraSession, path: str | Path) -> Path:
     """Write the session's adapter weights and settings to ``path`` (a .safetensors file)."""
     with session.lock:

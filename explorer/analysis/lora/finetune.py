@@ -20,6 +20,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -154,12 +155,15 @@ def lora_config(model: torch.nn.Module, settings: LoraSettings) -> LoraConfig:
     )  # fmt: skip
 
 
-def check_trainable(lm: LoadedModel) -> None:
+def check_trainable(lm: LoadedModel, max_bytes: int | None = None) -> None:
+    """Refuse, with a sentence, a model that cannot be fine-tuned here: not a decoder, or a copy larger than
+    ``max_bytes`` (default: the process's ``EXPLORER_LORA_MAX_MB``)."""
     lm.spec.require(FINE_TUNE)
-    if lm.nbytes > session_max_bytes():
+    limit = session_max_bytes() if max_bytes is None else max_bytes
+    if lm.nbytes > limit:
         raise InputError(
             f"'{lm.spec.key}' takes {lm.nbytes / 2**20:,.0f} MB and each session fine-tunes its own copy; "
-            f"this server allows {session_max_bytes() / 2**20:,.0f} MB per session (EXPLORER_LORA_MAX_MB). "
+            f"this server allows {limit / 2**20:,.0f} MB per session (EXPLORER_LORA_MAX_MB). "
             "Pick a smaller model."
         )
 
@@ -363,3 +367,25 @@ class LoraSession:
         """Drop the copy and the optimizer state (the session ended); waits for a training step under way."""
         with self.lock:
             self.peft = self.lm = self.optimizer = None
+
+
+def train_live(
+    session: LoraSession, progress: Callable[[int, int], None] | None = None, every_s: float = 0.5
+) -> Iterator[int]:
+    """Train ``session`` to its step count a few steps at a time, for a screen that shows it live.
+
+    Steps run in chunks of a fiftieth of the run (at least one), each holding the session's lock, so a
+    caller that stops iterating (a cancelled request) leaves the adapter as trained so far and the lock
+    free. ``progress(done, total)`` is called after every chunk; the count of steps done is yielded at
+    most every ``every_s`` seconds and after the last chunk. A session closed meanwhile (replaced by a
+    newer fine-tune of its owner) ends the loop.
+    """
+    total = session.settings.steps
+    chunk, last = max(1, total // 50), float("-inf")  # the first chunk is always reported
+    while not session.done:
+        session.train(chunk)
+        if progress is not None:
+            progress(len(session.losses), total)
+        if time.perf_counter() - last > every_s or session.done:
+            last = time.perf_counter()
+            yield len(session.losses)

@@ -8,11 +8,21 @@ frees a fine-tune as soon as its browser session closes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from explorer.analysis.lora.finetune import LoraSession
+from explorer.analysis.lora import compare
+from explorer.analysis.lora.data import TrainingData, training_data
+from explorer.analysis.lora.files import load_adapter
+from explorer.analysis.lora.finetune import LoraSession, LoraSettings, session_bytes
 from explorer.core.errors import InputError
-from explorer.core.settings import settings
+from explorer.core.loading import LoadedModel
+from explorer.core.settings import Settings, settings
+
+UPLOAD_COPIES = 2  # an uploaded adapter is reserved as two copies of the model until it has loaded
+FULL_FINETUNE_COPIES = 4  # full fine-tuning: weights, gradients and AdamW's two moments
+DEFAULT_POSITIONS = 1024  # training windows for a model that names no position limit
 
 
 def per_client_max() -> int:
@@ -54,6 +64,15 @@ class SessionBudget:
             if source in self._held:
                 self._held[owner] = self._held.pop(source)
 
+    @contextmanager
+    def reserved(self, owner: str, nbytes: int) -> Iterator[None]:
+        """``nbytes`` counted for ``owner`` while the block runs (refused with a sentence if they do not fit)."""
+        self.reserve(owner, nbytes)
+        try:
+            yield
+        finally:
+            self.release(owner)
+
     def release(self, owner: str) -> None:
         with self._lock:
             self._held.pop(owner, None)
@@ -67,10 +86,16 @@ class SessionBudget:
 class SessionRegistry:
     """The live fine-tunes by owner (a browser session id), their memory counted in one ``SessionBudget``."""
 
-    def __init__(self, budget: SessionBudget | None = None):
+    def __init__(self, budget: SessionBudget | None = None, per_client: int | None = None):
         self.budget = budget or SessionBudget()
+        self.per_client = per_client  # None: the process's EXPLORER_LORA_PER_CLIENT, read at each start
         self._live: dict[str, LoraSession] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, server: Settings) -> SessionRegistry:
+        """A registry bounded by a server's settings (``lora_total_mb``, ``lora_per_client``)."""
+        return cls(SessionBudget(server.lora_total_bytes), per_client=server.lora_per_client)
 
     def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession], client: str | None = None) -> LoraSession:
         """Build ``owner``'s new fine-tune with ``make()`` and only then end the previous one.
@@ -105,7 +130,7 @@ class SessionRegistry:
             return
         with self._lock:
             held = sum(1 for o, s in self._live.items() if o != owner and getattr(s, "client", None) == client)
-        limit = per_client_max()
+        limit = self.per_client if self.per_client is not None else per_client_max()
         if held >= limit:
             raise InputError(
                 f"Your address already holds {held} fine-tunes on this server (at most {limit} at once); "
@@ -125,3 +150,51 @@ class SessionRegistry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._live)
+
+
+# ---------------------------------------------------------------- a fine-tune for an owner, within the budget
+
+
+def upload_bytes(lm: LoadedModel) -> int:
+    """Reserved for an uploaded adapter before its file is read (its settings are unknown until then); once
+    loaded, the registry keeps the larger of this and what the session counts it holds (``LoraSession.nbytes``)."""
+    return UPLOAD_COPIES * lm.nbytes
+
+
+def full_finetune_bytes(lm: LoadedModel) -> int:
+    """What full fine-tuning of ``lm`` holds while it runs: weights, gradients and two optimizer states."""
+    return FULL_FINETUNE_COPIES * lm.nbytes
+
+
+def model_training_data(lm: LoadedModel, text: str) -> TrainingData:
+    """The training text as windows this model can take."""
+    return training_data(lm.tokenizer, text, max_positions=lm.max_positions or DEFAULT_POSITIONS)
+
+
+def start_training(
+    registry: SessionRegistry, owner: str, lm: LoadedModel, lora: LoraSettings, text: str, client: str | None = None
+) -> LoraSession:
+    """``owner``'s new, untrained fine-tune of ``lm`` on ``text`` (replacing their previous one), its memory
+    counted from its parts before the copy is made; train it with ``finetune.train_live``."""
+    data = model_training_data(lm, text)
+    return registry.start(owner, session_bytes(lm, lora, data), lambda: LoraSession(lm, lora, data), client)
+
+
+def start_from_file(
+    registry: SessionRegistry, owner: str, lm: LoadedModel, path: str | Path, text: str, client: str | None = None
+) -> LoraSession:
+    """``owner``'s new fine-tune holding the adapter in ``path``, its held-out loss measured on ``text``."""
+    data = model_training_data(lm, text)
+    session = registry.start(owner, upload_bytes(lm), lambda: load_adapter(lm, path, data), client)
+    session.finish()
+    return session
+
+
+def compare_with_full_finetuning(
+    registry: SessionRegistry, owner: str, session: LoraSession, probes: list[str], progress=None
+) -> list[compare.FineTuneReport]:
+    """The LoRA run and full fine-tuning on the same data (LoRA first); the full run's memory is reserved
+    under ``owner/full`` in the budget while it trains. ``progress(fraction)`` after every full step."""
+    with registry.budget.reserved(f"{owner}/full", full_finetune_bytes(session.base)):
+        full = compare.full_finetune(session, probes, progress=progress)
+    return [compare.lora_report(session, probes), full]

@@ -10,17 +10,18 @@ import numpy as np
 from explorer.analysis.inference.kv_cache import (
     DTYPE_BYTES,
     MAX_REPEATS,
+    CacheMemory,
     CacheShape,
     KVCacheExperiment,
-    formula_bytes,
-    time_attention,
+    cache_contents,
+    cache_memory,
+    time_attention_at_length,
 )
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
-from explorer.core.tokens import token_rows
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, about, guarded, warning
+from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
 cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \
@@ -55,7 +56,7 @@ def summary(result, lm, where: str = "") -> str:
     speedups = result.speedups
     n = result.with_cache.shape[1]
     lines = [
-        (f"Run on **{where}**: " if where else "")
+        (f"Run on **{md_escape(where)}**: " if where else "")
         + f"**{n} tokens, {len(speedups)} runs each way.** Same tokens with and without the cache: checked.",
         "",
         "| | cache on | cache off |",
@@ -76,8 +77,9 @@ def summary(result, lm, where: str = "") -> str:
         f"bytes gives {_mib(result.formula[-1])}."
     )
     if limit:
-        full = formula_bytes(shape.layers, shape.kv_heads, shape.head_dim, limit, result.bytes_per_element)
-        lines.append(f"At this model's full context of {limit:,} positions it would hold {_mib(full)} per sequence.")
+        lines.append(
+            f"At this model's full context of {limit:,} positions it would hold {_mib(result.bytes_at(limit))} per sequence."
+        )
     if result.cross_bytes:
         lines.append(
             f"The encoder's keys and values for the source take {_mib(result.cross_bytes)} more, computed once."
@@ -85,19 +87,13 @@ def summary(result, lm, where: str = "") -> str:
     return "\n".join(lines)
 
 
-def calculator(layers, kv_heads, head_dim, context, dtype, batch) -> str:
-    for value, what in ((layers, "layers"), (kv_heads, "kv-heads"), (head_dim, "head dimension"),
-                        (context, "context"), (batch, "batch")):  # fmt: skip
-        if value is None or int(value) < 1:
-            raise InputError(f"The {what} must be a whole number, 1 or more.")
-    if dtype not in DTYPE_BYTES:
-        raise InputError(f"Pick a number format: {', '.join(DTYPE_BYTES)}.")
-    per_sequence = formula_bytes(int(layers), int(kv_heads), int(head_dim), int(context), DTYPE_BYTES[dtype])
-    per_token = formula_bytes(int(layers), int(kv_heads), int(head_dim), 1, DTYPE_BYTES[dtype])
+def calculator_note(memory: CacheMemory) -> str:
+    """The calculator's sum, written out."""
+    m = memory
     return (
-        f"2 × {int(layers)} × {int(kv_heads)} × {int(head_dim)} × {int(context):,} × {DTYPE_BYTES[dtype]} bytes = "
-        f"**{_mib(per_sequence)} per sequence** ({per_token / 1024:,.1f} KiB per token); "
-        f"for a batch of {int(batch)}: **{_mib(per_sequence * int(batch))}**."
+        f"2 × {m.layers} × {m.kv_heads} × {m.head_dim} × {m.context:,} × {m.bytes_per_element} bytes = "
+        f"**{_mib(m.per_sequence)} per sequence** ({m.per_token / 1024:,.1f} KiB per token); "
+        f"for a batch of {m.batch}: **{_mib(m.total)}**."
     )
 
 
@@ -107,6 +103,97 @@ CALCULATOR_PRESETS = {  # layers, kv-heads, head dim, context: from each model's
     "Llama-2-7B (all heads cached)": (32, 32, 128, 4096),
     "Llama-3-8B (grouped-query: 8 kv-heads)": (32, 8, 128, 8192),
 }
+
+
+# ---------------------------------------------------------------- handlers (the app context first)
+
+SKIPS = 3  # the contents view's layer, head and step sliders
+
+
+def _fitted(value, count: int, keep: bool = True):
+    """A slider of ``count`` positions (0 … count - 1), its value kept inside (or moved to the last)."""
+    last = count - 1
+    return gr.update(maximum=max(last, 1), value=min(int(value or 0), last) if keep else last)
+
+
+@guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip(), *(gr.skip(),) * SKIPS))
+def experiment(ctx: AppContext, selection, new_v, repeats_v, layer_v, head_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
+    """Generate with the cache on and off, timed: progress first, then the numbers, both figures and the
+    contents view's sliders fitted to the cache the run made."""
+    if selection is None:
+        raise InputError("Analyze a text first.")
+    lm = ctx.model(selection)
+    run = KVCacheExperiment(lm, lm.tokenizer(selection.text)["input_ids"], int(new_v), int(repeats_v))
+    shown, key = 0.0, md_escape(lm.spec.key)
+    for done, total, label in run.steps():  # after every token; the screen is told a few times a second
+        if time.perf_counter() - shown >= 0.25:
+            shown = time.perf_counter()
+            progress(done / total, desc=label)
+            yield gr.skip(), f"⏳ {label} on {key} …", gr.skip(), gr.skip(), *(gr.skip(),) * SKIPS
+    result = run.result()
+    short = ""
+    if run.runs_done < run.repeats:
+        short = (
+            f"\n\nRan {run.runs_done} of the {run.repeats} runs asked: more would have taken over "
+            f"{run.budget_s:.0f} s on this machine. Fewer new tokens leave room for more runs."
+        )
+    where = about(selection)
+    latency = latency_plot(result.positions, result.with_cache, result.without_cache,
+                           (result.slope(True), result.slope(False)), where)  # fmt: skip
+    memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes, where)
+    layers, heads = result.keys.shape[:2]
+    fitted = (_fitted(layer_v, layers), _fitted(head_v, heads), _fitted(0, result.with_cache.shape[1], keep=False))
+    yield (result, lm.spec.key, where), summary(result, lm, where) + short, latency, memory, *fitted
+
+
+@guarded(message_figure)
+def show_cache(ctx: AppContext, held, kind_v, layer_v, head_v, step_v):
+    """One layer and kv-head of the cache after a step, from the last experiment's result (kept in the session)."""
+    if held is None:
+        return message_figure("Run the experiment to see what the cache holds.")
+    result, key, where = held
+    shown = cache_contents(result, ctx.pool.get(key).tokenizer, kind_v, layer_v, head_v, step_v, model=key)
+    title = (f"Cached {shown.kind} · layer {shown.layer} · kv-head {shown.head} · after step {shown.step + 1}: "
+             f"{shown.rows} positions · {where}")  # fmt: skip
+    return cache_heatmap(shown.matrix, list(shown.labels), title)
+
+
+@guarded(lambda msg: warning(msg))
+def time_fused(ctx: AppContext, selection, tokens_v):
+    """One forward pass with eager and with fused attention, on the text repeated to the length asked."""
+    if selection is None:
+        raise InputError("Analyze a text first.")
+    lm = ctx.model(selection)
+    timing = time_attention_at_length(lm, lm.tokenizer(selection.text)["input_ids"], tokens_v, repeats=5)
+    capped = f" (this model sees at most {timing.tokens} positions)" if timing.tokens < int(tokens_v) else ""
+    return (
+        f"{timing.tokens} tokens{capped}: eager **{timing.eager_ms:.1f} ms**, fused **{timing.fused_ms:.1f} ms** "
+        f"(median of 5): fused is **{timing.speedup:.2f}×** as fast. On a GPU and at long contexts the gap widens; "
+        "on a CPU with short texts it can be small."
+    )
+
+
+@guarded(lambda msg: warning(msg))
+def calculate(ctx: AppContext, layers, kv_heads, head_dim, context, dtype, batch) -> str:
+    return calculator_note(cache_memory(layers, kv_heads, head_dim, context, dtype, batch))
+
+
+def fill_calculator(ctx: AppContext, name):
+    return CALCULATOR_PRESETS[name] if name in CALCULATOR_PRESETS else (gr.skip(),) * 4
+
+
+def from_model(ctx: AppContext, selection, layer_v, head_v):
+    """After an analysis: the calculator and the contents view's sliders fitted to the model's cache."""
+    try:
+        shape = CacheShape.of(ctx.model(selection).model.config) if selection is not None else None
+    except Exception:  # the analysis reported it already
+        shape = None
+    if shape is None:
+        return (gr.skip(),) * 5
+    return shape.layers, shape.kv_heads, shape.head_dim, _fitted(layer_v, shape.layers), _fitted(head_v, shape.kv_heads)
+
+
+# ---------------------------------------------------------------- layout and wiring
 
 
 def build(ctx: AppContext, shared) -> None:
@@ -155,107 +242,23 @@ def build(ctx: AppContext, shared) -> None:
             attn_note = gr.Markdown()
         result_state = gr.State(None)
 
-    skips = (gr.skip(),) * 3  # the contents view's layer, head and step sliders
-
-    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip(), *skips))
-    def experiment(selection, new_v, repeats_v, layer_v, head_v, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        prompt = lm.tokenizer(selection.text)["input_ids"]
-        run = KVCacheExperiment(lm, prompt, int(new_v), int(repeats_v))
-        shown = 0.0
-        for done, total, label in run.steps():  # after every token; the screen is told a few times a second
-            if time.perf_counter() - shown >= 0.25:
-                shown = time.perf_counter()
-                progress(done / total, desc=label)
-                yield gr.skip(), f"⏳ {label} on {lm.spec.key} …", gr.skip(), gr.skip(), *skips
-        result = run.result()
-        short = ""
-        if run.runs_done < run.repeats:
-            short = (
-                f"\n\nRan {run.runs_done} of the {run.repeats} runs asked: more would have taken over "
-                f"{run.budget_s:.0f} s on this machine. Fewer new tokens leave room for more runs."
-            )
-        where = about(selection)
-        latency = latency_plot(result.positions, result.with_cache, result.without_cache,
-                               (result.slope(True), result.slope(False)), where)  # fmt: skip
-        memory = memory_plot(result.positions, result.cache_bytes, result.formula, result.cross_bytes, where)
-        layers, heads = result.keys.shape[:2]
-        steps = result.with_cache.shape[1]
-        fitted = (
-            gr.update(maximum=max(layers - 1, 1), value=min(int(layer_v or 0), layers - 1)),
-            gr.update(maximum=max(heads - 1, 1), value=min(int(head_v or 0), heads - 1)),
-            gr.update(maximum=max(steps - 1, 1), value=steps - 1),
-        )
-        yield (result, lm.spec.key, where), summary(result, lm, where) + short, latency, memory, *fitted
-
-    @guarded(message_figure)
-    def show_cache(held, kind_v, layer_v, head_v, step_v):
-        if held is None:
-            return message_figure("Run the experiment to see what the cache holds.")
-        result, key, where = held
-        lm = ctx.pool.get(key)
-        data = result.keys if kind_v == "keys" else result.values  # (layers, kv_heads, positions, dim)
-        layers, heads = data.shape[:2]
-        layer_v, head_v = int(layer_v), int(head_v)
-        if not (0 <= layer_v < layers and 0 <= head_v < heads):
-            raise InputError(f"{key} caches {layers} layers × {heads} kv-heads: pick layer < {layers}, head < {heads}.")
-        step_v = min(int(step_v), result.with_cache.shape[1] - 1)
-        rows = int(result.positions[step_v])  # positions held after that step
-        labels = [t.display for t in token_rows(lm.tokenizer, list(result.decoder_ids[:rows]), None)]
-        title = f"Cached {kind_v} · layer {layer_v} · kv-head {head_v} · after step {step_v + 1}: {rows} positions · {where}"
-        return cache_heatmap(data[layer_v, head_v, :rows].astype(np.float32), labels, title)
-
-    @guarded(lambda msg: warning(msg))
-    def time_fused(selection, tokens_v):
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        ids = lm.tokenizer(selection.text)["input_ids"]
-        limit = lm.max_positions or 512
-        n = min(int(tokens_v), limit)
-        ids = (ids * (n // len(ids) + 1))[:n]
-        timing = time_attention(lm, ids, repeats=5)
-        eager, fused = np.median(timing.eager_seconds) * 1e3, np.median(timing.fused_seconds) * 1e3
-        capped = f" (this model sees at most {limit} positions)" if n < int(tokens_v) else ""
-        return (
-            f"{timing.tokens} tokens{capped}: eager **{eager:.1f} ms**, fused **{fused:.1f} ms** "
-            f"(median of 5): fused is **{timing.speedup:.2f}×** as fast. On a GPU and at long contexts the gap widens; "
-            "on a CPU with short texts it can be small."
-        )
-
-    def fill_calculator(name):
-        return CALCULATOR_PRESETS[name] if name in CALCULATOR_PRESETS else (gr.skip(),) * 4
-
-    def from_model(selection, layer_v, head_v):
-        """After an analysis: the calculator and the contents view's sliders fitted to the model's cache."""
-        try:
-            shape = CacheShape.of(ctx.model(selection).model.config) if selection is not None else None
-        except Exception:  # the analysis reported it already
-            shape = None
-        if shape is None:
-            return (gr.skip(),) * 5
-        return (
-            shape.layers, shape.kv_heads, shape.head_dim,
-            gr.update(maximum=max(shape.layers - 1, 1), value=min(int(layer_v or 0), shape.layers - 1)),
-            gr.update(maximum=max(shape.kv_heads - 1, 1), value=min(int(head_v or 0), shape.kv_heads - 1)),
-        )  # fmt: skip
-
     running = run_button.click(
-        experiment, [shared.state, new_tokens, repeats, layer, head],
+        bind(experiment, ctx), [shared.state, new_tokens, repeats, layer, head],
         [result_state, result_note, latency_fig, memory_fig, layer, head, step],
         api_name="kv_cache", **EXPERIMENT_QUEUE,
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[running], api_name=False)
     cache_inputs = [result_state, kind, layer, head, step]
-    running.then(show_cache, cache_inputs, cache_fig, api_name="kv_cache_contents")
+    running.then(bind(show_cache, ctx), cache_inputs, cache_fig, api_name="kv_cache_contents")
     for control in (kind, layer, head, step):
-        control.change(show_cache, cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
+        control.change(bind(show_cache, ctx), cache_inputs, cache_fig, api_name=False, trigger_mode="always_last")
     calc_inputs = [calc_layers, calc_heads, calc_dim, calc_context, calc_dtype, calc_batch]
-    calc_calc = guarded(lambda msg: warning(msg))(calculator)
     for control in calc_inputs:
-        control.change(calc_calc, calc_inputs, calc_note, api_name=False)
-    preset.change(fill_calculator, preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
-    shared.on_analyzed(from_model, [shared.state, layer, head], [calc_layers, calc_heads, calc_dim, layer, head])
-    attn_button.click(time_fused, [shared.state, attn_tokens], attn_note, api_name="attention_timing", **TIMING_QUEUE)
+        control.change(bind(calculate, ctx), calc_inputs, calc_note, api_name=False)
+    preset.change(bind(fill_calculator, ctx), preset, [calc_layers, calc_heads, calc_dim, calc_context], api_name=False)
+    shared.on_analyzed(
+        bind(from_model, ctx), [shared.state, layer, head], [calc_layers, calc_heads, calc_dim, layer, head]
+    )
+    attn_button.click(
+        bind(time_fused, ctx), [shared.state, attn_tokens], attn_note, api_name="attention_timing", **TIMING_QUEUE
+    )
