@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "captum")  # model code: never reached from plots
 
 # Known exceptions that the thin-tabs refactor (issue 18, phase 2) must remove: then delete them here.
-TORCH_IN_UI = {
-    "explorer.ui.tabs.decoding",  # builds tensors for the distribution and fill-in views
-}
+TORCH_IN_UI: set[str] = set()  # the decoding tab's tensor work moved to analysis/decoding/
 TAB_IMPORTS_TAB: set[tuple[str, str]] = set()  # message_figure now in plots/text.py, token_label in core/tokens.py
 
 

@@ -1,4 +1,5 @@
-"""Decoding figures: a distribution through the decoding transforms, a beam-search tree, the logit lens."""
+"""Decoding figures: a distribution through the decoding transforms (or its logits, or a fill-in's guesses),
+a beam-search tree, the logit lens."""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ def stage_bars(
         showlegend=len(stage_names) > 1,
     )  # fmt: skip
     return fit_title(fig)
+
+
+def logit_bars(labels: list[str], logits: np.ndarray, title: str = "") -> go.Figure:
+    """The candidate tokens' raw logits (N,), before the softmax: one series, the axis free to go negative."""
+    fig = stage_bars(labels, ["logit"], np.asarray(logits, float)[None], np.ones((1, len(labels)), bool), title)
+    fig.update_layout(yaxis={"title": "logit (softmax turns these into probabilities)", "rangemode": "normal"})
+    return fig
+
+
+def prediction_bars(labels: list[str], probs, name: str, title: str = "") -> go.Figure:
+    """One model's probabilities (N,) for candidate tokens, as bars of one series called ``name``."""
+    return stage_bars(labels, [name], np.array([probs], float), np.ones((1, len(labels)), bool), title)
 
 
 def beam_tree(nodes: list[dict], title: str = "") -> go.Figure:

@@ -1,4 +1,5 @@
-"""The live tokenization view: a text's tokens as coloured, escaped HTML spans with their details on hover."""
+"""The live tokenization view: a text's tokens as coloured, escaped HTML spans with their details on hover;
+and several tokenizers' spans of one text, one under another."""
 
 from __future__ import annotations
 
@@ -65,3 +66,18 @@ def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_le
         parts.append(f'<span class="{classes}" title="{title}">{label}</span>')
         cursor = max(cursor, t.end)
     return f'<div class="token-spans">{SPAN_STYLE}' + "".join(parts) + "</div>"
+
+
+def comparison_html(
+    sections: list[tuple[str, int, tuple[Token, ...]]], text: str, problems: list[str] | tuple = ()
+) -> str:
+    """Each tokenizer's spans of ``text`` under a heading ``name — N tokens`` (``sections``: name and its
+    tokens; N counts the text's own tokens, without the special tokens a tokenizer adds around it), then a
+    warning line per tokenizer that could not be used. Every name and message is HTML-escaped."""
+    html = "".join(
+        f"<h4>{escape(name)} — {n_tokens} tokens</h4>" + token_spans_html(tokens, text)
+        for name, n_tokens, tokens in sections
+    )
+    if problems:
+        html += "<p>⚠️ " + "<br>⚠️ ".join(escape(p) for p in problems) + "</p>"
+    return html

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from explorer.analysis.decoding.beam_search import beam_search
 from explorer.core.errors import InputError
-from explorer.core.trace import Trace
+from explorer.core.loading import LoadedModel
+from explorer.core.tokens import token_label
+from explorer.core.trace import Token, Trace
 
 SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
@@ -50,3 +54,68 @@ def infill_spans(source: str, generated: str) -> tuple[dict[int, str], str]:
         spans.setdefault(int(number), text.replace("</s>", "").replace("<pad>", "").strip())
     filled = SENTINEL.sub(lambda m: f"[{spans.get(int(m.group(1)), '?')}]", source)
     return spans, filled
+
+
+# ---------------------------------------------------------------- the fill-in view
+
+
+def check_fills_in(lm: LoadedModel) -> None:
+    """Refuse, with a sentence, a model that only writes left to right (a decoder)."""
+    if lm.spec.adapter.continues_prompt:
+        raise InputError(f"{lm.spec.key} only writes left to right; filling in is for BERT- and T5-style models.")
+
+
+@dataclass(frozen=True)
+class SpanFill:
+    """T5's answer to a text with sentinels: sentinel number -> span, the text filled in, what the model wrote."""
+
+    spans: dict[int, str]
+    filled: str
+    raw: str
+
+
+def fill_spans(lm: LoadedModel, text: str, max_new_tokens: int, num_beams: int = 4) -> SpanFill:
+    """Let an encoder-decoder fill the spans ``text`` marks with sentinels (``<extra_id_0>``), by beam search."""
+    if not SENTINEL.search(text):
+        raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
+    prompt = lm.tokenizer(text)["input_ids"]
+    best = beam_search(lm, prompt, num_beams, max_new_tokens).best
+    raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
+    spans, filled = infill_spans(text, raw)
+    return SpanFill(spans, filled, raw)
+
+
+def text_to_mask(trace: Trace, text: str, position: int | None, mask_token: str, mask_id: int) -> str | None:
+    """``text`` with the token at ``position`` of the trace replaced by the mask token; None when there is
+    nothing to change (no position picked, or that token is the mask already)."""
+    if position is None:
+        return None
+    tokens = trace.tokens["input"]
+    token = tokens[position] if 0 <= position < len(tokens) else None
+    if token is None or token.special:
+        raise InputError("Pick one of the text's own tokens to mask.")
+    if token.id == mask_id:
+        return None
+    return mask_token_at(text, token.start, token.end, mask_token)
+
+
+@dataclass(frozen=True)
+class MaskFill:
+    """An encoder's guesses at the first masked position of a text: the text's ``tokens``, the masked
+    ``position``, and the ``top_n`` candidate ``ids``, their ``labels`` and ``probs``, most probable first."""
+
+    tokens: tuple[Token, ...]
+    position: int
+    ids: list[int]
+    labels: list[str]
+    probs: list[float]
+
+
+def fill_first_mask(lm: LoadedModel, trace: Trace, top_n: int = 10) -> MaskFill:
+    """What a masked-LM encoder predicts at the first mask token of ``trace``."""
+    masked = masked_positions(trace, lm.tokenizer.mask_token_id)
+    if not masked:
+        raise InputError(f"Pick a token to mask, or type {lm.tokenizer.mask_token} in the text.")
+    ids, probs = fill_mask(trace, masked[0], top_n)
+    labels = [token_label(lm.tokenizer, i) for i in ids]
+    return MaskFill(trace.tokens["input"], masked[0], ids, labels, probs)

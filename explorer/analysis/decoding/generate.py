@@ -17,6 +17,7 @@ starts from ``decoder_start_token_id``, as in ``generate``. Output ids then star
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,6 +264,45 @@ def stream(lm: LoadedModel, prompt_ids, settings: DecodingSettings, max_new_toke
     for _, tokens, model_logp, _ in _decode_steps(lm, prompt_ids, settings, 1, max_new_tokens, check_seed(seed),
                                                   limit=MAX_STREAM_TOKENS):  # fmt: skip
         yield int(tokens[0]), float(model_logp[0])
+
+
+@dataclass(frozen=True)
+class StreamProgress:
+    """A streamed continuation so far: its new tokens and their text, the model's log-probability of them
+    (nats), seconds since the stream began, and the number of tokens asked for. ``done`` marks the last
+    report; ``ended`` that the stream stopped at an end-of-sequence token (only on the last report)."""
+
+    new_ids: tuple[int, ...]
+    text: str
+    logprob: float
+    seconds: float
+    limit: int
+    done: bool = False
+    ended: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.new_ids) / self.seconds if self.seconds > 0 else 0.0
+
+
+def stream_progress(
+    lm: LoadedModel, text: str, settings: DecodingSettings, limit: int, seed: int = 0, every: float = 0.1
+):
+    """Continue ``text`` by up to ``limit`` tokens (``stream``), reporting a ``StreamProgress`` at most every
+    ``every`` seconds, when the limit is reached, and once more (``done``) at the end: what a view shows as
+    the text is written, without redrawing for every token."""
+    prompt = lm.tokenizer(text)["input_ids"]
+    limit = check_count(limit, 1, MAX_STREAM_TOKENS, "number of tokens to write")
+    new, logprob, start, last = [], 0.0, time.perf_counter(), 0.0
+    for token, token_logprob in stream(lm, prompt, settings, limit, seed):
+        new.append(token)
+        logprob += token_logprob
+        now = time.perf_counter()
+        if now - last >= every or len(new) == limit:
+            last = now
+            yield StreamProgress(tuple(new), decode_text(lm, new), logprob, now - start, limit)
+    ended = bool(new) and new[-1] in eos_ids(lm)
+    yield StreamProgress(tuple(new), decode_text(lm, new), logprob, time.perf_counter() - start, limit, True, ended)
 
 
 def greedy(lm: LoadedModel, prompt_ids, max_new_tokens: int = 20) -> GeneratedSequence:

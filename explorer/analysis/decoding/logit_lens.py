@@ -10,6 +10,7 @@ import torch
 from explorer.analysis.decoding.generate import check_count
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.tokens import token_label
 from explorer.core.trace import Trace
 
 # Where the final normalisation sits, for the architectures we know (attribute path, stream).
@@ -95,3 +96,20 @@ def logit_lens(lm: LoadedModel, trace: Trace, top_k: int = 5) -> LogitLens:
         probs.append(top.values.cpu().numpy())
         final_probs.append(p.gather(1, final_token[:, None])[:, 0].cpu().numpy())
     return LogitLens(np.stack(ids), np.stack(probs), np.stack(final_probs), stream)
+
+
+@dataclass(frozen=True)
+class LensGrid:
+    """The logit lens as a grid to read: ``labels`` and ``probs`` (L + 1, T) are each layer's most probable
+    next token at each position and its probability; ``positions`` (T,) label the positions."""
+
+    labels: np.ndarray
+    probs: np.ndarray
+    positions: list[str]
+
+
+def top_token_grid(lm: LoadedModel, trace: Trace) -> LensGrid:
+    """Each layer's single most probable next token at every position of ``trace`` (see ``logit_lens``)."""
+    lens = logit_lens(lm, trace, top_k=1)
+    labels = np.vectorize(lambda i: token_label(lm.tokenizer, int(i)))(lens.ids[..., 0])
+    return LensGrid(labels, lens.probs[..., 0], trace.labels(lens.stream))

@@ -240,6 +240,12 @@ class StepHistory:
                          source_ids=self.source_ids, top_n=top_n)  # fmt: skip
         return replace(self, steps=self.steps + (step,))
 
+    def retake(self, lm: LoadedModel, settings: DecodingSettings, seed: int, token_id: int | None) -> StepHistory:
+        """This history with its last step redone choosing ``token_id`` (one of that step's alternatives)."""
+        if token_id is None or not self.steps:
+            raise InputError("Take a first step, then pick one of its alternatives.")
+        return self.undo().advance(lm, settings, seed, int(token_id))
+
     def undo(self) -> StepHistory:
         """This history without its last step (unchanged when there is none)."""
         return replace(self, steps=self.steps[:-1])

@@ -220,6 +220,33 @@ def replay_tokens(words: list[WordReplay]) -> list[str]:
     return [token for word in words for token in word.tokens]
 
 
+MAX_REPLAY_WORDS = 200  # words one replay shows (and checks) at most
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """A text replayed word by word (at most ``MAX_REPLAY_WORDS`` of its ``total_words``), and whether the
+    replay ends in exactly the tokenizer's own tokens: ``matches`` is None when the replay was cut short
+    and the two token counts differ, so they cannot be compared."""
+
+    words: list[WordReplay]
+    total_words: int
+    matches: bool | None
+
+
+def replay_check(tokenizer, text: str, max_words: int = MAX_REPLAY_WORDS) -> ReplayCheck:
+    """``replay_text`` for at most ``max_words`` words, checked against ``tokenizer``'s own tokens of ``text``."""
+    words = replay_text(tokenizer, text)
+    total = len(words)
+    words = words[:max_words]
+    replayed = replay_tokens(words)
+    own = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    matches = None
+    if len(words) < max_words or len(replayed) == len(own):
+        matches = replayed == own[: len(replayed)]
+    return ReplayCheck(words, total, matches)
+
+
 @dataclass(frozen=True)
 class TrainedBPE:
     """A byte-level BPE trained on a user's text: its merges in the order learned, and a ready tokenizer."""

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from explorer.core.tokens import display_piece, is_byte_level
+from dataclasses import dataclass
+
+from explorer.core.tokens import display_piece, is_byte_level, tokenize
 from explorer.core.trace import Token
 
 
@@ -64,3 +66,18 @@ def compare_tokenizers(text: str, tokenizers: dict[str, object]) -> list[dict]:
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class TokenizerComparison:
+    """``compare_tokenizers``' rows, and each tokenizer's tokens of the text (special tokens included, as
+    the live view shows them) by tokenizer name, for drawing the spans side by side."""
+
+    rows: list[dict]
+    tokens: dict[str, tuple[Token, ...]]
+
+
+def tokenizers_side_by_side(text: str, tokenizers: dict[str, object]) -> TokenizerComparison:
+    """How each tokenizer cuts ``text``: its counts (``compare_tokenizers``) and its tokens."""
+    rows = compare_tokenizers(text, tokenizers)
+    return TokenizerComparison(rows, {r["tokenizer"]: tokenize(tokenizers[r["tokenizer"]], text) for r in rows})

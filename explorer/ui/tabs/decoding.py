@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import time
-
 import gradio as gr
-import numpy as np
-import torch
 
-from explorer.analysis.decoding import generate as decoding
-from explorer.analysis.decoding.beam_search import MAX_BEAMS, beam_search
-from explorer.analysis.decoding.fill_mask import SENTINEL, fill_mask, infill_spans, mask_token_at, masked_positions
-from explorer.analysis.decoding.logit_lens import logit_lens
-from explorer.analysis.decoding.sampling import DecodingSettings, next_token_distribution, transform
+from explorer.analysis.decoding.beam_search import MAX_BEAMS
+from explorer.analysis.decoding.distribution import next_token_stages
+from explorer.analysis.decoding.fill_mask import check_fills_in, fill_first_mask, fill_spans, text_to_mask
+from explorer.analysis.decoding.generate import MAX_SAMPLES, stream_progress
+from explorer.analysis.decoding.logit_lens import top_token_grid
+from explorer.analysis.decoding.sampling import DecodingSettings
 from explorer.analysis.decoding.stepwise import StepHistory
+from explorer.analysis.decoding.strategies import compare_strategies
 from explorer.core.errors import InputError
+from explorer.core.limits import MAX_NEW_TOKENS, MAX_STREAM_TOKENS
 from explorer.core.spec import GENERATE
-from explorer.core.tokens import token_label
-from explorer.plots.decoding import beam_tree, logit_lens_grid, stage_bars
+from explorer.plots.decoding import beam_tree, logit_bars, logit_lens_grid, prediction_bars, stage_bars
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, guarded, md_escape, warning
+from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
 
 EXPLANATION = """A language model ends in a **distribution** over its whole vocabulary: the logits go \
 through a softmax. **Decoding** turns it into text. *Greedy* takes the most probable token; *sampling* \
@@ -38,26 +36,199 @@ def settings_of(temperature, top_k, top_p, min_p, penalty, greedy) -> DecodingSe
     ).validate()  # fmt: skip
 
 
-def _generating(ctx: AppContext, selection: Selection):
+def _generating(ctx: AppContext, selection: Selection | None):
+    """The selection's model, which must be able to write; a sentence when nothing was analyzed yet."""
+    if selection is None:
+        raise InputError("Analyze a text first.")
     lm = ctx.model(selection)
     lm.spec.require(GENERATE)
     return lm
 
 
-def _written(lm, prompt_text: str, new_ids: list[int]) -> list[tuple[str, str | None]]:
-    """The prompt and, marked, what the model wrote (for ``gr.HighlightedText``)."""
-    return [(prompt_text, None), (lm.tokenizer.decode(new_ids, skip_special_tokens=True) or " …", "written")]
+# ---------------------------------------------------------------- distribution
 
 
-def _write_stats(new_ids: list[int], logprob: float, seconds: float, limit: int) -> str:
-    rate = len(new_ids) / seconds if seconds > 0 else 0.0
-    return (
-        f"{len(new_ids)} of {limit} tokens · {rate:.1f} tokens/s · model log-probability {logprob:.1f} "
-        f"({logprob / max(len(new_ids), 1):.2f} per token)"
+@guarded(lambda msg: (warning(msg), message_figure(msg)))
+def show_distribution(ctx: AppContext, selection: Selection | None, top_n_v, show_v, *knob_values):
+    """The next token after the text: the model's top tokens through each decoding stage (or their logits)."""
+    if selection is None:
+        return "", message_figure("Analyze a text first.")
+    lm = _generating(ctx, selection)
+    dist = next_token_stages(lm, ctx.trace(selection), settings_of(*knob_values), int(top_n_v))
+    note = (
+        f"After “{md_escape(dist.after)}”: entropy **{dist.entropy_bits:.2f} bits**; the top {len(dist.ids)} "
+        f"hold {1 - dist.rest:.1%} of the probability; **{dist.survivors:,}** of {dist.vocab_size:,} tokens "
+        "survive the settings."
     )
+    title = f"Next token after “{dist.after}” · {about(selection)}"
+    if show_v == "logits":
+        return note, logit_bars(dist.labels, dist.logits, title)
+    return note, stage_bars(dist.labels, dist.stage_names, dist.probs, dist.kept, title)
 
 
-def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small views)
+# ---------------------------------------------------------------- step by step
+
+
+def history_rows(h: StepHistory) -> list[list]:
+    return [
+        [s.index + 1, s.chosen.text, s.how, round(s.chosen.prob, 4), s.chosen.rank,
+         ", ".join(f"{c.text} {c.prob:.2f}" for c in s.candidates[:5])]
+        for s in h.steps
+    ]  # fmt: skip
+
+
+def history_view(lm, h: StepHistory):
+    """(history, summary, table rows, the last step's alternatives) for the step-by-step outputs."""
+    source = "" if h.source_ids is None else "(decoder output) "
+    last = h.steps[-1].candidates if h.steps else ()
+    choices = [(f"{c.text}  ({c.prob:.3f})", c.id) for c in last]
+    text = lm.tokenizer.decode(list(h.new_ids), skip_special_tokens=True)
+    summary = f"{source}**{md_escape(text.strip() or '…')}** · log-probability {h.logprob:.2f}" + (
+        " · ended" if h.finished else ""
+    )
+    return h, summary, history_rows(h), gr.update(choices=choices, value=None)
+
+
+@guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip()))
+def step_action(ctx: AppContext, action: str, selection, h, choice, seed_v, *knob_values):
+    """``start`` afresh from the text, take the ``next`` token, ``undo`` the last, or ``take`` another one."""
+    lm = _generating(ctx, selection)
+    if action == "start" or h is None:
+        h = StepHistory.start(lm, selection.text)
+        if action == "start":
+            return history_view(lm, h)
+    if action == "undo":
+        return history_view(lm, h.undo())
+    settings = settings_of(*knob_values)
+    if action == "take":  # the alternatives shown are those of the last step: redo it with the one picked
+        return history_view(lm, h.retake(lm, settings, int(seed_v or 0), choice))
+    return history_view(lm, h.advance(lm, settings, int(seed_v or 0)))
+
+
+def step_start(ctx: AppContext, selection, h, choice, seed_v, *knob_values):
+    return step_action(ctx, "start", selection, h, choice, seed_v, *knob_values)
+
+
+def step_next(ctx: AppContext, selection, h, choice, seed_v, *knob_values):
+    return step_action(ctx, "next", selection, h, choice, seed_v, *knob_values)
+
+
+def step_undo(ctx: AppContext, selection, h, choice, seed_v, *knob_values):
+    return step_action(ctx, "undo", selection, h, choice, seed_v, *knob_values)
+
+
+def step_take(ctx: AppContext, selection, h, choice, seed_v, *knob_values):
+    return step_action(ctx, "take", selection, h, choice, seed_v, *knob_values)
+
+
+# ---------------------------------------------------------------- write
+
+
+def written_parts(prompt_text: str, new_text: str) -> list[tuple[str, str | None]]:
+    """The prompt and, marked, what the model wrote (for ``gr.HighlightedText``)."""
+    return [(prompt_text, None), (new_text or " …", "written")]
+
+
+def write_stats(progress) -> str:
+    """``12 of 100 tokens · 85.3 tokens/s · model log-probability -30.2 (-2.52 per token)``, and whether it ended."""
+    n, logprob = len(progress.new_ids), progress.logprob
+    return (
+        f"{n} of {progress.limit} tokens · {progress.tokens_per_second:.1f} tokens/s · model log-probability "
+        f"{logprob:.1f} ({logprob / max(n, 1):.2f} per token)"
+    ) + (" · ended (end-of-sequence token)" if progress.ended else "")
+
+
+@guarded(lambda msg: (gr.skip(), warning(msg)))
+def write(ctx: AppContext, selection, tokens_v, seed_v, *knob_values):
+    """Stream a continuation: the text so far and its speed, about ten times a second."""
+    lm = _generating(ctx, selection)
+    settings = settings_of(*knob_values)
+    shown = selection.text if lm.spec.adapter.continues_prompt else ""
+    for progress in stream_progress(lm, selection.text, settings, int(tokens_v), seed_v or 0):
+        yield written_parts(shown, progress.text), write_stats(progress)
+
+
+# ---------------------------------------------------------------- strategies, logit lens, fill in
+
+
+@guarded(lambda msg: ([["⚠️", msg, "", ""]], message_figure(msg)))
+def compare(ctx: AppContext, selection, new_v, samples_v, beams_v, penalty_v, seed_v, *knob_values):
+    """Greedy, samples and beam search side by side, and the beam search's tree."""
+    lm = _generating(ctx, selection)
+    settings = settings_of(*knob_values)
+    result = compare_strategies(
+        lm, selection.text, settings, int(new_v), int(samples_v), int(beams_v), float(penalty_v), int(seed_v or 0)
+    )
+    rows = [[r.strategy, r.text, round(r.logprob, 3), r.finished] for r in result.rows]
+    title = f"Beam search · width {int(beams_v)} · length penalty {float(penalty_v)} · {about(selection)}"
+    return rows, beam_tree(result.tree, title)
+
+
+@guarded(message_figure)
+def show_lens(ctx: AppContext, selection):
+    """What each layer would predict next if it were the last."""
+    if selection is None:
+        return message_figure("Analyze a text first.")
+    lm = _generating(ctx, selection)
+    grid = top_token_grid(lm, ctx.trace(selection))
+    title = f"Logit lens: each layer's top next token · {about(selection)}"
+    return logit_lens_grid(grid.labels, grid.probs, grid.positions, title)
+
+
+def _position(value) -> int | None:
+    """The dropdown's token position, or None when none (or something other than a position) is picked."""
+    if value in (None, "") or not str(value).lstrip("-").isdigit() or int(value) < 0:
+        return None
+    return int(value)
+
+
+@guarded(lambda msg: (warning(msg), message_figure(msg)))
+def fill_in(ctx: AppContext, selection, position_v, new_v):
+    """T5: the spans marked with sentinels, filled. BERT: the guesses for the picked (or typed) mask."""
+    if selection is None:
+        raise InputError("Analyze a text first.")
+    lm = ctx.model(selection)
+    check_fills_in(lm)
+    if lm.spec.adapter.is_encoder_decoder:
+        fill = fill_spans(lm, selection.text, int(new_v))
+        table = "\n".join(
+            f"- {md_escape(f'<extra_id_{k}>')} → **{md_escape(v or '∅')}**" for k, v in sorted(fill.spans.items())
+        )
+        note = f"{md_escape(fill.filled)}\n\n{table}\n\nThe model wrote: {md_escape(fill.raw)}"
+        return note, message_figure("Spans filled (beam width 4).")
+    trace = ctx.trace(selection)
+    tokenizer = lm.tokenizer
+    masked_text = text_to_mask(
+        trace, selection.text, _position(position_v), tokenizer.mask_token, tokenizer.mask_token_id
+    )
+    if masked_text is not None:
+        trace = ctx.trace(Selection(selection.model, masked_text))
+    fill = fill_first_mask(lm, trace, 10)
+    shown = " ".join(
+        f"**[{md_escape(t.display)}]**" if i == fill.position else md_escape(t.display)
+        for i, t in enumerate(fill.tokens)
+    )
+    masked = Selection(selection.model, trace.texts["input"])
+    title = f"Fill in “{fill.tokens[fill.position].display}” · {about(masked)}"
+    return shown, prediction_bars(fill.labels, fill.probs, "p(token | both sides)", title)
+
+
+def mask_choices(ctx: AppContext, selection):
+    """The text's own tokens, to pick one to mask (after each analysis)."""
+    try:
+        trace = ctx.trace(selection) if selection is not None else None
+    except Exception:  # the analysis reported it already
+        return gr.skip()
+    if trace is None or "input" not in trace.tokens:
+        return gr.update(choices=[], value=None)
+    choices = [(f"{i}: {t.display}", i) for i, t in enumerate(trace.tokens["input"]) if not t.special]
+    return gr.update(choices=choices, value=None)
+
+
+# ---------------------------------------------------------------- layout and wiring
+
+
+def build(ctx: AppContext, shared) -> None:
     with gr.Tab("Next token", id="decoding"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Row():
@@ -97,19 +268,17 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                     "Stop whenever you like; the same seed writes the same text."
                 )
                 with gr.Row():
-                    write_tokens = gr.Slider(
-                        1, decoding.MAX_STREAM_TOKENS, value=100, step=1, label="Tokens to write", scale=3
-                    )
+                    write_tokens = gr.Slider(1, MAX_STREAM_TOKENS, value=100, step=1, label="Tokens to write", scale=3)
                     write_button = gr.Button("Write", variant="primary", scale=1)
                     stop_button = gr.Button("Stop", variant="stop", scale=1)
                 written = gr.HighlightedText(
                     label="Text", color_map={"written": "green"}, show_legend=False, combine_adjacent=True
                 )
-                write_stats = gr.Markdown()
+                write_stats_note = gr.Markdown()
             with gr.Tab("Strategies"):
                 with gr.Row():
-                    new_tokens = gr.Slider(1, decoding.MAX_NEW_TOKENS, value=12, step=1, label="New tokens")
-                    n_samples = gr.Slider(1, decoding.MAX_SAMPLES, value=3, step=1, label="Samples")
+                    new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=12, step=1, label="New tokens")
+                    n_samples = gr.Slider(1, MAX_SAMPLES, value=3, step=1, label="Samples")
                     beams = gr.Slider(1, MAX_BEAMS, value=3, step=1, label="Beam width")
                     length_penalty = gr.Slider(-1.0, 2.0, value=1.0, step=0.1, label="Length penalty")
                 run_strategies = gr.Button("Compare greedy, sampling and beam search", variant="primary")
@@ -134,212 +303,27 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, four small 
                 lens_plot = gr.Plot(label="Logit lens")
         history = gr.State(None)
 
-    @guarded(lambda msg: (warning(msg), message_figure(msg)))
-    def show_distribution(selection, top_n_v, show_v, *knob_values):
-        if selection is None:
-            return "", message_figure("Analyze a text first.")
-        lm = _generating(ctx, selection)
-        settings = settings_of(*knob_values)
-        trace = ctx.trace(selection)
-        stream = lm.spec.adapter.target_stream
-        logits = torch.from_numpy(np.array(trace.logits[-1]))
-        previous = torch.tensor([t.id for t in trace.tokens[stream]])
-        stages = transform(logits, previous, settings)
-        top = next_token_distribution(logits, int(top_n_v))
-        ids = top["ids"]
-        labels = [token_label(lm.tokenizer, i) for i in ids]
-        kept = int(stages[-1].kept_mask.sum())
-        note = (
-            f"After “{md_escape(trace.labels(stream)[-1])}”: entropy **{top['entropy_bits']:.2f} bits**; the top {len(ids)} "
-            f"hold {1 - top['rest']:.1%} of the probability; **{kept:,}** of {logits.numel():,} tokens survive the settings."
-        )
-        title = f"Next token after “{trace.labels(stream)[-1]}” · {about(selection)}"
-        if show_v == "logits":
-            fig = stage_bars(labels, ["logit"], logits[ids].numpy()[None], np.ones((1, len(ids)), bool), title)
-            fig.update_layout(yaxis={"title": "logit (softmax turns these into probabilities)", "rangemode": "normal"})
-            return note, fig
-        names = [s.name for s in stages]
-        probs = np.stack([s.probs[ids].numpy() for s in stages])
-        kept_mask = np.stack([s.kept_mask[ids].numpy() for s in stages])
-        return note, stage_bars(labels, names, probs, kept_mask, title)
-
-    def history_rows(lm, h) -> list[list]:
-        return [
-            [s.index + 1, s.chosen.text, s.how, round(s.chosen.prob, 4), s.chosen.rank,
-             ", ".join(f"{c.text} {c.prob:.2f}" for c in s.candidates[:5])]
-            for s in h.steps
-        ]  # fmt: skip
-
-    def history_view(lm, h):
-        text = lm.tokenizer.decode(list(h.new_ids), skip_special_tokens=True)
-        source = "" if h.source_ids is None else "(decoder output) "
-        last = h.steps[-1].candidates if h.steps else ()
-        choices = [(f"{c.text}  ({c.prob:.3f})", c.id) for c in last]
-        summary = f"{source}**{md_escape(text.strip() or '…')}** · log-probability {h.logprob:.2f}" + (
-            " · ended" if h.finished else ""
-        )
-        return h, summary, history_rows(lm, h), gr.update(choices=choices, value=None)
-
-    @guarded(lambda msg: (gr.skip(), warning(msg), gr.skip(), gr.skip()))
-    def step_action(action, selection, h, choice, seed_v, *knob_values):
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = _generating(ctx, selection)
-        if action == "start" or h is None:
-            h = StepHistory.start(lm, selection.text)
-            if action == "start":
-                return history_view(lm, h)
-        if action == "undo":
-            return history_view(lm, h.undo())
-        settings = settings_of(*knob_values)
-        if action == "take":  # the alternatives shown are those of the last step: redo it with the one picked
-            if choice is None or not h.steps:
-                raise InputError("Take a first step, then pick one of its alternatives.")
-            return history_view(lm, h.undo().advance(lm, settings, int(seed_v or 0), int(choice)))
-        return history_view(lm, h.advance(lm, settings, int(seed_v or 0)))
-
-    @guarded(lambda msg: (gr.skip(), warning(msg)))
-    def write(selection, tokens_v, seed_v, *knob_values):
-        """Stream a continuation: the text so far and its speed, about ten times a second."""
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = _generating(ctx, selection)
-        settings = settings_of(*knob_values)
-        prompt = lm.tokenizer(selection.text)["input_ids"]
-        limit = decoding.check_count(int(tokens_v), 1, decoding.MAX_STREAM_TOKENS, "number of tokens to write")
-        shown = selection.text if lm.spec.adapter.continues_prompt else ""
-        new, logprob, start, last = [], 0.0, time.perf_counter(), 0.0
-        for token, token_logprob in decoding.stream(lm, prompt, settings, limit, seed_v or 0):
-            new.append(token)
-            logprob += token_logprob
-            now = time.perf_counter()
-            if now - last >= 0.1 or len(new) == limit:
-                last = now
-                yield _written(lm, shown, new), _write_stats(new, logprob, now - start, limit)
-        yield (
-            _written(lm, shown, new),
-            _write_stats(new, logprob, time.perf_counter() - start, limit)
-            + (" · ended (end-of-sequence token)" if new and new[-1] in decoding.eos_ids(lm) else ""),
-        )
-
-    @guarded(lambda msg: ([["⚠️", msg, "", ""]], message_figure(msg)))
-    def compare(selection, new_v, samples_v, beams_v, penalty_v, seed_v, *knob_values):
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = _generating(ctx, selection)
-        settings = settings_of(*knob_values)
-        prompt = lm.tokenizer(selection.text)["input_ids"]
-        new_v = int(new_v)
-        rows = []
-        g = decoding.greedy(lm, prompt, new_v)
-        rows.append(["greedy", g.text, round(g.logprob, 3), g.finished])
-        sampled = decoding.sample(lm, prompt, settings, int(samples_v), new_v, int(seed_v or 0))
-        rows += [[f"sample {i + 1}", s.text, round(s.logprob, 3), s.finished] for i, s in enumerate(sampled)]
-        result = beam_search(lm, prompt, int(beams_v), new_v, float(penalty_v))
-        rows += [
-            [f"beam {i + 1} (score {h.score:.3f})", h.text, round(h.logprob, 3), True]
-            for i, h in enumerate(result.finished[: int(beams_v)])
-        ]
-        nodes = [
-            {"id": n.id, "parent": n.parent, "step": n.step, "score": n.logprob, "status": n.status,
-             "label": "⟨start⟩" if n.token is None else token_label(lm.tokenizer, n.token)}
-            for n in result.nodes
-        ]  # fmt: skip
-        return rows, beam_tree(
-            nodes, f"Beam search · width {int(beams_v)} · length penalty {float(penalty_v)} · {about(selection)}"
-        )
-
-    @guarded(message_figure)
-    def show_lens(selection):
-        if selection is None:
-            return message_figure("Analyze a text first.")
-        lm = _generating(ctx, selection)
-        trace = ctx.trace(selection)
-        lens = logit_lens(lm, trace, top_k=1)
-        labels = np.vectorize(lambda i: token_label(lm.tokenizer, int(i)))(lens.ids[..., 0])
-        title = f"Logit lens: each layer's top next token · {about(selection)}"
-        return logit_lens_grid(labels, lens.probs[..., 0], trace.labels(lens.stream), title)
-
-    @guarded(lambda msg: (warning(msg), message_figure(msg)))
-    def fill_in(selection, position_v, new_v):
-        if selection is None:
-            raise InputError("Analyze a text first.")
-        lm = ctx.model(selection)
-        if lm.spec.adapter.continues_prompt:
-            raise InputError(f"{lm.spec.key} only writes left to right; filling in is for BERT- and T5-style models.")
-        if lm.spec.adapter.is_encoder_decoder:
-            if not SENTINEL.search(selection.text):
-                raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
-            prompt = lm.tokenizer(selection.text)["input_ids"]
-            best = beam_search(lm, prompt, 4, int(new_v)).best
-            raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
-            spans, filled = infill_spans(selection.text, raw)
-            table = "\n".join(
-                f"- {md_escape(f'<extra_id_{k}>')} → **{md_escape(v or '∅')}**" for k, v in sorted(spans.items())
-            )
-            note = f"{md_escape(filled)}\n\n{table}\n\nThe model wrote: {md_escape(raw)}"
-            return note, message_figure("Spans filled (beam width 4).")
-        trace = ctx.trace(selection)
-        mask_id = lm.tokenizer.mask_token_id
-        masked = masked_positions(trace, mask_id)
-        if position_v not in (None, "") and str(position_v).lstrip("-").isdigit() and int(position_v) >= 0:
-            token = trace.tokens["input"][int(position_v)] if int(position_v) < len(trace.tokens["input"]) else None
-            if token is None or token.special:
-                raise InputError("Pick one of the text's own tokens to mask.")
-            if token.id != mask_id:
-                text = mask_token_at(selection.text, token.start, token.end, lm.tokenizer.mask_token)
-                trace = ctx.trace(Selection(selection.model, text))
-                masked = masked_positions(trace, mask_id)
-        if not masked:
-            raise InputError(f"Pick a token to mask, or type {lm.tokenizer.mask_token} in the text.")
-        where = masked[0]
-        ids, probs = fill_mask(trace, where, 10)
-        labels = [token_label(lm.tokenizer, i) for i in ids]
-        shown = " ".join(
-            f"**[{md_escape(t.display)}]**" if i == where else md_escape(t.display)
-            for i, t in enumerate(trace.tokens["input"])
-        )
-        title = f"Fill in “{trace.tokens['input'][where].display}” · {about(Selection(selection.model, trace.texts['input']))}"
-        fig = stage_bars(labels, ["p(token | both sides)"], np.array([probs]), np.ones((1, len(ids)), bool), title)
-        return shown, fig
-
-    def mask_choices(selection):
-        try:
-            trace = ctx.trace(selection) if selection is not None else None
-        except Exception:  # the analysis reported it already
-            return gr.skip()
-        if trace is None or "input" not in trace.tokens:
-            return gr.update(choices=[], value=None)
-        tokens = trace.tokens["input"]
-        choices = [(f"{i}: {t.display}", i) for i, t in enumerate(tokens) if not t.special]
-        return gr.update(choices=choices, value=None)
-
-    shared.on_analyzed(mask_choices, [shared.state], [position])
-    fill_button.click(fill_in, [shared.state, position, new_tokens], [fill_note, fill_plot], api_name="fill_in")
-
+    shared.on_analyzed(bind(mask_choices, ctx), [shared.state], [position])
+    fill_button.click(
+        bind(fill_in, ctx), [shared.state, position, new_tokens], [fill_note, fill_plot], api_name="fill_in"
+    )
+    distribution = bind(show_distribution, ctx)
     dist_inputs = [shared.state, top_n, show, *knobs]
-    shared.on_analyzed(show_distribution, dist_inputs, [dist_note, dist_plot], api_name="next_token")
+    shared.on_analyzed(distribution, dist_inputs, [dist_note, dist_plot], api_name="next_token")
     for control in (top_n, show, *knobs):
-        control.change(
-            show_distribution, dist_inputs, [dist_note, dist_plot], api_name=False, trigger_mode="always_last"
-        )
-    step_inputs = [history, candidate, seed, *knobs]
+        control.change(distribution, dist_inputs, [dist_note, dist_plot], api_name=False, trigger_mode="always_last")
+    step_inputs = [shared.state, history, candidate, seed, *knobs]
     step_outputs = [history, step_text, history_table, candidate]
-    for button, action in ((start, "start"), (step_button, "next"), (undo, "undo"), (take, "take")):
-        button.click(
-            lambda *a, action=action: step_action(action, *a),
-            [shared.state, *step_inputs],
-            step_outputs,
-            api_name=f"step_{action}",
-        )
+    for button, handler in ((start, step_start), (step_button, step_next), (undo, step_undo), (take, step_take)):
+        button.click(bind(handler, ctx), step_inputs, step_outputs, api_name=handler.__name__)
     writing = write_button.click(
-        write, [shared.state, write_tokens, seed, *knobs], [written, write_stats], api_name="write",
+        bind(write, ctx), [shared.state, write_tokens, seed, *knobs], [written, write_stats_note], api_name="write",
         concurrency_limit=2, concurrency_id="model_run",
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[writing], api_name=False)
     compare_inputs = [shared.state, new_tokens, n_samples, beams, length_penalty, seed, *knobs]
     run_strategies.click(
-        compare, compare_inputs, [strategies_table, tree_plot], api_name="strategies",
+        bind(compare, ctx), compare_inputs, [strategies_table, tree_plot], api_name="strategies",
         concurrency_limit=2, concurrency_id="model_run",
     )  # fmt: skip
-    lens_tab.select(show_lens, shared.state, lens_plot, api_name="logit_lens")
+    lens_tab.select(bind(show_lens, ctx), shared.state, lens_plot, api_name="logit_lens")
