@@ -246,3 +246,37 @@ def head_importance(
         kind, stream, chosen, label(lm, chosen), float(clean[chosen]),
         change.reshape(n_layers, n_heads), kl.reshape(n_layers, n_heads), passes,
     )  # fmt: skip
+
+
+KIND_NAMES = {"self": "", "encoder_self": "encoder ", "decoder_self": "decoder ", "cross": "cross "}
+
+
+def ablation_key(a: Ablation) -> str:
+    """A stable text for a dropdown's value: ``input|2|head|self|3``."""
+    return "|".join(str(x) for x in (a.stream, a.layer, a.part, a.kind or "", "" if a.head is None else a.head))
+
+
+def parse_ablation(key: str) -> Ablation:
+    try:
+        stream, layer, part, kind, head = str(key).split("|")
+        return Ablation(stream, int(layer), part, kind or None, int(head) if head else None)
+    except ValueError:
+        raise InputError(f"“{key}” names no head, attention layer or MLP: pick one from the list.") from None
+
+
+def ablation_options(lm: LoadedModel) -> list[tuple[str, str]]:
+    """(label, key) of every part of ``lm`` that can be switched off: each head, each attention, each MLP."""
+    sites = find_sites(lm)
+    options = []
+    for stream, layers in sites.layers.items():
+        side = {"source": "encoder ", "target": "decoder "}.get(stream, "")
+        for i, layer in enumerate(layers):
+            for kind in layer.attn_out:
+                prefix = KIND_NAMES.get(kind, f"{kind} ")
+                options += [
+                    (f"{prefix}L{i} H{h}", ablation_key(Ablation(stream, i, "head", kind, h)))
+                    for h in range(sites.n_heads)
+                ]
+                options.append((f"{prefix}L{i} attention (all heads)", ablation_key(Ablation(stream, i, "attn", kind))))
+            options.append((f"{side}L{i} MLP", ablation_key(Ablation(stream, i, "mlp"))))
+    return options
