@@ -27,7 +27,8 @@ def gpt2(app):
 
 
 def title(fig) -> str:
-    return fig.layout.title.text.replace("<br>", " ")
+    """The figure's title on one line (it is wrapped between its " · " parts)."""
+    return fig.layout.title.text.replace("<br>", " · ")
 
 
 def message(fig) -> str:
