@@ -7,6 +7,7 @@ Shapes: V vocabulary rows, d model width, L layers, T positions.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import weakref
@@ -23,6 +24,7 @@ from explorer.core.tokens import display_piece, is_byte_level
 
 MAX_LIST_WORDS = 2000
 MAX_WORD_CHARS = 100
+MAX_CONTEXT_TOKENS = 64  # a text's tokens shown: marked on the token map, followed through the layers
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -334,3 +336,49 @@ def rope_relative_score(freqs: np.ndarray, distances: np.ndarray) -> np.ndarray:
     It depends only on the distance, not on where the two tokens are: the point of rotary positions.
     """
     return np.cos(np.outer(distances, freqs)).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """What the Position view shows of one model at ``n`` positions, beside the original sinusoidal encoding.
+
+    Always: ``encoding`` (what the model uses), ``width`` d, ``sinusoid`` (n, d) at that width. By kind:
+    ``learned``: ``similarity`` (P, P), cosine of the model's position vectors (P = min(n, table rows)), and
+    ``sinusoid_similarity`` (P, P) for comparison. ``relative_bias``: ``distances`` key − query, their
+    ``buckets`` and ``bias`` (heads, distances). ``rotary``: ``angles`` (n, dims/2) each pair turns by at
+    each position, and ``scores`` (n,), the relative score of a vector with itself at each distance.
+    """
+
+    encoding: PositionEncoding
+    n: int
+    width: int
+    sinusoid: np.ndarray
+    similarity: np.ndarray | None = None
+    sinusoid_similarity: np.ndarray | None = None
+    distances: np.ndarray | None = None
+    buckets: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    angles: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+
+def position_view(model, n_positions) -> PositionView:
+    """The Position view of a model for ``n_positions`` (clamped to 8..512)."""
+    enc = position_encoding(model)
+    n = int(min(max(8, n_positions or 8), 512))
+    width = model.get_input_embeddings().weight.shape[1]
+    sinusoid = sinusoidal(n, width)
+    view = PositionView(enc, n, width, sinusoid)
+    if enc.kind == "learned":
+        table = enc.table[:n]
+        sims = cosine_matrix(sinusoid[: len(table)], sinusoid[: len(table)])
+        return dataclasses.replace(view, similarity=cosine_matrix(table, table), sinusoid_similarity=sims)
+    if enc.kind == "relative_bias":
+        distances, buckets = relative_buckets(enc.num_buckets, enc.max_distance, min(n, enc.max_distance + 16))
+        return dataclasses.replace(view, distances=distances, buckets=buckets, bias=enc.table[buckets].T)
+    if enc.kind == "rotary":
+        freqs = rope_frequencies(enc.theta, enc.dims)
+        positions = np.arange(n)
+        scores = rope_relative_score(freqs, positions)
+        return dataclasses.replace(view, distances=positions, angles=np.outer(positions, freqs), scores=scores)
+    return view

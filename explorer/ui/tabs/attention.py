@@ -9,21 +9,23 @@ from __future__ import annotations
 import dataclasses
 
 import gradio as gr
-import numpy as np
 import plotly.graph_objects as go
 
-from explorer.analysis.attention.heads import (
-    STAT_COLUMNS,
-    STATISTICS,
-    attention_rollout,
-    average_heads,
-    head_statistics,
-    head_statistics_table,
+from explorer.analysis.attention.heads import STAT_COLUMNS, STATISTICS
+from explorer.analysis.attention.views import (
+    HeadView,
+    all_heads,
+    generation_step,
+    head_statistics_of,
+    one_head,
+    parse_head_name,
+    pick,
+    token_links_of,
 )
-from explorer.core.trace import KIND_NAMES, Trace
+from explorer.core.trace import KIND_NAMES
 from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, guarded, md_escape, warning
+from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
 
 EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
 1/√d<sub>k</sub> (so scores do not grow with the head width). A **softmax** turns each row of scores into \
@@ -42,43 +44,158 @@ MAX_GENERATE = 32
 MAX_INDEX = 63
 
 
-def is_causal(trace: Trace, kind: str) -> bool:
-    return trace.adapter.is_causal(kind)
+NOT_A_DECODER = "Step-by-step generation is shown for decoders (GPT-style models); pick one above."
 
 
-def _pick(trace: Trace, kind, layer, head) -> tuple[str, int, int]:
-    kind = kind if kind in trace.kinds else trace.kinds[0]
-    layer = int(min(max(0, layer or 0), trace.n_layers - 1))
-    head = int(min(max(0, head or 0), trace.n_heads - 1))
-    return kind, layer, head
+def head_figure(view: HeadView, about_: str) -> go.Figure:
+    """The one-head heatmap of a ``HeadView``, titled with what it shows and ``about_`` (model and text)."""
+    if view.refusal:
+        return message_figure(view.refusal)
+    where = f"{KIND_NAMES[view.kind]} · layer {view.layer}"
+    labels = (view.matrix, view.query_labels, view.key_labels)
+    if view.values == "scores":
+        title = f"{where} · head {view.head} · pre-softmax scores · {about_}"
+        return attention_heatmap(*labels, title, view.causal, value_name="score")
+    if view.values == "rollout":
+        title = f"{where} · rollout of all heads, layers 0–{view.layer} · {about_}"
+        return attention_heatmap(*labels, title, view.causal)
+    return attention_heatmap(*labels, f"{where} · head {view.head} · {about_}", view.causal)
 
 
-def head_figure(ctx: AppContext, selection: Selection, kind, layer, head, values) -> go.Figure:
-    trace = ctx.trace(selection)
-    kind, layer, head = _pick(trace, kind, layer, head)
-    q_stream, k_stream = trace.streams_of(kind)
-    q_labels, k_labels = trace.labels(q_stream), trace.labels(k_stream)
-    where = f"{KIND_NAMES[kind]} · layer {layer}"
-    if values == "scores":
-        scores = ctx.scores(selection)[kind][layer, head]
-        title = f"{where} · head {head} · pre-softmax scores · {about(selection)}"
-        return attention_heatmap(scores, q_labels, k_labels, title, is_causal(trace, kind), value_name="score")
-    if values == "rollout":
-        if q_stream != k_stream:
-            return message_figure("Rollout follows attention through one stream's layers; pick a self-attention kind.")
-        rolled = attention_rollout(trace.attentions[kind])[layer]
-        title = f"{where} · rollout of all heads, layers 0–{layer} · {about(selection)}"
-        return attention_heatmap(rolled, q_labels, k_labels, title, is_causal(trace, kind))
-    title = f"{where} · head {head} · {about(selection)}"
-    return attention_heatmap(trace.attn(layer, head, kind), q_labels, k_labels, title, is_causal(trace, kind))
+@guarded(message_figure)
+def draw_head(ctx: AppContext, selection, kind_v, layer_v, head_v, values_v):
+    if selection is None:
+        return message_figure("Analyze a text to see its attention.")
+    scores = ctx.scores(selection) if values_v == "scores" else None  # one extra forward pass, remembered
+    view = one_head(ctx.trace(selection), kind_v, layer_v, head_v, values_v, scores)
+    return head_figure(view, about(selection))
 
 
-def statistics_of(trace: Trace, kind: str) -> dict[str, np.ndarray]:
-    q_stream, k_stream = trace.streams_of(kind)
-    return head_statistics(trace.attentions[kind], is_causal(trace, kind), same_stream=q_stream == k_stream)
+@guarded(lambda msg: (gr.skip(), message_figure(msg)))
+def draw_grid(ctx: AppContext, selection, kind_v):
+    if selection is None:
+        return gr.skip(), message_figure("Analyze a text first.")
+    grid = all_heads(ctx.trace(selection), kind_v)
+    fig = attention_grid(grid.weights, f"All heads · {KIND_NAMES[grid.kind]} · {about(selection)}")
+    return gr.update(choices=grid.names, value=None), fig
 
 
-def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small views)
+def open_selected(ctx: AppContext, choice, selection, kind_v, values_v):
+    """Open the head picked in the grid in the one-head view."""
+    if not choice:
+        return (gr.skip(),) * 5
+    layer_v, head_v = parse_head_name(choice)
+    figure = draw_head(ctx, selection, kind_v, layer_v, head_v, values_v)
+    return layer_v, head_v, gr.Tabs(selected="one_head"), "head", figure
+
+
+@guarded(lambda msg: (gr.skip(), gr.skip(), message_figure(msg)))
+def draw_links(ctx: AppContext, selection, kind_v, layer_v, head_v, query_v, heads_v):
+    if selection is None:
+        return gr.skip(), gr.skip(), message_figure("Analyze a text first.")
+    links = token_links_of(ctx.trace(selection), kind_v, layer_v, head_v, query_v, heads_v)
+    chosen = links.heads
+    which = f"head {chosen[0]}" if len(chosen) == 1 else f"mean of heads {', '.join(map(str, chosen))}"
+    title = f"{KIND_NAMES[links.kind]} · layer {links.layer} · {which} · {about(selection)}"
+    fig = token_links(links.weights, links.query_labels, links.key_labels, links.selected, title)
+    query_choices = [("all tokens", -1)] + [(f"{i}: {label}", i) for i, label in enumerate(links.query_labels)]
+    heads_choices = [(f"head {h}", h) for h in range(links.n_heads)]
+    return (
+        gr.update(choices=query_choices, value=links.selected if links.selected is not None else -1),
+        gr.update(choices=heads_choices, value=[h for h in chosen if heads_v]),
+        fig,
+    )
+
+
+@guarded(lambda msg: (message_figure(msg), []))
+def draw_statistics(ctx: AppContext, selection, kind_v, statistic_v):
+    if selection is None:
+        return message_figure("Analyze a text first."), []
+    stats = head_statistics_of(ctx.trace(selection), kind_v)
+    title = f"{KIND_NAMES[stats.kind]} · {about(selection)}"
+    fig = statistic_heatmap(stats.values[statistic_v], statistic_v, STATISTICS[statistic_v], title)
+    return fig, stats.rows
+
+
+def generation_selection(selection: Selection, n) -> Selection:
+    """The selection extended by ``n`` (1 .. 32) greedy tokens: its trace holds the attention of each."""
+    return dataclasses.replace(selection, generate=int(min(max(n or 1, 1), MAX_GENERATE)))
+
+
+@guarded(lambda msg: (gr.skip(), warning(msg), message_figure(msg)))
+def draw_step(ctx: AppContext, selection, layer_v, head_v, n, step_v):
+    if selection is None:
+        return gr.skip(), "", message_figure("Analyze a text first.")
+    if not ctx.model(selection).spec.adapter.continues_prompt:
+        return gr.skip(), NOT_A_DECODER, message_figure(NOT_A_DECODER)
+    step = generation_step(ctx.trace(generation_selection(selection, n)), layer_v, head_v, step_v)
+    if step is None:
+        return gr.skip(), "The text already fills the model's context.", message_figure("Nothing generated.")
+    shown = " ".join(
+        f"**[{md_escape(label)}]**" if i == step.position else md_escape(label) for i, label in enumerate(step.labels)
+    )
+    seen = step.labels[: step.position + 1]
+    title = f"step {step.step}: “{seen[-1]}” · layer {step.layer} · head {step.head} · {about(selection)}"
+    fig = token_links(step.weights, seen, seen, step.position, title)
+    # a slider needs its maximum above its minimum: with one token made, it stays put
+    return gr.update(maximum=max(step.made, 2), value=step.step, interactive=step.made > 1), shown, fig
+
+
+VIEW_OUTPUTS = {"head": 1, "grid": 2, "links": 3, "statistics": 2, "generation": 3}  # in the order of the outputs
+
+
+def refresh_all(ctx: AppContext, selection, kind_v, layer_v, head_v, active_v, values_v, statistic_v, n_v, step_v):
+    """After a new analysis: fit the selectors to the model, then redraw the view on screen only."""
+    outputs = 3 + sum(VIEW_OUTPUTS.values())
+    if selection is None:
+        return (gr.skip(),) * outputs
+    try:
+        trace = ctx.trace(selection)
+    except Exception:  # the analysis itself reported the error; leave the views as they were
+        return (gr.skip(),) * outputs
+    kind_v, layer_v, head_v = pick(trace, kind_v, layer_v, head_v)
+    views = {
+        "head": lambda: (draw_head(ctx, selection, kind_v, layer_v, head_v, values_v),),
+        "grid": lambda: draw_grid(ctx, selection, kind_v),
+        "links": lambda: draw_links(ctx, selection, kind_v, layer_v, head_v, -1, []),
+        "statistics": lambda: draw_statistics(ctx, selection, kind_v, statistic_v),
+        "generation": lambda: draw_step(ctx, selection, layer_v, head_v, n_v, step_v),
+    }
+    drawn = []
+    for view, size in VIEW_OUTPUTS.items():
+        drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
+    return (
+        # the value only: narrowing the choices made gradio refuse events still carrying the old kind
+        gr.update(value=kind_v),
+        gr.update(maximum=trace.n_layers - 1, value=layer_v),
+        gr.update(maximum=trace.n_heads - 1, value=head_v),
+        *drawn,
+    )
+
+
+def on_screen(view: str, fn, n_outputs: int):
+    """``fn`` for events of a view's own controls: skipped while another sub-tab is on screen."""
+
+    def gated(active_v, *args):
+        if active_v != view:
+            return gr.skip() if n_outputs == 1 else (gr.skip(),) * n_outputs
+        return fn(*args)
+
+    return gated
+
+
+def showing(view: str, fn):
+    """``fn`` for a sub-tab's select event: draw it and remember it is on screen."""
+
+    def select(*args):
+        out = fn(*args)
+        return (*out, view) if isinstance(out, tuple) else (out, view)
+
+    return select
+
+
+def build(ctx: AppContext, shared) -> None:
+    """The tab's layout, and its events wired to the handlers above."""
     with gr.Tab("Attention", id="attention"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER)
@@ -135,143 +252,11 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
         active = gr.State("head")  # the sub-tab on screen: only its figure is drawn and sent
     selectors = [shared.state, kind, layer, head]
 
-    @guarded(message_figure)
-    def draw_head(selection, kind_v, layer_v, head_v, values_v):
-        if selection is None:
-            return message_figure("Analyze a text to see its attention.")
-        return head_figure(ctx, selection, kind_v, layer_v, head_v, values_v)
-
-    @guarded(lambda msg: (gr.skip(), message_figure(msg)))
-    def draw_grid(selection, kind_v):
-        if selection is None:
-            return gr.skip(), message_figure("Analyze a text first.")
-        trace = ctx.trace(selection)
-        kind_v, _, _ = _pick(trace, kind_v, 0, 0)
-        choices = [f"L{l} H{h}" for l in range(trace.n_layers) for h in range(trace.n_heads)]  # noqa: E741
-        fig = attention_grid(trace.attentions[kind_v], f"All heads · {KIND_NAMES[kind_v]} · {about(selection)}")
-        return gr.update(choices=choices, value=None), fig
-
-    def open_selected(choice, selection, kind_v, values_v):
-        """Open the head picked in the grid in the one-head view."""
-        if not choice:
-            return (gr.skip(),) * 5
-        layer_s, head_s = choice.split()
-        layer_v, head_v = int(layer_s[1:]), int(head_s[1:])
-        figure = draw_head(selection, kind_v, layer_v, head_v, values_v)
-        return layer_v, head_v, gr.Tabs(selected="one_head"), "head", figure
-
-    @guarded(lambda msg: (gr.skip(), gr.skip(), message_figure(msg)))
-    def draw_links(selection, kind_v, layer_v, head_v, query_v, heads_v):
-        if selection is None:
-            return gr.skip(), gr.skip(), message_figure("Analyze a text first.")
-        trace = ctx.trace(selection)
-        kind_v, layer_v, head_v = _pick(trace, kind_v, layer_v, head_v)
-        q_stream, k_stream = trace.streams_of(kind_v)
-        q_labels = trace.labels(q_stream)
-        chosen = [int(h) for h in heads_v or [] if int(h) < trace.n_heads] or [head_v]
-        weights = average_heads(trace.attentions[kind_v][layer_v], chosen)
-        query_v = int(query_v) if str(query_v).lstrip("-").isdigit() else -1
-        selected = query_v if 0 <= query_v < len(q_labels) else None
-        which = f"head {chosen[0]}" if len(chosen) == 1 else f"mean of heads {', '.join(map(str, chosen))}"
-        title = f"{KIND_NAMES[kind_v]} · layer {layer_v} · {which} · {about(selection)}"
-        fig = token_links(weights, q_labels, trace.labels(k_stream), selected, title)
-        query_choices = [("all tokens", -1)] + [(f"{i}: {label}", i) for i, label in enumerate(q_labels)]
-        heads_choices = [(f"head {h}", h) for h in range(trace.n_heads)]
-        return (
-            gr.update(choices=query_choices, value=selected if selected is not None else -1),
-            gr.update(choices=heads_choices, value=[h for h in chosen if heads_v]),
-            fig,
-        )
-
-    @guarded(lambda msg: (message_figure(msg), []))
-    def draw_statistics(selection, kind_v, statistic_v):
-        if selection is None:
-            return message_figure("Analyze a text first."), []
-        trace = ctx.trace(selection)
-        kind_v, _, _ = _pick(trace, kind_v, 0, 0)
-        stats = statistics_of(trace, kind_v)
-        fig = statistic_heatmap(
-            stats[statistic_v], statistic_v, STATISTICS[statistic_v], f"{KIND_NAMES[kind_v]} · {about(selection)}"
-        )
-        return fig, head_statistics_table(stats)
-
-    def generation_selection(selection: Selection, n) -> Selection:
-        return dataclasses.replace(selection, generate=int(np.clip(n or 1, 1, MAX_GENERATE)))
-
-    @guarded(lambda msg: (gr.skip(), warning(msg), message_figure(msg)))
-    def draw_step(selection, layer_v, head_v, n, step_v):
-        if selection is None:
-            return gr.skip(), "", message_figure("Analyze a text first.")
-        if not ctx.model(selection).spec.adapter.continues_prompt:
-            note = "Step-by-step generation is shown for decoders (GPT-style models); pick one above."
-            return gr.skip(), note, message_figure(note)
-        trace = ctx.trace(generation_selection(selection, n))
-        prompt = trace.meta.get("prompt_tokens", len(trace.tokens["input"]))
-        made = len(trace.tokens["input"]) - prompt
-        if made <= 0:
-            return gr.skip(), "The text already fills the model's context.", message_figure("Nothing generated.")
-        step_v = int(min(max(1, step_v or 1), made))
-        _, layer_v, head_v = _pick(trace, "self", layer_v, head_v)
-        position = prompt + step_v - 1
-        labels = trace.labels("input")
-        weights = trace.attn(layer_v, head_v, "self")[: position + 1, : position + 1]
-        shown = " ".join(
-            f"**[{md_escape(label)}]**" if i == position else md_escape(label)
-            for i, label in enumerate(labels[: prompt + made])
-        )
-        fig = token_links(weights, labels[: position + 1], labels[: position + 1], position,
-                          f"step {step_v}: “{labels[position]}” · layer {layer_v} · head {head_v} · {about(selection)}")  # fmt: skip
-        # a slider needs its maximum above its minimum: with one token made, it stays put
-        return gr.update(maximum=max(made, 2), value=step_v, interactive=made > 1), shown, fig
-
-    def refresh_all(selection, kind_v, layer_v, head_v, active_v, values_v, statistic_v, n_v, step_v):
-        """After a new analysis: fit the selectors to the model, then redraw the view on screen only."""
-        outputs = 3 + 1 + 2 + 3 + 2 + 3
-        if selection is None:
-            return (gr.skip(),) * outputs
-        try:
-            trace = ctx.trace(selection)
-        except Exception:  # the analysis itself reported the error; leave the views as they were
-            return (gr.skip(),) * outputs
-        kind_v, layer_v, head_v = _pick(trace, kind_v, layer_v, head_v)
-        views = {
-            "head": lambda: (draw_head(selection, kind_v, layer_v, head_v, values_v),),
-            "grid": lambda: draw_grid(selection, kind_v),
-            "links": lambda: draw_links(selection, kind_v, layer_v, head_v, -1, []),
-            "statistics": lambda: draw_statistics(selection, kind_v, statistic_v),
-            "generation": lambda: draw_step(selection, layer_v, head_v, n_v, step_v),
-        }
-        sizes = {"head": 1, "grid": 2, "links": 3, "statistics": 2, "generation": 3}
-        drawn = []
-        for view, size in sizes.items():
-            drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
-        return (
-            # the value only: narrowing the choices made gradio refuse events still carrying the old kind
-            gr.update(value=kind_v),
-            gr.update(maximum=trace.n_layers - 1, value=layer_v),
-            gr.update(maximum=trace.n_heads - 1, value=head_v),
-            *drawn,
-        )
-
-    def on_screen(view: str, fn, n_outputs: int):
-        """``fn`` for events of a view's own controls: skipped while another sub-tab is on screen."""
-
-        def gated(active_v, *args):
-            if active_v != view:
-                return gr.skip() if n_outputs == 1 else (gr.skip(),) * n_outputs
-            return fn(*args)
-
-        return gated
-
-    def showing(view: str, fn):
-        """``fn`` for a sub-tab's select event: draw it and remember it is on screen."""
-
-        def select(*args):
-            out = fn(*args)
-            return (*out, view) if isinstance(out, tuple) else (out, view)
-
-        return select
-
+    draw = {
+        view: bind(handler, ctx)
+        for view, handler in [("head", draw_head), ("grid", draw_grid), ("links", draw_links),
+                              ("statistics", draw_statistics), ("generation", draw_step)]
+    }  # fmt: skip
     head_out, grid_out = [head_plot], [open_head, grid_plot]
     links_out, stats_out = [query, heads, links_plot], [stat_plot, stat_table]
     step_out = [step, step_text, step_plot]
@@ -279,27 +264,28 @@ def build(ctx: AppContext, shared) -> None:  # noqa: C901  (one tab, many small 
     links_in, stats_in = [*selectors, query, heads], [shared.state, kind, statistic]
     step_in = [shared.state, layer, head, n_new, step]
     shared.on_analyzed(
-        refresh_all,
+        bind(refresh_all, ctx),
         [*selectors, active, values, statistic, n_new, step],
         [kind, layer, head, *head_out, *grid_out, *links_out, *stats_out, *step_out],
     )
     # Selecting a sub-tab draws it; these are also the named API endpoints for gradio_client users.
-    head_tab.select(showing("head", draw_head), head_in, [*head_out, active], api_name="attention")
-    grid_tab.select(showing("grid", draw_grid), grid_in, [*grid_out, active], api_name="attention_grid")
-    links_tab.select(showing("links", draw_links), links_in, [*links_out, active], api_name="token_links")
-    stats_tab.select(showing("statistics", draw_statistics), stats_in, [*stats_out, active], api_name="head_statistics")
-    gen_tab.select(showing("generation", draw_step), step_in, [*step_out, active], api_name="generation_attention")
+    head_tab.select(showing("head", draw["head"]), head_in, [*head_out, active], api_name="attention")
+    grid_tab.select(showing("grid", draw["grid"]), grid_in, [*grid_out, active], api_name="attention_grid")
+    links_tab.select(showing("links", draw["links"]), links_in, [*links_out, active], api_name="token_links")
+    stats_out_active = [*stats_out, active]
+    stats_tab.select(showing("statistics", draw["statistics"]), stats_in, stats_out_active, api_name="head_statistics")
+    step_out_active = [*step_out, active]
+    gen_tab.select(showing("generation", draw["generation"]), step_in, step_out_active, api_name="generation_attention")
     always_last = {"trigger_mode": "always_last", "api_name": False}
     for control in (kind, layer, head, values):
-        control.change(on_screen("head", draw_head, 1), [active, *head_in], head_out, **always_last)
-    kind.change(on_screen("grid", draw_grid, 2), [active, *grid_in], grid_out, **always_last)
-    open_head.input(
-        open_selected, [open_head, shared.state, kind, values], [layer, head, views, active, head_plot], api_name=False
-    )
+        control.change(on_screen("head", draw["head"], 1), [active, *head_in], head_out, **always_last)
+    kind.change(on_screen("grid", draw["grid"], 2), [active, *grid_in], grid_out, **always_last)
+    opened = [layer, head, views, active, head_plot]
+    open_head.input(bind(open_selected, ctx), [open_head, shared.state, kind, values], opened, api_name=False)
     for control in (kind, layer, head, query, heads):
-        control.change(on_screen("links", draw_links, 3), [active, *links_in], links_out, **always_last)
+        control.change(on_screen("links", draw["links"], 3), [active, *links_in], links_out, **always_last)
     for control in (kind, statistic):
-        control.change(on_screen("statistics", draw_statistics, 2), [active, *stats_in], stats_out, **always_last)
-    generate.click(lambda: 1, None, step, api_name=False).then(draw_step, step_in, step_out, api_name=False)
+        control.change(on_screen("statistics", draw["statistics"], 2), [active, *stats_in], stats_out, **always_last)
+    generate.click(lambda: 1, None, step, api_name=False).then(draw["generation"], step_in, step_out, api_name=False)
     for control in (step, layer, head):
-        control.change(on_screen("generation", draw_step, 3), [active, *step_in], step_out, **always_last)
+        control.change(on_screen("generation", draw["generation"], 3), [active, *step_in], step_out, **always_last)
