@@ -11,6 +11,7 @@ import pytest
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.browser.figures import figure_report, problems
 from tests.browser.test_tab_bar import open_tab
+from tests.browser.test_tabs import analyze
 
 FAMILIES = {"decoder": "tiny-gpt2", "encoder": "tiny-bert", "encoder_decoder": "tiny-t5"}
 SIZES = {"desktop": DESKTOP, "phone": PHONE}
@@ -62,6 +63,36 @@ def check(page, model: str, size: str, view: str, artifacts, seen: dict) -> None
     first = scope.locator(".js-plotly-plot:visible").first
     first.scroll_into_view_if_needed()
     page.screenshot(path=artifacts / f"{model}-{size}-{view}.png")
+
+
+# A text whose answer an encoder reads at its mask, and the same text with two words swapped (same tokens).
+MASKED = "The tiger jumped out of a [MASK] to get a drink because it was thirsty."
+SWAPPED = {"encoder": "The drink jumped out of a [MASK] to get a tiger because it was thirsty.",
+           "other": "The tree jumped out of a tiger to get a drink because it was thirsty."}  # fmt: skip
+
+
+def check_interventions(page, family: str, model: str, size: str, artifacts, seen: dict) -> None:
+    open_tab(page, "Interventions")
+    if family == "encoder":  # its answer is its fill-in: the text needs a mask
+        analyze(page, MASKED)
+    press(page, "Ablate")
+    wait_for_title(page, model, "Answer distribution, clean vs")
+    wait_for_title(page, model, "ablated:")
+    check(page, model, size, "interventions-ablate", artifacts, seen)
+    open_subtab(page, "Head importance")
+    press(page, "Ablate every head")
+    wait_for_title(page, model, "Head importance")
+    check(page, model, size, "interventions-heads", artifacts, seen)
+    open_subtab(page, "Patching")
+    scope = page.locator("[role=tabpanel]:visible").first
+    scope.get_by_label("Corrupted text (same number of tokens as the text)").fill(SWAPPED.get(family, SWAPPED["other"]))
+    scope.get_by_role("button", name="Patch every layer and position").click()
+    wait_for_title(page, model, "Restored by patching")
+    check(page, model, size, "interventions-patching", artifacts, seen)
+    open_subtab(page, "Steering")
+    scope.get_by_role("button", name="Steer", exact=True).click()
+    wait_for_title(page, model, "plain vs steered")
+    check(page, model, size, "interventions-steering", artifacts, seen)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
@@ -130,4 +161,5 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
         wait_for_title(page, model, "of each explained token")
         check(page, model, size, "attribution-matrix", artifacts, seen)
 
+    check_interventions(page, family, model, size, artifacts, seen)
     assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
