@@ -19,7 +19,16 @@ from explorer.ui.shell import Shared
 from explorer.ui.tabs import attention, attribution, decoding, embeddings, interventions, kv_cache, lora, tokens
 from explorer.ui.validation import refuse_bad_inputs
 
-TABS = [tokens, embeddings, attention, interventions, decoding, kv_cache, lora, attribution]  # views not built yet do not appear
+TABS = [
+    tokens,
+    embeddings,
+    attention,
+    interventions,
+    decoding,
+    kv_cache,
+    lora,
+    attribution,
+]  # views not built yet do not appear
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
     "what switching heads off or patching activations changes, the next token and how decoding picks it, "
@@ -97,6 +106,17 @@ def summary(ctx: AppContext, selection: Selection) -> str:
         f"**{md_escape(lm.spec.key)}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
         f" · {counts}.{note}"
     )
+
+
+def requirement_notices(ctx: AppContext, selection: Selection | None, requirements: list) -> list:
+    """For each tab's ``shared.requires(...)`` line: shown with the first reason the current model cannot serve
+    the tab, hidden when it can (or before any analysis)."""
+    spec = ctx.model(selection).spec if selection is not None else None
+    updates = []
+    for _, capabilities in requirements:
+        reasons = [r for r in (spec.why_not(c) for c in capabilities) if r] if spec else []
+        updates.append(gr.update(value=warning(reasons[0]), visible=True) if reasons else gr.update(visible=False))
+    return updates
 
 
 def _skips(n: int):
@@ -226,6 +246,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             for tab_id, fn, inputs, outputs, _ in shared._listeners:
                 event.then(when_on_screen(fn, tab_id, len(outputs)), [visible, *inputs], outputs, api_name=False)
             event.then(lambda tab_v, selection: {tab_v: selection}, [visible, state], drawn, api_name=False)
+            if shared._requirements:
+                notices = [notice for notice, _ in shared._requirements]
+                event.then(lambda s: requirement_notices(ctx, s, shared._requirements), state, notices,
+                           api_name=False, queue=False)  # fmt: skip
 
         for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
             opened = tab.select(lambda tab_id=tab.id: tab_id, None, visible, api_name=False, queue=False)

@@ -17,6 +17,7 @@ class Shared:
     status: gr.Markdown
     _listeners: list = field(default_factory=list)
     _presets: list = field(default_factory=list)
+    _requirements: list = field(default_factory=list)
     building: str | None = None  # the id of the tab being built (set by the app around each tab's build)
 
     def on_analyzed(self, fn, inputs, outputs, api_name: str | bool = False) -> None:
@@ -29,3 +30,10 @@ class Shared:
         button = gr.Button(label, size="sm", variant="secondary")
         self._presets.append((button, text))
         return button
+
+    def requires(self, *capabilities: str) -> gr.Markdown:
+        """A line at this place of the tab, shown only while the current model cannot do what the tab needs:
+        the family adapter's sentence (``spec.why_not``), e.g. “'tiny-bert' is a BERT-style encoder: ...”."""
+        notice = gr.Markdown(visible=False, elem_classes="explorer-requires")
+        self._requirements.append((notice, tuple(capabilities)))
+        return notice

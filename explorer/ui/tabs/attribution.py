@@ -19,6 +19,7 @@ from explorer.analysis.attribution.attribute import (
     predictions_of,
 )
 from explorer.core.errors import InputError
+from explorer.core.family import LM_HEAD
 from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.plots.text import message_figure
@@ -139,6 +140,7 @@ def matrix_view(
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("Attribution", id="attribution"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
+        shared.requires(LM_HEAD)
         with gr.Row():
             method_a = gr.Dropdown(METHOD_CHOICES, value="integrated_gradients", label="Method A")
             method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Method B (side by side)")

@@ -11,6 +11,7 @@ from explorer.analysis.decoding.logit_lens import top_token_grid
 from explorer.analysis.interventions import ablation, patching, steering
 from explorer.analysis.interventions.sites import SITE_NAMES
 from explorer.core.errors import InputError
+from explorer.core.family import LM_HEAD
 from explorer.core.limits import MAX_EXPLAINED_TOKENS
 from explorer.plots.attention import attention_heatmap
 from explorer.plots.decoding import logit_lens_grid
@@ -254,6 +255,7 @@ def steer_view(ctx: AppContext, selection, positive, negative, layer, strength, 
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("Interventions", id="interventions"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
+        shared.requires(LM_HEAD)
         with gr.Row():
             answer = gr.Textbox("", label="Answer to follow (empty: the clean run's top prediction)", scale=2)
             mode = gr.Radio([(v, k) for k, v in ablation.MODES.items()], value="zero", label="Ablate by", scale=2)

@@ -18,6 +18,7 @@ from explorer.analysis.inference.kv_cache import (
     time_attention_at_length,
 )
 from explorer.core.errors import InputError
+from explorer.core.family import GENERATE
 from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
@@ -199,6 +200,7 @@ def from_model(ctx: AppContext, selection, layer_v, head_v):
 def build(ctx: AppContext, shared) -> None:
     with gr.Tab("KV cache", id="kv_cache"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
+        shared.requires(GENERATE)
         with gr.Row():
             new_tokens = gr.Slider(2, MAX_NEW_TOKENS, value=64, step=1, label="New tokens")
             repeats = gr.Slider(1, MAX_REPEATS, value=3, step=1, label="Runs each way")

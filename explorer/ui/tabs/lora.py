@@ -28,6 +28,7 @@ from explorer.analysis.lora.sessions import (
     start_training,
 )
 from explorer.core.errors import InputError
+from explorer.core.family import FINE_TUNE
 from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
 from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
@@ -304,6 +305,7 @@ def build(ctx: AppContext, shared) -> None:
     first = next(iter(datasets.values()))
     with gr.Tab("LoRA", id="lora"):
         gr.Markdown(EXPLANATION.format(trainings=ctx.settings.lora_trainings), elem_classes="explorer-explain")
+        shared.requires(FINE_TUNE)
         with gr.Row():
             data_choice = gr.Radio([*datasets, PASTED], value=first.name, label="Training data", scale=2)
             data_note = gr.Markdown(f"*{first.about}*")
