@@ -247,3 +247,15 @@ def test_steering_moves_the_output_and_zero_strength_does_not(tiny, name):
 def test_an_encoder_needs_a_mask_to_read_its_answer(tiny):
     with pytest.raises(InputError, match="mask token"):
         prompt_of(tiny["bert"], "The tiger jumped out of a tree")
+
+
+def test_the_whole_targets_log_probability_is_the_sum_over_its_tokens(tiny):
+    lm = tiny["t5"]
+    result = ablation.ablate(lm, "The tiger jumped", [ablation.Ablation("target", 0, "mlp")], target="out of a tree")
+    ids = [t.id for t in result.clean_trace.tokens["target"]]
+    with torch.no_grad():
+        logits = lm.model(input_ids=prompt_of(lm, "The tiger jumped").inputs["input_ids"],
+                          decoder_input_ids=torch.tensor([ids])).logits[0]  # fmt: skip
+    by_hand = sum(float(torch.log_softmax(logits[i], -1)[ids[i + 1]]) for i in range(len(ids) - 1))
+    assert result.target_logprobs[0] == pytest.approx(by_hand, abs=1e-4)
+    assert result.target_logprobs[1] != pytest.approx(by_hand, abs=1e-4)

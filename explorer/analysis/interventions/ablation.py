@@ -145,6 +145,7 @@ class AblationResult:
     clean_trace: Trace
     ablated_trace: Trace
     names: list[str]
+    target_logprobs: tuple[float, float] | None = None  # encoder-decoders: the whole target, clean and ablated
 
     @property
     def change(self) -> float:
@@ -185,11 +186,22 @@ def ablate(
     ablated = torch.log_softmax(torch.from_numpy(np.array(ablated_trace.logits[prompt.point])), -1)
     chosen = answer_id(lm, answer, clean)
     k = min(top_k, clean.numel())
+    whole = None
+    if lm.spec.adapter.is_encoder_decoder and len(clean_trace.tokens[stream]) > 1:
+        whole = (target_logprob(clean_trace), target_logprob(ablated_trace))
     return AblationResult(
         prompt, chosen, label(lm, chosen), _top(lm, clean, k), _top(lm, ablated, k),
         float(clean[chosen]), float(ablated[chosen]), float(kl_divergence(clean, ablated)),
-        clean_trace, ablated_trace, [a.name for a in ablations],
+        clean_trace, ablated_trace, [a.name for a in ablations], whole,
     )  # fmt: skip
+
+
+def target_logprob(trace: Trace) -> float:
+    """Log-probability of an encoder-decoder's whole target stream (each token given the ones before it)."""
+    stream = trace.adapter.logits_stream
+    ids = [t.id for t in trace.tokens[stream]]
+    logp = torch.log_softmax(torch.from_numpy(np.array(trace.logits[:-1])), -1)
+    return float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,9 @@ def ablate_view(ctx: AppContext, selection, chosen, mode, reference, answer):
         f"{md_escape(result.prompt.where)}: log-probability {result.clean_logprob:.3f} → **{result.ablated_logprob:.3f}** "
         f"(**{result.change:+.3f}**, probability ×{np.exp(result.change):.2f}) · KL(clean ‖ ablated) {result.kl:.4f} nats."
     )
+    if result.target_logprobs is not None:
+        before, after = result.target_logprobs
+        note += f" Whole target “{md_escape(result.prompt.target)}”: log-probability {before:.3f} → **{after:.3f}**."
     title = f"Answer distribution, clean vs {names} off · {about(selection)}"
     bars = distribution_pair(_top(result.clean), _top(result.ablated), title, "ablated", result.answer_label)
     return (note, bars, *_attention_pair(result, parts[0], selection), *_lens_pair(lm, result, selection))
