@@ -59,7 +59,7 @@ def test_the_head_map_and_its_ranked_heads(ctx, model):
     assert len(picked["choices"]) == lm.spec.n_layers * lm.spec.n_heads or model == "tiny-t5"
     drops = [float(label.rsplit("Δ", 1)[1]) for label, _ in picked["choices"]]
     assert drops == sorted(drops)  # largest drop first
-    assert "forward passes" in note
+    assert "ablations in 1 forward pass." in note  # every head of these small models in one batched pass
     assert tab.ablate_picked(ctx, picked["value"], []) == [picked["value"]]
 
 
@@ -106,3 +106,13 @@ def test_steering_writes_with_and_without_the_direction(ctx, model):
 def test_bad_input_gets_a_sentence(ctx, call):
     note = call(ctx)
     assert note.startswith("⚠️") and "Something went wrong" not in note and "<svg" not in note
+
+
+def test_patching_two_texts_with_the_same_answer_maps_the_raw_difference(ctx):
+    """Clean and corrupted alike: no share restored to divide by; the map shows the logit difference moved."""
+    note, figure = tab.patch_view(ctx, Selection("tiny-gpt2", IOI), IOI, "resid", None, "", "", None)
+    assert "less than 0.25 apart" in note
+    heat = figure_dict(figure)["data"][0]
+    assert heat["colorbar"]["title"]["text"] == "Δ logit diff"
+    z = np.array(heat["z"]) if not isinstance(heat["z"], dict) else None
+    assert z is None or np.allclose(np.nan_to_num(z), 0.0, atol=1e-5)  # nothing differs: patching changes nothing

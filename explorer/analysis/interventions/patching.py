@@ -26,6 +26,7 @@ from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 
 PATCH_SITES = ("resid", "attn", "mlp")
+MIN_SPAN = 0.25  # logit-difference gap below which the share restored is noise divided by noise
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,15 @@ class Patching:
     clean_diff: float
     corrupted_diff: float
     restored: np.ndarray  # (layers or heads, positions)
+    patched: np.ndarray  # the same cells' logit difference itself
     tokens: list[str]  # the corrupted text's token labels on the patched stream
     clean_tokens: list[str]
     passes: int
+
+    @property
+    def comparable(self) -> bool:
+        """Whether the two texts' logit differences are far enough apart for a share restored to mean something."""
+        return abs(self.clean_diff - self.corrupted_diff) >= MIN_SPAN
 
 
 def _diff(logits: torch.Tensor, a: int, b: int) -> torch.Tensor:
@@ -111,17 +118,13 @@ def patch_sweep(
     n_rows = sites.n_heads if per_head else len(layers)
     restored = np.full(len(todo), np.nan)
     span = clean_diff - corrupted_diff
-    if abs(span) < 1e-6:
-        raise InputError(
-            f"Both texts give the same logit difference between “{label(lm, a)}” and “{label(lm, b)}”, so there is "
-            "nothing to restore: pick a corrupted text (or answers) that changes the prediction."
-        )
+    patched_diff = np.full(len(todo), np.nan)
     passes = 0
 
     def result():
         return Patching(
             site, stream, kind, head_layer, a, b, (label(lm, a), label(lm, b)), clean_diff, corrupted_diff,
-            restored.reshape(n_rows, n_pos), [t.display for t in corrupted.tokens[stream]],
+            restored.reshape(n_rows, n_pos), patched_diff.reshape(n_rows, n_pos), [t.display for t in corrupted.tokens[stream]],
             [t.display for t in clean.tokens[stream]], passes,
         )  # fmt: skip
 
@@ -141,7 +144,8 @@ def patch_sweep(
         fan_out = (stream, head_layer if per_head else chunk[0][0])
         patched = _diff(logits_at(lm, sites, corrupted, edits, rows=len(chunk), fan_out=fan_out), a, b)
         passes += 1
-        restored[part] = ((patched - corrupted_diff) / span).numpy()
+        patched_diff[part] = patched.numpy()
+        restored[part] = ((patched - corrupted_diff) / span).numpy() if span else np.nan
         if progress:
             progress(min(1.0, part.stop / len(todo)))
     return result()

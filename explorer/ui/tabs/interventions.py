@@ -68,6 +68,10 @@ def options(ctx: AppContext, selection):
     )
 
 
+def _passes(n: int) -> str:
+    return f"{n} forward pass{'' if n == 1 else 'es'}"
+
+
 def _top(dist) -> dict[str, float]:
     return dict(zip(dist.labels, dist.probs))
 
@@ -167,9 +171,9 @@ def importance_view(
     worst = choices[0][0] if choices else ""
     note = (
         f"Answer “{md_escape(result.answer_label)}” (log-probability {result.clean_logprob:.3f}); each cell: that head "
-        f"alone switched off ({ablation.MODES[mode]}). {n_layers * n_heads} ablations in {result.passes} forward "
-        f"passes. Largest drop: **{md_escape(worst)}**. Cells say *prev* for a previous-token head and *first* for a "
-        f"head that parks on the first token.{stopped}"
+        f"alone switched off ({ablation.MODES[mode]}). {n_layers * n_heads} ablations in {_passes(result.passes)}. "
+        f"Largest drop: **{md_escape(worst)}**. Cells say *prev* for a previous-token head and *first* for a head "
+        f"that parks on the first token.{stopped}"
     )
     return note, figure, gr.update(choices=choices, value=choices[0][1] if choices else None)
 
@@ -202,17 +206,30 @@ def patch_view(
 
 def _patch_note(result: patching.Patching, stopped: str) -> str:
     a, b = (md_escape(x) for x in result.labels)
-    return (
+    head = (
         f"Logit difference “{a}” − “{b}”: clean **{result.clean_diff:.3f}**, corrupted **{result.corrupted_diff:.3f}**. "
-        f"Each cell: the corrupted run with that one activation copied from the clean run; 1 = the clean difference "
-        f"fully restored, 0 = no effect. {result.restored.size} patches in {result.passes} forward passes.{stopped}"
+        f"Each cell: the corrupted run with that one activation copied from the clean run"
     )
+    if result.comparable:
+        shown = "; 1 = the clean difference fully restored, 0 = no effect."
+    else:
+        shown = (
+            f"; the two differences are less than {patching.MIN_SPAN} apart, so the map shows the patched logit "
+            "difference minus the corrupted one, not a share restored. A corrupted text that changes the answer "
+            "(the Mary and John preset) shows more."
+        )
+    return f"{head}{shown} {result.restored.size} patches in {_passes(result.passes)}.{stopped}"
 
 
 def _patch_figure(result: patching.Patching, rows: list[str], y_title: str, title: str):
     columns = [c if c == k else f"{k}→{c}" for c, k in zip(result.tokens, result.clean_tokens)]
-    return effect_heatmap(result.restored, rows, columns, title, "restored", None, "position (corrupted token)",
-                          y_title, bound=max(1.0, float(np.nanmax(np.abs(result.restored)))))  # fmt: skip
+    if result.comparable:
+        values, name = result.restored, "restored"
+        bound = max(1.0, float(np.nanmax(np.abs(values))))
+    else:
+        values, name, bound = result.patched - result.corrupted_diff, "Δ logit diff", None
+    return effect_heatmap(values, rows, columns, title, name, None, "position (clean→corrupted token)", y_title,
+                          bound=bound)  # fmt: skip
 
 
 @guarded(lambda msg: (warning(msg), message_figure(msg)))
