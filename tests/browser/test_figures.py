@@ -91,7 +91,7 @@ def check_interventions(page, family: str, model: str, size: str, artifacts, see
     check(page, model, size, "interventions-patching", artifacts, seen)
     open_subtab(page, "Steering")
     scope.get_by_role("button", name="Steer", exact=True).click()
-    wait_for_title(page, model, "plain vs steered")
+    wait_for_title(page, model, "Answer distribution", "×")
     check(page, model, size, "interventions-steering", artifacts, seen)
 
 

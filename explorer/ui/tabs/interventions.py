@@ -325,7 +325,7 @@ def build(ctx: AppContext, shared) -> None:
                 with gr.Row():
                     steer_layer = gr.Slider(0, 1, value=1, step=1, label="After layer")
                     strength = gr.Slider(
-                        -steering.MAX_STRENGTH, steering.MAX_STRENGTH, value=8, step=0.5, label="Strength"
+                        -steering.MAX_STRENGTH, steering.MAX_STRENGTH, value=3, step=0.5, label="Strength"
                     )
                     new_tokens = gr.Slider(1, MAX_EXPLAINED_TOKENS, value=12, step=1, label="Tokens to write")
                     run_steer = gr.Button("Steer", variant="primary")
