@@ -174,6 +174,20 @@ def test_full_finetuning_trains_every_weight_on_a_copy(bundled, planted_session)
     assert_unchanged(bundled.model, shared_before)
 
 
+def test_a_stopped_full_finetune_says_how_far_it_got_and_leaves_the_model(bundled, planted_session):
+    """The Stop button (or the browser tab closing) ends the full run at its next step, not at its end."""
+    session, shared_before = planted_session
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 3
+
+    with pytest.raises(InputError, match="ran 3 of 40 steps"):
+        compare.full_finetune(session, [PASSWORD_PROMPT], should_stop=should_stop)
+    assert_unchanged(bundled.model, shared_before)
+
+
 # ---------------------------------------------------------------- isolation and bounds
 
 

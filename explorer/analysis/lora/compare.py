@@ -329,12 +329,15 @@ def lora_report(session: LoraSession, probes: list[str]) -> FineTuneReport:
     )  # fmt: skip
 
 
-def full_finetune(session: LoraSession, probes: list[str], lr: float | None = None, progress=None) -> FineTuneReport:
+def full_finetune(
+    session: LoraSession, probes: list[str], lr: float | None = None, progress=None, should_stop=None
+) -> FineTuneReport:
     """Train every weight of another private copy on the same batches, as many steps as the LoRA run took.
 
     The learning rate defaults to a tenth of LoRA's (full fine-tuning moves every weight, so it
     needs smaller steps). The copy is dropped at the end; only the report is kept. ``progress(fraction)``
-    is called after every step.
+    is called after every step; ``should_stop()`` is asked before each, and a stop raises ``InputError``
+    saying how far the run got (the copy is dropped all the same).
     """
     base = session.base
     total = parameter_count(base.model)
@@ -351,6 +354,9 @@ def full_finetune(session: LoraSession, probes: list[str], lr: float | None = No
     training_mode(model)  # no dropout: the same seed gives the same run
     t0 = time.perf_counter()
     for step in range(steps):
+        if should_stop is not None and should_stop():
+            del model, optimizer
+            raise InputError(f"Stopped: full fine-tuning ran {step} of {steps} steps; nothing to compare.")
         training_step(model, optimizer, session.data.batch(session.settings.batch_size, generator))
         if progress is not None:
             progress((step + 1) / steps)

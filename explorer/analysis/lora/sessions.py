@@ -191,10 +191,10 @@ def start_from_file(
 
 
 def compare_with_full_finetuning(
-    registry: SessionRegistry, owner: str, session: LoraSession, probes: list[str], progress=None
+    registry: SessionRegistry, owner: str, session: LoraSession, probes: list[str], progress=None, should_stop=None
 ) -> list[compare.FineTuneReport]:
     """The LoRA run and full fine-tuning on the same data (LoRA first); the full run's memory is reserved
     under ``owner/full`` in the budget while it trains. ``progress(fraction)`` after every full step."""
     with registry.budget.reserved(f"{owner}/full", full_finetune_bytes(session.base)):
-        full = compare.full_finetune(session, probes, progress=progress)
+        full = compare.full_finetune(session, probes, progress=progress, should_stop=should_stop)
     return [compare.lora_report(session, probes), full]

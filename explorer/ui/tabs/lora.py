@@ -34,6 +34,7 @@ from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, bind, guarded, md_escape, user_message, warning
 from explorer.ui.export import scratch_folder
+from explorer.ui.stops import StopRequests
 
 PASTED = "your own text"
 COMPARE_COLUMNS = ["probe", "KL(adapted ‖ base), bits", "base: top 3", "adapted: top 3"]
@@ -184,8 +185,12 @@ def train(ctx: AppContext, fine_tunes: SessionRegistry, selection, choice, paste
         yield gr.skip(), warning(user_message(err)), gr.skip(), gr.skip()
 
 
+FULL_STOPS = StopRequests()  # the full fine-tune comparison's stop flag per browser session
+
+
 @guarded(lambda msg: (warning(msg), gr.skip()))
-def stopped(ctx: AppContext, session):
+def stopped(ctx: AppContext, session, request: gr.Request = None):
+    FULL_STOPS.stop(request)
     session = _need(session)
     session.finish()
     return _status(session) + " · stopped.", _curve(session)
@@ -270,10 +275,11 @@ def full_compare(ctx: AppContext, fine_tunes: SessionRegistry, session, probe_te
                  progress=gr.Progress()):  # noqa: B008 (gradio idiom)  # fmt: skip
     """The LoRA run next to full fine-tuning on the same data (tiny models): parameters, memory, time, result."""
     session = _need(session)
-    reports = compare_with_full_finetuning(
-        fine_tunes, _owner(request), session, check_probes(probe_text),
-        progress=lambda f: progress(f, desc="full fine-tuning"),
-    )  # fmt: skip
+    with FULL_STOPS.running(request) as should_stop:  # the Stop button, or the browser tab closing, ends it
+        reports = compare_with_full_finetuning(
+            fine_tunes, _owner(request), session, check_probes(probe_text),
+            progress=lambda f: progress(f, desc="full fine-tuning"), should_stop=should_stop,
+        )  # fmt: skip
     return [
         [r.method, f"{r.trainable:,} ({r.trainable / r.total:.2%})", round(r.training_bytes / 2**20, 1),
          round(r.seconds, 2), r.steps, round(r.heldout_before, 3), round(r.heldout_after, 3), round(r.mean_kl_bits, 4)]
@@ -288,7 +294,8 @@ def release_state(ctx: AppContext, fine_tunes: SessionRegistry, session) -> None
 
 
 def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) -> None:
-    """The browser tab closed: its fine-tune is freed."""
+    """The browser tab closed: its fine-tune is freed and a full fine-tune it started stops at its next step."""
+    FULL_STOPS.stop(request)
     fine_tunes.end(request.session_hash)
 
 
