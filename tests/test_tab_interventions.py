@@ -86,7 +86,7 @@ def test_steering_writes_with_and_without_the_direction(ctx, model):
     note, figure = tab.steer_view(ctx, selection, "love, joy", "hate, grief", 1, 20, 6)
     assert "Direction: mean of 2 minus mean of 2 after layer 1" in note
     assert ("**with**" in note) == (model != "tiny-bert")
-    assert [t["name"] for t in figure_dict(figure)["data"]] == ["clean", "steered"]
+    assert [t["name"] for t in figure_dict(figure)["data"]] == ["plain", "steered"]
 
 
 @pytest.mark.parametrize(

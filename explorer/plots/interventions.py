@@ -12,7 +12,7 @@ CLEAN_COLOR, CHANGED_COLOR = "#4393c3", "#d6604d"
 
 def distribution_pair(
     clean: dict[str, float], changed: dict[str, float], title: str = "", changed_name: str = "ablated",
-    answer: str | None = None,
+    answer: str | None = None, clean_name: str = "clean",
 ) -> go.Figure:  # fmt: skip
     """Grouped bars: each token's probability in the clean run and in the changed run (the union of both
     top lists, ordered by the clean probability); the chosen answer's label is marked with a ★."""
@@ -20,7 +20,7 @@ def distribution_pair(
     labels.sort(key=lambda t: -clean.get(t, 0.0))
     shown = [f"★ {t}" if t == answer else t for t in labels]
     fig = go.Figure()
-    for name, probs, color in (("clean", clean, CLEAN_COLOR), (changed_name, changed, CHANGED_COLOR)):
+    for name, probs, color in ((clean_name, clean, CLEAN_COLOR), (changed_name, changed, CHANGED_COLOR)):
         fig.add_bar(
             y=plot_texts(shown), x=[probs.get(t, 0.0) for t in labels], name=name, orientation="h",
             marker_color=color, hovertemplate="%{y}: %{x:.3f}<extra>" + name + "</extra>",
