@@ -65,6 +65,6 @@ def effect_heatmap(
                "tickangle": -60 if n_cols > 12 else 0, "tickfont": tick_font, "automargin": True, "showgrid": False},
         yaxis={"title": y_title, "tickvals": list(range(n_rows)), "ticktext": tick_texts(row_labels),
                "autorange": "reversed", "tickfont": tick_font, "automargin": True, "showgrid": False},
-        margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=max(340, min(900, 200 + 30 * n_rows)),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=max(460, min(900, 220 + 36 * n_rows)),
     )  # fmt: skip
     return fit_title(fig, COLORBAR_ROOM)

@@ -67,7 +67,7 @@ def check(page, model: str, size: str, view: str, artifacts, seen: dict) -> None
 
 # A text whose answer an encoder reads at its mask, and the same text with two words swapped (same tokens).
 MASKED = "The tiger jumped out of a [MASK] to get a drink because it was thirsty."
-SWAPPED = {"encoder": "The drink jumped out of a [MASK] to get a tiger because it was thirsty.",
+SWAPPED = {"encoder": "The tiger jumped out of a [MASK] to get a thirsty because it was drink.",  # mask stays put
            "other": "The tree jumped out of a tiger to get a drink because it was thirsty."}  # fmt: skip
 
 
