@@ -187,7 +187,7 @@ def ablate(
     chosen = answer_id(lm, answer, clean)
     k = min(top_k, clean.numel())
     whole = None
-    if lm.spec.adapter.is_encoder_decoder and len(clean_trace.tokens[stream]) > 1:
+    if lm.spec.adapter.is_encoder_decoder and len(clean_trace.tokens[stream]) > 2:  # more than start + one token
         whole = (target_logprob(clean_trace), target_logprob(ablated_trace))
     return AblationResult(
         prompt, chosen, label(lm, chosen), _top(lm, clean, k), _top(lm, ablated, k),

@@ -5,9 +5,10 @@ family              the answer is read at                 default answer
 ==================  ===================================  ==========================================
 decoder             the last token (the next token)       the clean run's most probable next token
 encoder             the first mask token                  the clean run's fill-in there
-encoder-decoder     the target's last token (what comes   the clean run's most probable next token;
-                    next); the target defaults to the     the target starts with ``<extra_id_0>``
-                    first sentinel when the text has one  when the text has sentinels
+encoder-decoder     the target's last token (what comes   the clean run's most probable next token
+                    next); the target defaults to the
+                    first sentinel when the text has one,
+                    or when the model opens with one
 ==================  ===================================  ==========================================
 """
 
@@ -58,7 +59,7 @@ def prompt_of(lm: LoadedModel, text: str, target: str | None = None) -> Prompt:
     inputs = {"input_ids": torch.tensor([ids], device=lm.device)}
     if adapter.is_encoder_decoder:
         if target is None or not target.strip():
-            target = SENTINEL if SENTINEL in text else ""
+            target = SENTINEL if SENTINEL in text else _special_start(lm, ids)
         target = check_text(target, "target text", allow_empty=True)
         dec = [lm.model.config.decoder_start_token_id, *tok(text_target=target, add_special_tokens=False)["input_ids"]]
         dec = dec[:MAX_TOKENS]
@@ -76,6 +77,17 @@ def prompt_of(lm: LoadedModel, text: str, target: str | None = None) -> Prompt:
         point = ids.index(mask)
         return Prompt(text, None, inputs, rows, point, f"the fill-in at {tok.mask_token} (token {point})")
     return Prompt(text, None, inputs, rows, len(ids) - 1, "the next token")
+
+
+@torch.no_grad()
+def _special_start(lm: LoadedModel, ids: list[int]) -> str:
+    """The model's first output token when it is a special one (a T5 sentinel: span-corruption models open with
+    ``<extra_id_0>``), so that the answer followed is the first real word; else no target."""
+    start = lm.model.config.decoder_start_token_id
+    x, y = torch.tensor([ids], device=lm.device), torch.tensor([[start]], device=lm.device)
+    first = int(lm.model(input_ids=x, decoder_input_ids=y).logits[0, -1].argmax())
+    special = set(lm.tokenizer.all_special_ids) - {lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id}
+    return lm.tokenizer.convert_ids_to_tokens(first) if first in special else ""
 
 
 @torch.no_grad()
