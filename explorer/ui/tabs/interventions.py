@@ -269,7 +269,9 @@ def steer_view(ctx: AppContext, selection, positive, negative, layer, strength, 
         f"{d.residual_norm:.2f} there), added × {result.strength:+g} at every position.{written}"
     )
     title = f"Answer distribution, plain vs steered (×{result.strength:+g}) · {about(selection)}"
-    return note, distribution_pair(dict(result.plain_top), dict(result.steered_top), title, "steered", clean_name="plain")
+    return note, distribution_pair(
+        dict(result.plain_top), dict(result.steered_top), title, "steered", clean_name="plain"
+    )
 
 
 def build(ctx: AppContext, shared) -> None:
