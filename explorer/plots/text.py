@@ -42,9 +42,10 @@ def tick_texts(labels) -> list[str]:
 
 def colorbar_above(title: str) -> dict:
     """A thin horizontal colour bar above the plot, so a narrow screen keeps its width for the cells
-    (pair with ``fit_title(fig, COLORBAR_ROOM)``)."""
+    (pair with ``fit_title(fig, COLORBAR_ROOM)``). Plotly draws a horizontal bar's title inside its length,
+    so the length grows with the title: the bar itself keeps about 140 px for its ticks."""
     return {"orientation": "h", "x": 0, "xanchor": "left", "y": 1, "yanchor": "bottom", "yref": "paper",
-            "lenmode": "pixels", "len": 140, "thickness": 10, "ypad": 4, "nticks": 4, "tickangle": 0,
+            "lenmode": "pixels", "len": 140 + 8 * len(str(title)), "thickness": 10, "ypad": 4, "nticks": 4, "tickangle": 0,
             "title": {"text": plot_text(title), "side": "right"}}  # fmt: skip
 
 

@@ -87,7 +87,7 @@ def check_interventions(page, family: str, model: str, size: str, artifacts, see
     scope = page.locator("[role=tabpanel]:visible").first
     scope.get_by_label("Corrupted text (same number of tokens as the text)").fill(SWAPPED.get(family, SWAPPED["other"]))
     scope.get_by_role("button", name="Patch every layer and position").click()
-    wait_for_title(page, model, "Restored by patching")
+    wait_for_title(page, model, "Patching the")
     check(page, model, size, "interventions-patching", artifacts, seen)
     open_subtab(page, "Steering")
     scope.get_by_role("button", name="Steer", exact=True).click()

@@ -200,7 +200,7 @@ def patch_view(
             result, stopped = stop.partial, " Stopped: the map shows what was measured so far."
     rows = [f"L{i}" for i in range(result.restored.shape[0])]
     where = STREAM_NAMES.get(result.stream, result.stream)
-    title = f"Restored by patching the {SITE_NAMES[result.site]} ({where}) · {about(selection)}"
+    title = f"Patching the {SITE_NAMES[result.site]} ({where}) · {about(selection)}"
     return _patch_note(result, stopped), _patch_figure(result, rows, "layer", title)
 
 
@@ -249,7 +249,7 @@ def patch_heads_view(
         except ablation.Stopped as stop:
             result, stopped = stop.partial, " Stopped: the map shows what was measured so far."
     rows = [f"H{h}" for h in range(result.restored.shape[0])]
-    title = f"Restored by patching each head's output, {result.kind} layer {result.layer} · {about(selection)}"
+    title = f"Patching each head's output, {result.kind} layer {result.layer} · {about(selection)}"
     return _patch_note(result, stopped), _patch_figure(result, rows, "head", title)
 
 
