@@ -34,7 +34,7 @@ MAX_DOCUMENT_CHARS = 200_000  # characters of one pasted or uploaded document
 MAX_UPLOAD_BYTES = 1 * 2**20
 MAX_CHUNKS = 5_000  # chunks of one document set (each is embedded by the model when the index is built)
 UNITS = ("words", "tokens")
-MIN_SIZE, MAX_SIZE = 4, 256
+MIN_SIZE, MAX_SIZE = 2, 256
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 An index holds, for every chunk, its embedding (``embedding.embed_texts``: mean-pooled hidden
 states) as unit rows, and a BM25 index of its words (``bm25s``: lower-cased words of two or more
-letters, English stop-words left out, no stemming; Lucene's BM25 with k1 = 1.5, b = 0.75).
+letters, scikit-learn's English stop-words left out, no stemming; Lucene's BM25 with k1 = 1.5, b = 0.75).
 Search over it is exact (``search``): no approximate index is needed at these sizes
 (``bench/retrieval.py`` measures where one would be).
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import bm25s
 import numpy as np
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from explorer.analysis.retrieval.documents import (
     DEFAULT_CHUNKING,
@@ -33,7 +34,7 @@ from explorer.core.cache import BoundedCache
 from explorer.core.loading import LoadedModel
 
 BM25_SETTINGS = {"k1": 1.5, "b": 0.75, "method": "lucene"}
-STOPWORDS = "en"  # bm25s's English list
+STOPWORDS = sorted(ENGLISH_STOP_WORDS)  # scikit-learn's 318 English stop-words (bm25s's own list has 33)
 CACHE_BYTES = 256 * 2**20
 
 
