@@ -45,6 +45,7 @@ bench: install
 	$(PY) bench/lora.py
 	$(PY) bench/attribution.py
 	$(PY) bench/interventions.py
+	$(PY) bench/retrieval.py
 	$(PY) bench/page_load.py
 
 # 30 simulated users against the app on loopback: latency per endpoint, errors, peak memory.
