@@ -16,7 +16,16 @@ from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
-from explorer.ui.tabs import attention, attribution, decoding, embeddings, interventions, kv_cache, lora, tokens
+from explorer.ui.tabs import (
+    attention,
+    attribution,
+    decoding,
+    embeddings,
+    interventions,
+    kv_cache,
+    lora,
+    tokens,
+)
 from explorer.ui.validation import refuse_bad_inputs
 
 TABS = [
@@ -32,7 +41,7 @@ TABS = [
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
     "what switching heads off or patching activations changes, the next token and how decoding picks it, "
-    "the KV cache, a LoRA fine-tune and attribution. "
+    "the KV cache, a LoRA fine-tune, attribution, and retrieval-augmented answers. "
     "Bundled models work offline; hub ids (e.g. `gpt2`, `bert-base-uncased`, `t5-small`) load where a network exists."
 )
 CSS = """

@@ -95,6 +95,18 @@ def check_interventions(page, family: str, model: str, size: str, artifacts, see
     check(page, model, size, "interventions-steering", artifacts, seen)
 
 
+def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: dict) -> None:
+    open_tab(page, "Retrieval")
+    scope = page.locator("[role=tabpanel]:visible").first
+    scope.get_by_role("button", name="Search", exact=True).click()
+    wait_for_title(page, model, "Fused ranking")
+    check(page, model, size, "retrieval-search", artifacts, seen)
+    if family != "encoder":
+        scope.get_by_role("button", name="Answer with and without the passages").click()
+        wait_for_title(page, model, "Where the written tokens look")
+        check(page, model, size, "retrieval-answer", artifacts, seen)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
 @pytest.mark.parametrize("family", FAMILIES, ids=list(FAMILIES))
 def test_every_figure_is_readable(open_page, artifacts, family, size):
@@ -162,4 +174,5 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
         check(page, model, size, "attribution-matrix", artifacts, seen)
 
     check_interventions(page, family, model, size, artifacts, seen)
+    check_retrieval(page, family, model, size, artifacts, seen)
     assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
