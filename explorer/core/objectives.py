@@ -1,9 +1,15 @@
-"""Batches for the three training objectives: causal LM, masked LM and T5 span corruption."""
+"""The three pre-training objectives: batches for causal LM, masked LM and T5 span corruption, and their loss.
+
+Shared by the bundled models' recipe (``explorer.training.recipes``) and the live trainer of the
+Training view (``explorer.analysis.pretraining``), so both train on exactly the same objectives.
+Every batch maker draws from a ``numpy.random.Generator``: the same seed gives the same batches.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import BertForMaskedLM, RobertaPreLayerNormForMaskedLM
 
 
 def token_stream(tokenizer, docs: list[str], separator_id: int) -> np.ndarray:
@@ -107,3 +113,15 @@ def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, to
         mask[i, : len(s) + 1] = 1
         labels[i, : len(t) + 1] = torch.tensor(t + [eos])
     return {"input_ids": src, "attention_mask": mask, "labels": labels}
+
+
+def objective_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss, except for masked LM: there the vocabulary projection runs only at
+    the masked positions, which makes a step of a small BERT about a third cheaper."""
+    if isinstance(model, BertForMaskedLM | RobertaPreLayerNormForMaskedLM):
+        hidden = model.base_model(input_ids=batch["input_ids"]).last_hidden_state  # (B, T, d)
+        picked = batch["labels"] != -100  # (B, T)
+        head = model.cls if isinstance(model, BertForMaskedLM) else model.lm_head
+        logits = head(hidden[picked])  # (n_masked, vocab)
+        return torch.nn.functional.cross_entropy(logits, batch["labels"][picked])
+    return model(**batch).loss
