@@ -100,9 +100,16 @@ def _random_partition(total: int, parts: int, rng: np.random.Generator) -> list[
 
 
 def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
+    """``batch`` random windows of ``length - 1`` tokens, span-corrupted (``span_corrupt_windows``)."""
+    return span_corrupt_windows(random_windows(stream, batch, length - 1, rng), rng, tokenizer)
+
+
+def span_corrupt_windows(windows: np.ndarray, rng, tokenizer) -> dict[str, torch.Tensor]:
+    """Each window (B, T) span-corrupted and ended by </s>, padded into one encoder-decoder batch."""
     sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    pairs = [span_corrupt(w, sentinels, rng) for w in random_windows(stream, batch, length - 1, rng)]
+    pairs = [span_corrupt(w, sentinels, rng) for w in windows]
+    batch = len(pairs)
     src_len = max(len(s) for s, _ in pairs) + 1
     tgt_len = max(len(t) for _, t in pairs) + 1
     src = torch.full((batch, src_len), pad)
