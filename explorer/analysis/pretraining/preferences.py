@@ -138,6 +138,17 @@ class NextTokenShift:
     rude_before: float
     rude_after: float
 
+    @property
+    def polite_share(self) -> tuple[float, float]:
+        """Polite words' share of the polite and rude words' mass, (before, after): the planted preference.
+
+        DPO can lower both answers' likelihood while it widens their gap, so the share shows the preference
+        more plainly than either mass."""
+        return (
+            self.polite_before / max(self.polite_before + self.rude_before, 1e-30),
+            self.polite_after / max(self.polite_after + self.rude_after, 1e-30),
+        )
+
 
 @dataclass
 class PreferenceRecord:
