@@ -63,3 +63,8 @@ def test_the_bundled_study_has_several_sizes_and_budgets_and_fits():
         assert fit.alpha > 0  # more of anything lowers the held-out loss
     with pytest.raises(InputError):
         study.axis("epochs")
+
+
+def test_three_points_give_no_uncertainty_rather_than_a_false_zero():
+    fit = power_law_fit([1e3, 1e4, 1e5], [5.0, 4.0, 3.5], n_boot=30)
+    assert np.isnan(fit.alpha_sd) and np.isnan(fit.alpha_interval[0])

@@ -7,7 +7,8 @@ Two fits of a loss L against a scale x (parameters N, tokens D or compute C = 6�
 - ``power_law_fit``: L = a · x^(−α) + c with an irreducible floor c ≥ 0. For each c on a grid below the
   smallest loss, (a, α) is the log-log line through L − c; the c with the least squared error in L wins,
   refined once on a finer grid. The uncertainty is a bootstrap: the fit repeated on points resampled
-  with replacement (a fixed seed), its spread reported as a standard deviation and a 95% interval.
+  with replacement (a fixed seed), its spread reported as a standard deviation and a 95% interval
+  (NaN with fewer than four points: three parameters pass through three points exactly).
 
 ``bundled_study()`` reads the committed study (``assets/scaling/``, made by
 ``python -m explorer.training.scaling``); ``frontier`` picks the points a fit runs through.
@@ -114,6 +115,8 @@ def power_law_fit(x, y, n_boot: int = 200, seed: int = 0) -> PowerLawFit:
         alphas.append(boot_alpha)
         floors.append(boot_c)
     alphas, floors = np.array(alphas), np.array(floors)
+    if len(x) < 4 or len(alphas) < 10:  # three parameters through three points: no spread to measure
+        alphas = floors = np.full(2, np.nan)
     return PowerLawFit(
         a, alpha, c, float(alphas.std()), float(floors.std()),
         tuple(float(v) for v in np.percentile(alphas, [2.5, 97.5])),
