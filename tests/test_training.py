@@ -4,7 +4,7 @@ documents, deduplication and the held-out split (tiny random-weight models, real
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from explorer.core import tokenizer_training
+from explorer.core import objectives, tokenizer_training
 from explorer.training import corpus, recipes, warm_start
 from tests.tiny_models import TEXT
 
@@ -54,11 +54,11 @@ def test_warm_start_model_predicts_like_the_old_one_on_text_both_cut_alike():
 def test_time_budget_stops_training_and_decays_the_learning_rate():
     tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
     model = tiny_gpt2(tok)
-    stream = recipes.data.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
+    stream = objectives.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
     recipe = recipes.Recipe("decoder", "byte-level BPE", batch=2, seq_len=16, warmup=2)
     lines = []
     losses = recipes.train(
-        model, lambda rng: recipes.data.causal_lm_batch(stream, 2, 16, rng), 100_000, recipe, lines.append, seconds=1.0
+        model, lambda rng: objectives.causal_lm_batch(stream, 2, 16, rng), 100_000, recipe, lines.append, seconds=1.0
     )
     assert 0 < len(losses) < 100_000
     assert any(line.startswith("time budget of 1 s spent after") for line in lines)

@@ -14,10 +14,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from explorer.core.objectives import token_stream  # noqa: E402
 from explorer.core.tokenizer_training import tokens_per_word  # noqa: E402
 from explorer.training import card, recipes, warm_start  # noqa: E402
 from explorer.training.corpus import MODERN_SAMPLE, build_corpus  # noqa: E402
-from explorer.training.data import token_stream  # noqa: E402
 
 MAX_WEIGHT_BYTES = 24 * 2**20
 

@@ -13,10 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
+from explorer.core.objectives import token_stream
 from explorer.core.tokenizer_training import tokens_per_word
 from explorer.training import recipes
 from explorer.training.corpus import _held_out, build_corpus, king_james_bible, modern_sample, old_held_out, shakespeare
-from explorer.training.data import token_stream
 
 
 def measure(family: str, folder: Path, trained_on: str = "new") -> dict:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from transformers import (
     AutoModelForMaskedLM,
-    BertForMaskedLM,
     GPT2Config,
     GPT2LMHeadModel,
     RobertaPreLayerNormConfig,
@@ -26,8 +25,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from explorer.core import tokenizer_training
-from explorer.training import data
+from explorer.core import objectives, tokenizer_training
 from explorer.training.corpus import Corpus
 
 VOCAB_SIZE = 8192
@@ -140,28 +138,16 @@ def load_trained(family: str, folder: Path):
 
 def batch_maker(family: str, tokenizer, stream: np.ndarray, recipe: Recipe):
     if family == "decoder":
-        return partial(data.causal_lm_batch, stream, recipe.batch, recipe.seq_len)
+        return partial(objectives.causal_lm_batch, stream, recipe.batch, recipe.seq_len)
     if family == "encoder":
         return partial(
-            data.masked_lm_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer, rate=recipe.mask_rate
+            objectives.masked_lm_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer, rate=recipe.mask_rate
         )
-    return partial(data.span_corruption_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer)
+    return partial(objectives.span_corruption_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer)
 
 
 def separator_id(family: str, tokenizer) -> int:
     return tokenizer.sep_token_id if family == "encoder" else tokenizer.eos_token_id
-
-
-def training_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's own loss, except for masked LM: there the vocabulary projection runs only at
-    the ~15% masked positions, which makes a step of the small BERT about a third cheaper."""
-    if isinstance(model, BertForMaskedLM | RobertaPreLayerNormForMaskedLM):
-        hidden = model.base_model(input_ids=batch["input_ids"]).last_hidden_state  # (B, T, d)
-        picked = batch["labels"] != -100  # (B, T)
-        head = model.cls if isinstance(model, BertForMaskedLM) else model.lm_head
-        logits = head(hidden[picked])  # (n_masked, vocab)
-        return torch.nn.functional.cross_entropy(logits, batch["labels"][picked])
-    return model(**batch).loss
 
 
 def lr_at(step: int, steps: int, recipe: Recipe, time_progress: float = 0.0) -> float:
@@ -203,7 +189,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, recipe, time_progress)
         batch = {k: v.to(device) for k, v in next_batch(rng).items()}
-        loss = training_loss(model, batch)
+        loss = objectives.objective_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -221,7 +207,7 @@ def train(
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, docs: list[str], seq_len: int = 256) -> dict[str, float]:
     """Held-out cross-entropy of a causal LM, per token and per UTF-8 byte of the text."""
-    stream = data.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
     n_bytes = sum(len(d.encode("utf-8")) + 1 for d in docs)  # +1: the separator stands for "\n"
     total_nll, n_tokens = 0.0, 0
     for start in range(0, len(stream) - 1, seq_len):
@@ -245,7 +231,7 @@ def fill_mask_accuracy(
     """Top-1 / top-5 accuracy on 15% of held-out tokens, each replaced by [MASK]; ``passes`` > 1
     masks the same text again with other random choices (for a short text)."""
     rng = np.random.default_rng(seed)
-    stream = data.token_stream(tokenizer, docs, tokenizer.sep_token_id)
+    stream = objectives.token_stream(tokenizer, docs, tokenizer.sep_token_id)
     hits1 = hits5 = total = 0
     for _ in range(passes):
         for start in range(0, max(1, len(stream) - seq_len), seq_len - 2):
@@ -270,7 +256,7 @@ def unigram_log_probs(tokenizer, train_stream, seq_len: int = SEQ_LEN, seed: int
     counts = np.ones(len(tokenizer))  # add-one smoothing
     base_rng = np.random.default_rng(seed + 1)
     for _ in range(200):
-        batch = data.span_corruption_batch(train_stream, 16, seq_len, base_rng, tokenizer)
+        batch = objectives.span_corruption_batch(train_stream, 16, seq_len, base_rng, tokenizer)
         labels = batch["labels"][batch["labels"] != -100].numpy()
         np.add.at(counts, labels, 1)
     return np.log(counts / counts.sum())
@@ -290,14 +276,14 @@ def span_infill_loss(
     rng = np.random.default_rng(seed)
     if unigram_logp is None:
         unigram_logp = unigram_log_probs(tokenizer, train_stream, seq_len, seed)
-    stream = data.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
     nll = base_nll = 0.0
     n = 0
     for _ in range(passes):
         for start in range(0, max(1, len(stream) - seq_len), seq_len):
             windows = stream[start : start + seq_len][None]
             # A stream exactly one window long: the window drawn is always this one.
-            batch = data.span_corruption_batch(windows[0], 1, min(seq_len, len(windows[0])), rng, tokenizer)
+            batch = objectives.span_corruption_batch(windows[0], 1, min(seq_len, len(windows[0])), rng, tokenizer)
             out = model(**{k: v.to(model.device) for k, v in batch.items()})
             labels = batch["labels"][0]
             k = int((labels != -100).sum())

@@ -1,9 +1,15 @@
-"""Batches for the three training objectives: causal LM, masked LM and T5 span corruption."""
+"""The three pre-training objectives: batches for causal LM, masked LM and T5 span corruption, and their loss.
+
+Shared by the bundled models' recipe (``explorer.training.recipes``) and the live trainer of the
+Training view (``explorer.analysis.pretraining``), so both train on exactly the same objectives.
+Every batch maker draws from a ``numpy.random.Generator``: the same seed gives the same batches.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import BertForMaskedLM, RobertaPreLayerNormForMaskedLM
 
 
 def token_stream(tokenizer, docs: list[str], separator_id: int) -> np.ndarray:
@@ -94,9 +100,16 @@ def _random_partition(total: int, parts: int, rng: np.random.Generator) -> list[
 
 
 def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
+    """``batch`` random windows of ``length - 1`` tokens, span-corrupted (``span_corrupt_windows``)."""
+    return span_corrupt_windows(random_windows(stream, batch, length - 1, rng), rng, tokenizer)
+
+
+def span_corrupt_windows(windows: np.ndarray, rng, tokenizer) -> dict[str, torch.Tensor]:
+    """Each window (B, T) span-corrupted and ended by </s>, padded into one encoder-decoder batch."""
     sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    pairs = [span_corrupt(w, sentinels, rng) for w in random_windows(stream, batch, length - 1, rng)]
+    pairs = [span_corrupt(w, sentinels, rng) for w in windows]
+    batch = len(pairs)
     src_len = max(len(s) for s, _ in pairs) + 1
     tgt_len = max(len(t) for _, t in pairs) + 1
     src = torch.full((batch, src_len), pad)
@@ -107,3 +120,15 @@ def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, to
         mask[i, : len(s) + 1] = 1
         labels[i, : len(t) + 1] = torch.tensor(t + [eos])
     return {"input_ids": src, "attention_mask": mask, "labels": labels}
+
+
+def objective_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss, except for masked LM: there the vocabulary projection runs only at
+    the masked positions, which makes a step of a small BERT about a third cheaper."""
+    if isinstance(model, BertForMaskedLM | RobertaPreLayerNormForMaskedLM):
+        hidden = model.base_model(input_ids=batch["input_ids"]).last_hidden_state  # (B, T, d)
+        picked = batch["labels"] != -100  # (B, T)
+        head = model.cls if isinstance(model, BertForMaskedLM) else model.lm_head
+        logits = head(hidden[picked])  # (n_masked, vocab)
+        return torch.nn.functional.cross_entropy(logits, batch["labels"][picked])
+    return model(**batch).loss
