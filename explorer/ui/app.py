@@ -24,20 +24,12 @@ from explorer.ui.tabs import (
     interventions,
     kv_cache,
     lora,
+    retrieval,
     tokens,
 )
 from explorer.ui.validation import refuse_bad_inputs
 
-TABS = [
-    tokens,
-    embeddings,
-    attention,
-    interventions,
-    decoding,
-    kv_cache,
-    lora,
-    attribution,
-]  # views not built yet do not appear
+TABS = [tokens, embeddings, attention, interventions, decoding, kv_cache, lora, attribution, retrieval]
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
     "what switching heads off or patching activations changes, the next token and how decoding picks it, "
