@@ -182,3 +182,11 @@ def test_tabs_are_thin():
                 assert length <= 120, f"{path.name}: build() is {length} lines"
                 nested = [n.name for n in ast.walk(node) if isinstance(n, ast.FunctionDef) and n is not node]
                 assert len(nested) <= 2, f"{path.name}: build() defines handlers inside it: {nested}"
+
+
+def test_every_tab_module_is_in_the_app():
+    """A tab written but left out of ``TABS`` never reaches a user (the Retrieval tab once was)."""
+    from explorer.ui.app import TABS
+
+    written = {p.stem for p in ROOT.joinpath("explorer", "ui", "tabs").glob("*.py") if p.stem != "__init__"}
+    assert {m.__name__.rsplit(".", 1)[-1] for m in TABS} == written
