@@ -19,7 +19,7 @@ from explorer.plots.retrieval import (
     share_lines,
 )
 from explorer.plots.text import message_figure, shorten
-from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, bind, guarded, md_escape, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Retrieval-augmented generation**: embed every passage and the question, find the nearest \
@@ -89,17 +89,18 @@ def search_view(
          h.chunk.document, h.chunk.text]
         for h in result.fused
     ]  # fmt: skip
-    labels = [f"{h.rank}. {h.chunk.document}: {shorten(h.chunk.text, 30)}" for h in result.fused]
-    bars = score_bars(labels, [h.score for h in result.fused], f"Fused ranking · {about(selection)}", "fused score")
+    asked = f"{selection.model} · “{shorten(result.question, 32)}”"
+    labels = [f"{h.chunk.document}: {shorten(h.chunk.text, 24)}" for h in result.fused]
+    bars = score_bars(labels, [h.score for h in result.fused], f"Fused ranking · {asked}", "fused score")
     chosen = list(result.fused)
     ranks = rank_comparison(
         [shorten(h.chunk.text, 30) for h in chosen], [int(result.dense_ranks[h.chunk.index]) for h in chosen],
-        [int(result.lexical_ranks[h.chunk.index]) for h in chosen], f"Embedding rank vs BM25 rank · {about(selection)}",
+        [int(result.lexical_ranks[h.chunk.index]) for h in chosen], f"Embedding rank vs BM25 rank · {asked}",
         result.k,
     )  # fmt: skip
     layout = search.retrieval_map(index, result)
     shown = passage_map(layout.coords, list(layout.labels), layout.retrieved, result.question,
-                        f"The question among the passages (PCA) · {about(selection)}")  # fmt: skip
+                        f"The question among the passages (PCA) · {asked}")  # fmt: skip
     return note, rows, bars, ranks, shown
 
 
@@ -114,6 +115,7 @@ def answer_view(
     passages = [h.chunk.text for h in result.fused[: int(passages_n)]]
     both = generation.compare_generation(lm, result.question, passages, int(new_tokens))
     closed, open_ = both.closed_book, both.open_book
+    asked = f"{selection.model} · “{shorten(result.question, 32)}”"
     copied = sum(open_.copied)
     note = (
         f"- without the passages: “{md_escape(closed.continuation)}”\n"
@@ -122,11 +124,11 @@ def answer_view(
         f"and not in the question."
     )
     pair = next_token_pair(closed.next_distribution(), open_.next_distribution(),
-                           f"Next token without and with the passages · {about(selection)}")  # fmt: skip
+                           f"Next token without and with the passages · {asked}")  # fmt: skip
     lines = share_lines(open_.passage_share, open_.question_share,
-                        f"Where the written tokens look, by layer · {about(selection)}", open_.attention)  # fmt: skip
+                        f"Where the written tokens look, by layer · {asked}", open_.attention)  # fmt: skip
     heat = share_heatmap(open_.passage_share, list(open_.generated),
-                         f"Each written token's attention on the passages · {about(selection)}")  # fmt: skip
+                         f"Each written token's attention on the passages · {asked}")  # fmt: skip
     return note, pair, lines, heat
 
 
@@ -159,9 +161,9 @@ def build(ctx: AppContext, shared) -> None:
             stop = gr.Button("Stop", variant="stop", scale=1)
         note = gr.Markdown()
         table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True)
+        bars = gr.Plot(label="Fused ranking")
         with gr.Row():
-            bars, ranks = gr.Plot(label="Fused ranking"), gr.Plot(label="Rank comparison")
-        passage_plot = gr.Plot(label="Passage map")
+            ranks, passage_plot = gr.Plot(label="Rank comparison"), gr.Plot(label="Passage map")
         gr.Markdown("### Answer with and without the passages")
         shared.requires(GENERATE)
         with gr.Row():
