@@ -272,7 +272,13 @@ def _dynamic(model: torch.nn.Module) -> list[torch.nn.Module]:
 def _dynamic_bytes(module) -> int:
     """Bytes of one dynamic int8 layer: int8 weights, a float64 scale and an int64 zero point per channel, bias."""
     w, b = module.weight(), module.bias()
-    return _tensor_bytes([w.int_repr(), w.q_per_channel_scales(), w.q_per_channel_zero_points(), *([b] if b is not None else [])])
+    return _tensor_bytes(
+        [w.int_repr(), w.q_per_channel_scales(), w.q_per_channel_zero_points(), *([b] if b is not None else [])]
+    )
+
+
+def _oriented(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    return w.t() if transposed else w
 
 
 def _as_linear(conv: Conv1D) -> torch.nn.Linear:
@@ -334,7 +340,7 @@ def _kernel(lm: LoadedModel, p: Precision, model: torch.nn.Module) -> tuple:
         if id(module) not in dynamic:
             continue
         key, transposed = f"{name}.weight", name in converted
-        recon[key] = lambda m=module, t=transposed: (lambda w: w.t() if t else w)(m.weight().dequantize())
+        recon[key] = lambda m=module, t=transposed: _oriented(m.weight().dequantize(), t)
         errors[key] = _relative_error(lm.model.get_parameter(key), recon[key]())
         w, b = module.weight(), module.bias()
         stored += _dynamic_bytes(module)

@@ -73,7 +73,9 @@ class NextTokenComparison:
     quantized: np.ndarray  # (n,)
 
 
-def next_token_comparison(lm: LoadedModel, quantized: QuantizedModel, text: str, top_k: int = 10) -> NextTokenComparison:
+def next_token_comparison(
+    lm: LoadedModel, quantized: QuantizedModel, text: str, top_k: int = 10
+) -> NextTokenComparison:
     """What float32 and the quantized copy predict after ``text`` (its last position)."""
     top_k = check_count(top_k, 1, 50, "number of tokens shown")
     ids = _text_ids(lm, text)[-_window(lm) :]
@@ -127,7 +129,9 @@ def bits_per_byte(lm: LoadedModel, text: str) -> float | None:
         if len(chunk) < 2:
             break
         logits = _logits(lm, chunk)[:-1]
-        nll += float(torch.nn.functional.cross_entropy(logits, torch.tensor(chunk[1:], device=lm.device), reduction="sum"))
+        nll += float(
+            torch.nn.functional.cross_entropy(logits, torch.tensor(chunk[1:], device=lm.device), reduction="sum")
+        )
     return nll / math.log(2) / len(text.encode("utf-8"))
 
 
