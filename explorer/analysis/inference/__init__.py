@@ -1,4 +1,6 @@
 """How a model is served, measured: the KV cache on and off, token by token, with the bytes it holds
-against the formula (``kv_cache``). Other inference experiments (quantization, speculative decoding) land
-here beside it.
+against the formula (``kv_cache``); the weights stored at lower precision on a private copy, with their size,
+rounding error and effect on predictions and speed (``quantization``, ``quantization_effects``); and
+speculative decoding with drafts that need no network, step by step, with its acceptance rate and speed-up
+against plain greedy decoding (``speculative``, ``speculative_speedup``).
 """
