@@ -21,6 +21,7 @@ from explorer.ui.tabs import (
     attribution,
     decoding,
     embeddings,
+    inference,
     interventions,
     kv_cache,
     lora,
@@ -29,7 +30,7 @@ from explorer.ui.tabs import (
 )
 from explorer.ui.validation import refuse_bad_inputs
 
-TABS = [tokens, embeddings, attention, interventions, decoding, kv_cache, lora, attribution, retrieval]
+TABS = [tokens, embeddings, attention, interventions, decoding, kv_cache, inference, lora, attribution, retrieval]
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
     "what switching heads off or patching activations changes, the next token and how decoding picks it, "

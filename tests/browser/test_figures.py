@@ -95,6 +95,19 @@ def check_interventions(page, family: str, model: str, size: str, artifacts, see
     check(page, model, size, "interventions-steering", artifacts, seen)
 
 
+def check_inference(page, model: str, size: str, artifacts, seen: dict) -> None:
+    open_tab(page, "Quantize & speculate")
+    scope = page.locator("[role=tabpanel]:visible").first
+    scope.get_by_role("button", name="Quantize and measure").click()
+    wait_for_title(page, model, "Size of the weights")
+    wait_for_title(page, model, "Next token, float32 vs")
+    check(page, model, size, "inference-quantization", artifacts, seen)
+    open_subtab(page, "Speculative decoding")
+    scope.get_by_role("button", name="Generate speculatively").click()
+    wait_for_title(page, model, "Proposals kept")
+    check(page, model, size, "inference-speculative", artifacts, seen)
+
+
 def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: dict) -> None:
     open_tab(page, "Retrieval")
     scope = page.locator("[role=tabpanel]:visible").first
@@ -175,4 +188,6 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
 
     check_interventions(page, family, model, size, artifacts, seen)
     check_retrieval(page, family, model, size, artifacts, seen)
+    if family != "encoder":
+        check_inference(page, model, size, artifacts, seen)
     assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
