@@ -27,10 +27,23 @@ from explorer.ui.tabs import (
     lora,
     retrieval,
     tokens,
+    training,
 )
 from explorer.ui.validation import refuse_bad_inputs
 
-TABS = [tokens, embeddings, attention, interventions, decoding, kv_cache, inference, lora, attribution, retrieval]
+TABS = [
+    tokens,
+    embeddings,
+    attention,
+    interventions,
+    decoding,
+    kv_cache,
+    inference,
+    lora,
+    training,
+    attribution,
+    retrieval,
+]
 INTRO = (
     "# LLM Explorer\nPick a model, type a text, and look inside: its tokens, embeddings, every attention head, "
     "what switching heads off or patching activations changes, the next token and how decoding picks it, "

@@ -108,6 +108,22 @@ def check_inference(page, model: str, size: str, artifacts, seen: dict) -> None:
     check(page, model, size, "inference-speculative", artifacts, seen)
 
 
+def check_training(page, model: str, size: str, artifacts, seen: dict) -> None:
+    open_tab(page, "Training")
+    scope = page.locator("[role=tabpanel]:visible").first
+    scope.get_by_label("number input for Steps", exact=True).first.fill("40")
+    scope.get_by_label("number input for Steps", exact=True).first.press("Enter")
+    scope.get_by_role("button", name="Train from scratch").click()
+    wait_for_title(page, "Loss while training")
+    scope.get_by_text("Step **40 of 40**".replace("**", "")).first.wait_for(timeout=DRAW_TIMEOUT)
+    page.wait_for_timeout(600)
+    check(page, "", size, "training-pretrain", artifacts, seen)
+    open_subtab(page, "Scaling")
+    scope.get_by_role("button", name="Fit the power law").click()
+    wait_for_title(page, "Held-out loss against")
+    check(page, "", size, "training-scaling", artifacts, seen)
+
+
 def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: dict) -> None:
     open_tab(page, "Retrieval")
     scope = page.locator("[role=tabpanel]:visible").first
@@ -188,6 +204,8 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
 
     check_interventions(page, family, model, size, artifacts, seen)
     check_retrieval(page, family, model, size, artifacts, seen)
+    if family == "decoder":
+        check_training(page, model, size, artifacts, seen)
     if family != "encoder":
         check_inference(page, model, size, artifacts, seen)
     assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
