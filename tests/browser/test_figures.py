@@ -6,6 +6,8 @@ go to ``tests/browser/artifacts/<model>-<size>-<view>.png``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE
@@ -18,6 +20,7 @@ SIZES = {"desktop": DESKTOP, "phone": PHONE}
 KINDS = {"decoder": ["self-attention"], "encoder": ["self-attention"],
          "encoder_decoder": ["encoder self-attention", "decoder masked self-attention", "cross-attention (decoder → encoder)"]}  # fmt: skip
 DRAW_TIMEOUT = 180_000
+ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def panel(page):
@@ -31,12 +34,16 @@ def open_subtab(page, label: str) -> None:
 
 def wait_for_title(page, *parts: str) -> None:
     """Wait until a figure on screen has a title holding every part (so it is the newly drawn one)."""
-    page.wait_for_function(
-        """(parts) => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].some((el) => el.offsetParent
-            && (el.data || []).length && parts.every((p) => (el.querySelector('.g-gtitle')?.textContent || '').includes(p)))""",
-        arg=list(parts),
-        timeout=DRAW_TIMEOUT,
-    )
+    try:
+        page.wait_for_function(
+            """(parts) => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].some((el) => el.offsetParent
+                && (el.data || []).length && parts.every((p) => (el.querySelector('.g-gtitle')?.textContent || '').includes(p)))""",
+            arg=list(parts),
+            timeout=DRAW_TIMEOUT,
+        )
+    except Exception:  # what the page showed instead (a warning, a stale figure) is the first clue
+        page.screenshot(path=ARTIFACTS / f"timeout-{'-'.join(parts)[:60].replace('/', '_')}.png")
+        raise
     page.wait_for_timeout(400)  # let plotly finish its layout pass
 
 
