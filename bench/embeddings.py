@@ -84,9 +84,9 @@ def cache_rows(label: str, matrix: np.ndarray, ids: np.ndarray, method: str, fol
     line(f"{label}: disk hit (new process's cache)", disk, f"{computed / disk:,.0f}x faster  {ok} target <= 100 ms")
 
 
-def ship(n_frequent: int = 2000) -> None:
+def ship(n_frequent: int = 2000, keys=("tiny-gpt2", "tiny-bert", "tiny-t5")) -> None:
     """Write the projections a first visitor is most likely to ask for, next to each bundled model."""
-    for key in ("tiny-gpt2", "tiny-bert", "tiny-t5"):
+    for key in keys:
         lm = load(key)
         table = embedding_table(lm)
         texts = list(sample_texts().values())
@@ -107,9 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="also UMAP of all 50,257 rows (about a minute)")
     parser.add_argument("--ship", action="store_true", help="write the bundled models' precomputed projections")
+    parser.add_argument("--only", help="with --ship: one bundled model (its weights changed), e.g. tiny-t5")
     args = parser.parse_args()
     if args.ship:
-        return ship()
+        return ship(keys=(args.only,) if args.only else ("tiny-gpt2", "tiny-bert", "tiny-t5"))
     print(f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPU(s); load average {os.getloadavg()[0]:.1f}")
     big = gpt2_sized()
     work = Path(os.environ["EXPLORER_CACHE_DIR"])
