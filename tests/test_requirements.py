@@ -27,7 +27,7 @@ def test_the_tabs_that_need_a_capability_declare_it():
     original = Shared.requires
 
     def spy(self, *capabilities):
-        declared[self.building] = capabilities
+        declared.setdefault(self.building, []).extend(capabilities)
         return original(self, *capabilities)
 
     Shared.requires = spy
@@ -35,9 +35,10 @@ def test_the_tabs_that_need_a_capability_declare_it():
         demo = build_app(AppContext())
     finally:
         Shared.requires = original
-    assert declared == {"lora": (FINE_TUNE,), "kv_cache": (GENERATE,), "interventions": (LM_HEAD,),
-                        "attribution": (LM_HEAD,)}  # fmt: skip
+    assert declared == {"lora": [FINE_TUNE], "kv_cache": [GENERATE], "interventions": [LM_HEAD],
+                        "inference": [LM_HEAD, GENERATE], "training": [FINE_TUNE], "attribution": [LM_HEAD],
+                        "retrieval": [GENERATE]}  # fmt: skip
     notices = [
         b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "explorer-requires" in (b.elem_classes or [])
     ]
-    assert len(notices) == 4 and not any(n.visible for n in notices)
+    assert len(notices) == 8 and not any(n.visible for n in notices)
