@@ -27,7 +27,7 @@ def distribution_pair(
         )  # fmt: skip
     fig.update_layout(
         title=title_layout(title), barmode="group", height=max(360, 90 + 34 * len(labels)),
-        xaxis={"title": "probability (shown: each run's top tokens)", "rangemode": "tozero"},
+        xaxis={"title": "probability", "rangemode": "tozero"},
         yaxis={"autorange": "reversed", "automargin": True},
         legend={"orientation": "h", "x": 0, "y": 1, "yanchor": "bottom"},
         margin={"l": 10, "r": 10, "t": 10, "b": 10}, plot_bgcolor="white",

@@ -89,10 +89,9 @@ def passage_map(coords, labels: list[str], retrieved, question: str, title: str 
                        marker={"color": color, "size": size}, hovertext=hover[mask].tolist(), hoverinfo="text")
         )  # fmt: skip
     fig.add_trace(
-        go.Scatter(x=coords[-1:, 0], y=coords[-1:, 1], mode="markers+text", name="the question",
-                   text=[plot_text(shorten(question, 30))], textposition="bottom center",
-                   marker={"color": QUESTION_COLOR, "size": 18, "symbol": "star"}, textfont={"color": QUESTION_COLOR},
-                   hovertext=[plot_text(question)], hoverinfo="text")
+        go.Scatter(x=coords[-1:, 0], y=coords[-1:, 1], mode="markers", name="the question",
+                   marker={"color": QUESTION_COLOR, "size": 18, "symbol": "star"},
+                   hovertext=[plot_text(question)], hoverinfo="text")  # a label beside the star ran off narrow screens
     )  # fmt: skip
     fig.update_layout(
         title=title_layout(title), height=560, plot_bgcolor="white", legend=LEGEND_BELOW,

@@ -90,7 +90,7 @@ def search_view(
         for h in result.fused
     ]  # fmt: skip
     asked = f"{selection.model} · “{shorten(result.question, 32)}”"
-    labels = [f"{h.chunk.document}: {shorten(h.chunk.text, 24)}" for h in result.fused]
+    labels = [shorten(h.chunk.document, 16) for h in result.fused]  # the passage itself is in the table above
     bars = score_bars(labels, [h.score for h in result.fused], f"Fused ranking · {asked}", "fused score")
     chosen = list(result.fused)
     ranks = rank_comparison(

@@ -94,7 +94,7 @@ def scaling_view(ctx: AppContext, axis, mine):
     grid = np.geomspace(x.min(), x.max(), 50)
     labels = [f"{int(n):,} params, {int(t):,} tokens" for n, t in zip(study.non_embedding_parameters, study.tokens)]
     live = (mine[axis], mine["loss"]) if mine and mine.get("objective") == "next_token" and mine.get(axis) else None
-    figure = scaling_plot(study.axis(axis), study.held_out_loss, labels, grid, fit.predict(grid), fit.describe(), live,
+    figure = scaling_plot(study.axis(axis), study.held_out_loss, labels, grid, fit.predict(grid), "power-law fit", live,
                           AXIS_TITLES[axis], f"Held-out loss against {AXIS_TITLES[axis]}")  # fmt: skip
     yours = "" if live else " Pre-train a next-token model to see your run as a star."
     note = (
