@@ -52,7 +52,7 @@ def _run_views(record, objective: str):
         pattern = attention_heatmap(last.attention[layer, head, :n, :n], record.repeat_tokens, record.repeat_tokens,
                                     f"Layer {layer} head {head} on a repeated sequence, step {last.step} · {title}",
                                     causal=objective == "next_token")  # fmt: skip
-        samples = "\n".join(f"- “{md_escape(p)}” → “{md_escape(o)}”" for p, o in last.samples)
+        samples = "\n".join(f"- “{md_escape(p)}” → “{md_escape(o.replace(chr(10), ' ↵ '))}”" for p, o in last.samples)
     else:
         heads = pattern = message_figure("The first checkpoint comes soon.")
         samples = ""
