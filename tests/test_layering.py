@@ -190,3 +190,10 @@ def test_every_tab_module_is_in_the_app():
 
     written = {p.stem for p in ROOT.joinpath("explorer", "ui", "tabs").glob("*.py") if p.stem != "__init__"}
     assert {m.__name__.rsplit(".", 1)[-1] for m in TABS} == written
+
+
+def test_the_app_starts_without_peft():
+    """peft takes seconds to import; the app loads it at the first fine-tune, not for every page."""
+    code = "import sys; from explorer.ui.app import build_app; print('peft' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from peft.tuners.lora import LoraLayer
 
 from explorer.analysis.decoding import generate as decoding
 from explorer.analysis.decoding.sampling import DecodingSettings
@@ -217,6 +216,8 @@ def _block_label(name: str) -> str:
 
 def delta_weights(session: LoraSession) -> list[DeltaWeight]:
     """ΔW of every adapted matrix, in model order (computed from A and B, whatever the adapter mode)."""
+    from peft.tuners.lora import LoraLayer  # imported when used: see finetune.lora_config
+
     out = []
     shared = dict(session.base.model.named_modules())
     with session.lock, torch.no_grad():

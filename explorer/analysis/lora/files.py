@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -30,6 +29,8 @@ def adapter_filename(session: LoraSession) -> str:
 
 def save_adapter(session: LoraSession, path: str | Path) -> Path:
     """Write the session's adapter weights and settings to ``path`` (a .safetensors file)."""
+    from peft import get_peft_model_state_dict  # imported when used: see finetune.lora_config
+
     with session.lock:
         tensors = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(session.peft).items()}
     metadata = {
@@ -62,6 +63,8 @@ def _read(path: str | Path) -> tuple[dict, dict]:
 
 def load_adapter(lm: LoadedModel, path: str | Path, data: TrainingData) -> LoraSession:
     """A new session on ``lm`` whose adapter holds the weights in ``path``."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict  # imported when used
+
     metadata, tensors = _read(path)
     if metadata.get("base_model") != lm.spec.key:
         raise InputError(

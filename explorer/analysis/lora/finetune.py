@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers.pytorch_utils import Conv1D
 
 from explorer.analysis.lora.data import TrainingData
@@ -144,8 +143,10 @@ class LoraSettings:
         return {**self.__dict__, "targets": list(self.targets)}
 
 
-def lora_config(model: torch.nn.Module, settings: LoraSettings) -> LoraConfig:
+def lora_config(model: torch.nn.Module, settings: LoraSettings) -> LoraConfig:  # noqa: F821 (peft, imported when used)
     """peft's config for ``settings``: exact module names, so kinds that end alike never mix."""
+    from peft import LoraConfig  # peft takes ~3 s to import: loaded at the first fine-tune, not at the app's start
+
     kinds = adaptable_modules(model)
     names = [name for t in check_targets(model, settings.targets) for name in kinds[t]]
     modules = dict(model.named_modules())
@@ -233,6 +234,8 @@ def adapted_copy(lm: LoadedModel, settings: LoraSettings):
     settings.validate()
     config = lora_config(lm.model, settings)
     private = copy.deepcopy(lm.model)
+    from peft import get_peft_model
+
     peft_model = get_peft_model(private, config).eval()  # peft leaves the model in train mode (dropout on)
     generator = torch.Generator().manual_seed(settings.seed)
     for name, p in peft_model.named_parameters():  # peft's A init, from our own generator (not the global RNG)
