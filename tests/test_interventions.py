@@ -259,3 +259,20 @@ def test_the_whole_targets_log_probability_is_the_sum_over_its_tokens(tiny):
     by_hand = sum(float(torch.log_softmax(logits[i], -1)[ids[i + 1]]) for i in range(len(ids) - 1))
     assert result.target_logprobs[0] == pytest.approx(by_hand, abs=1e-4)
     assert result.target_logprobs[1] != pytest.approx(by_hand, abs=1e-4)
+
+
+def test_a_stopped_sweep_hands_back_what_it_measured(tiny):
+    lm = tiny["gpt2"]
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 1  # after the first pass
+
+    with pytest.raises(ablation.Stopped) as stopped:
+        ablation.head_importance(lm, CLEAN["gpt2"], rows=4, should_stop=should_stop)
+    partial = stopped.value.partial
+    assert partial.passes == 1 and np.isfinite(partial.change[0]).all() and np.isnan(partial.change[1]).all()
+    with pytest.raises(ablation.Stopped) as stopped:
+        patching.patch_sweep(sharpened(lm), CLEAN["gpt2"], CORRUPT["gpt2"], should_stop=lambda: True)
+    assert stopped.value.partial.passes == 0 and np.isnan(stopped.value.partial.restored).all()

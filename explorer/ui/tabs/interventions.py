@@ -44,6 +44,16 @@ def _model(ctx: AppContext, selection: Selection | None):
     return ctx.model(selection)
 
 
+def _stoppable(request, sweep):
+    """``sweep(should_stop)`` under this session's Stop button: a stopped sweep gives what it measured so far,
+    and a sentence that says so."""
+    with STOPS.running(request) as should_stop:
+        try:
+            return sweep(should_stop), ""
+        except ablation.Stopped as stop:
+            return stop.partial, " Stopped: the map shows what was measured so far."
+
+
 def _progress(progress, what: str):
     return lambda f: progress(f, desc=what)
 
@@ -140,15 +150,10 @@ def importance_view(
     lm = _model(ctx, selection)
     if metric not in METRICS:
         raise InputError(f"Map the {' or the '.join(METRICS.values())}.")
-    with STOPS.running(request) as should_stop:
-        try:
-            result = ablation.head_importance(
-                lm, selection.text, kind, mode, answer or None, reference or ablation.DEFAULT_REFERENCE,
-                selection.target, progress=_progress(progress, "ablating every head"), should_stop=should_stop,
-            )  # fmt: skip
-            stopped = ""
-        except ablation.Stopped as stop:
-            result, stopped = stop.partial, " Stopped: the map shows the heads measured so far."
+    result, stopped = _stoppable(request, lambda should_stop: ablation.head_importance(
+        lm, selection.text, kind, mode, answer or None, reference or ablation.DEFAULT_REFERENCE,
+        selection.target, progress=_progress(progress, "ablating every head"), should_stop=should_stop,
+    ))  # fmt: skip
     values = result.change if metric == "change" else result.kl
     roles = _roles(ctx.trace(selection), result.kind)
     n_layers, n_heads = values.shape
@@ -189,15 +194,10 @@ def patch_view(
     progress=gr.Progress(),  # noqa: B008 (gradio idiom)
 ):  # fmt: skip
     lm = _model(ctx, selection)
-    with STOPS.running(request) as should_stop:
-        try:
-            result = patching.patch_sweep(
-                lm, selection.text, corrupted, site, stream, answer or None, alternative or None, selection.target,
-                progress=_progress(progress, "patching every layer and position"), should_stop=should_stop,
-            )  # fmt: skip
-            stopped = ""
-        except ablation.Stopped as stop:
-            result, stopped = stop.partial, " Stopped: the map shows what was measured so far."
+    result, stopped = _stoppable(request, lambda should_stop: patching.patch_sweep(
+        lm, selection.text, corrupted, site, stream, answer or None, alternative or None, selection.target,
+        progress=_progress(progress, "patching every layer and position"), should_stop=should_stop,
+    ))  # fmt: skip
     rows = [f"L{i}" for i in range(result.restored.shape[0])]
     where = STREAM_NAMES.get(result.stream, result.stream)
     title = f"Patching the {SITE_NAMES[result.site]} ({where}) · {about(selection)}"
@@ -238,16 +238,11 @@ def patch_heads_view(
     progress=gr.Progress(),  # noqa: B008 (gradio idiom)
 ):  # fmt: skip
     lm = _model(ctx, selection)
-    with STOPS.running(request) as should_stop:
-        try:
-            result = patching.patch_sweep(
-                lm, selection.text, corrupted, answer=answer or None, alternative=alternative or None,
-                target=selection.target, head_layer=int(layer), kind=kind,
-                progress=_progress(progress, "patching every head and position"), should_stop=should_stop,
-            )  # fmt: skip
-            stopped = ""
-        except ablation.Stopped as stop:
-            result, stopped = stop.partial, " Stopped: the map shows what was measured so far."
+    result, stopped = _stoppable(request, lambda should_stop: patching.patch_sweep(
+        lm, selection.text, corrupted, answer=answer or None, alternative=alternative or None,
+        target=selection.target, head_layer=int(layer), kind=kind,
+        progress=_progress(progress, "patching every head and position"), should_stop=should_stop,
+    ))  # fmt: skip
     rows = [f"H{h}" for h in range(result.restored.shape[0])]
     title = f"Patching each head's output, {result.kind} layer {result.layer} · {about(selection)}"
     return _patch_note(result, stopped), _patch_figure(result, rows, "head", title)
