@@ -27,3 +27,14 @@ def array(value) -> np.ndarray:
 def figure_dict(fig) -> dict:
     """A plotly Figure returned by a handler called directly, as the same JSON the browser gets."""
     return json.loads(fig.to_json())
+
+
+def title(fig) -> str:
+    """The figure's title on one line (it is wrapped between its " · " parts)."""
+    return fig.layout.title.text.replace("<br>", " · ")
+
+
+def message(fig) -> str:
+    """The sentence of a ``message_figure`` (no traces, one annotation)."""
+    assert not fig.data and len(fig.layout.annotations) == 1
+    return fig.layout.annotations[0].text.replace("<br>", " ")

@@ -18,6 +18,7 @@ from explorer.analysis.attention.views import (
 )
 from explorer.ui.context import AppContext, Selection
 from explorer.ui.tabs import attention as tab
+from tests.plotly_json import message, title
 
 TEXT = "The tiger jumped out of a tree because it was thirsty."
 SKIP = {"__type__": "update"}
@@ -36,17 +37,6 @@ def gpt2(app):
 @pytest.fixture(scope="module")
 def t5(app):
     return Selection(model="tiny-t5", text=TEXT)
-
-
-def title(fig) -> str:
-    """The figure's title on one line (it is wrapped between its " · " parts)."""
-    return fig.layout.title.text.replace("<br>", " · ")
-
-
-def message(fig) -> str:
-    """The sentence of a ``message_figure`` (no traces, one annotation)."""
-    assert not fig.data and len(fig.layout.annotations) == 1
-    return fig.layout.annotations[0].text.replace("<br>", " ")
 
 
 def heatmap(fig) -> np.ndarray:

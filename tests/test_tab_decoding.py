@@ -7,6 +7,7 @@ from explorer.analysis.decoding.generate import greedy, sample
 from explorer.analysis.decoding.sampling import DecodingSettings
 from explorer.ui.context import AppContext, Selection
 from explorer.ui.tabs import decoding as tab
+from tests.plotly_json import message
 
 TEXT = "To be, or not to be"
 OFF = (1.0, 0, 1.0, 0.0, 1.0, False)  # temperature, top-k, top-p, min-p, repetition penalty, greedy: all off
@@ -21,10 +22,6 @@ def app():
 @pytest.fixture
 def gpt2():
     return Selection(model="tiny-gpt2", text=TEXT)
-
-
-def message(fig) -> str:
-    return " ".join(a.text for a in fig.layout.annotations).replace("<br>", " ")
 
 
 def test_the_distribution_has_a_series_per_active_stage_and_names_the_model(app, gpt2):

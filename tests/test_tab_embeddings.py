@@ -12,6 +12,7 @@ from explorer.analysis.embeddings.projections import Projection, pca
 from explorer.analysis.embeddings.token_map import frequency_ranking, place_tokens, token_subset
 from explorer.ui.context import AppContext, Selection
 from explorer.ui.tabs import embeddings as tab
+from tests.plotly_json import message, title
 
 TEXT = "The king and the queen sat by the water."
 
@@ -24,17 +25,6 @@ def app():
 @pytest.fixture(scope="module")
 def gpt2(app):
     return Selection(model="tiny-gpt2", text=TEXT)
-
-
-def title(fig) -> str:
-    """The figure's title on one line (it is wrapped between its " · " parts)."""
-    return fig.layout.title.text.replace("<br>", " · ")
-
-
-def message(fig) -> str:
-    """The sentence of a ``message_figure`` (no traces, one annotation)."""
-    assert not fig.data and len(fig.layout.annotations) == 1
-    return fig.layout.annotations[0].text.replace("<br>", " ")
 
 
 # ------------------------------------------------------------------------------------------------ handlers
