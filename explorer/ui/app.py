@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import gradio as gr
@@ -11,7 +12,7 @@ from explorer.core.run import binary_note, check_text
 from explorer.core.settings import settings
 from explorer.core.spec import FAMILY_NAMES
 from explorer.plots.text import shorten
-from explorer.ui.context import AppContext, Selection, md_escape, user_message, warning
+from explorer.ui.context import AppContext, Selection, bind, md_escape, user_message, warning
 from explorer.ui.export import export_panel
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
@@ -134,26 +135,54 @@ def requirement_notices(ctx: AppContext, selection: Selection | None, requiremen
     return updates
 
 
-def _skips(n: int):
-    return gr.skip() if n == 1 else (gr.skip(),) * n
+def views_to_draw(tab_ids: list, tab_v, selection, drawn_v) -> tuple[list, dict]:
+    """Which tab's views to draw now: the one on screen, if they were drawn for another analysis (or never).
+
+    Returns a new ticket for that tab (its views hang off its ticket's change) and skips for the others, and
+    what each tab was last drawn for.
+    """
+    drawn_v = dict(drawn_v or {})
+    if selection is None or tab_v not in tab_ids or drawn_v.get(tab_v) == selection:
+        return [gr.skip()] * len(tab_ids), gr.skip()
+    drawn_v[tab_v] = selection
+    return [next(_TICKETS) if t == tab_v else gr.skip() for t in tab_ids], drawn_v
 
 
-def when_on_screen(fn, tab_id: str, n_outputs: int):
-    """``fn`` run after an analysis only while its tab is the one on screen."""
-
-    def gated(visible_v, *args):
-        return fn(*args) if visible_v == tab_id else _skips(n_outputs)
-
-    return gated
+_TICKETS = itertools.count(1)
 
 
-def when_stale(fn, tab_id: str, n_outputs: int):
-    """``fn`` run when its tab is opened, if its views were drawn for another analysis (or never)."""
+def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
+    """How views follow an analysis: only the tab on screen draws, the others when they are opened.
 
-    def gated(drawn_v, selection, *args):
-        return fn(*args) if selection is not None and (drawn_v or {}).get(tab_id) != selection else _skips(n_outputs)
+    Every event costs the browser work across the whole page (gradio updates every component's loading
+    status), so an analysis starts one small routing event and the views of one tab, not every tab's views
+    to have most of them skip. Returns the state naming the tab on screen, and ``then_views(event)``.
+    """
+    tab_ids = [t.id for t in tab_blocks]
+    visible = gr.State(tab_ids[0])  # the top-level tab on screen
+    drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
+    tickets = [gr.Number(visible=False) for _ in tab_ids]  # outside gr.Tabs: nothing there but tabs
+    for tab_id, fn, inputs, outputs, _ in shared._listeners:
+        tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=False)
+    notices = [notice for notice, _ in shared._requirements]
 
-    return gated
+    def after_analysis(tab_v, selection, drawn_v):
+        fresh, drawn_v = views_to_draw(tab_ids, tab_v, selection, {})
+        return *fresh, drawn_v, *requirement_notices(ctx, selection, shared._requirements)
+
+    def opened(tab_id, selection, drawn_v):
+        fresh, drawn_v = views_to_draw(tab_ids, tab_id, selection, drawn_v)
+        return tab_id, *fresh, drawn_v
+
+    for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
+        tab.select(bind(opened, tab.id), [shared.state, drawn], [visible, *tickets, drawn], api_name=False,
+                   queue=False)  # fmt: skip
+
+    def then_views(event) -> None:
+        event.then(after_analysis, [visible, shared.state, drawn], [*tickets, drawn, *notices], api_name=False,
+                   queue=False)  # fmt: skip
+
+    return visible, then_views
 
 
 def failed(message: str, previous: Selection | None) -> str:
@@ -237,7 +266,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             tab_blocks = build_tabs(ctx, shared, tabs)
         shell = {"model": model, "text": text, "target": target, "large": large, "presenter": presenter}
-        restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks)
+        visible, then_views = wire_views(ctx, shared, tab_blocks)
+        restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks, visible)
         for block in demo.blocks.values():
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
                 block.show_label = False
@@ -252,37 +282,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
             return selection, summary(ctx, selection) + "".join(f" ℹ️ {md_escape(n)}" for n in notes)
 
-        tab_ids = [t.id for t in tab_blocks]
-        visible = gr.State(tab_ids[0])  # the top-level tab on screen
-        drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
-
-        def then_views(event) -> None:
-            """After an analysis: the views of the tab on screen; the others wait until they are opened."""
-            for tab_id, fn, inputs, outputs, _ in shared._listeners:
-                event.then(when_on_screen(fn, tab_id, len(outputs)), [visible, *inputs], outputs, api_name=False)
-            event.then(lambda tab_v, selection: {tab_v: selection}, [visible, state], drawn, api_name=False)
-            if shared._requirements:
-                notices = [notice for notice, _ in shared._requirements]
-                event.then(lambda s: requirement_notices(ctx, s, shared._requirements), state, notices,
-                           api_name=False, queue=False)  # fmt: skip
-
-        for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
-            opened = tab.select(lambda tab_id=tab.id: tab_id, None, visible, api_name=False, queue=False)
-            mine = [(fn, inputs, outputs) for tab_id, fn, inputs, outputs, _ in shared._listeners if tab_id == tab.id]
-            for fn, inputs, outputs in mine:
-                opened.then(when_stale(fn, tab.id, len(outputs)), [drawn, state, *inputs], outputs, api_name=False)
-            opened.then(lambda done, selection, tab_id=tab.id: {**(done or {}), tab_id: selection}, [drawn, state],
-                        drawn, api_name=False)  # fmt: skip
         api_only = gr.Button(visible=False)  # the views' named endpoints, for gradio_client users: never gated
         for _, fn, inputs, outputs, api_name in shared._listeners:
             if api_name:
                 api_only.click(fn, inputs, outputs, api_name=api_name)
-
-        def tab_in_link(request: gr.Request):
-            tab = dict(request.query_params).get("tab") if request is not None else None
-            return tab if tab in tab_ids else tab_ids[0]
-
-        restored = restored.then(tab_in_link, None, visible, api_name=False, queue=False)
 
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.

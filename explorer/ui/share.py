@@ -135,14 +135,15 @@ def share_link_box() -> gr.Textbox:
     )  # fmt: skip
 
 
-def wire_share_link(demo, make_link: gr.Button, link: gr.Textbox, shell: dict, tabs: gr.Tabs, tab_blocks: list):
-    """The share button's event and the restore-on-load event; returns the latter (to chain the analysis)."""
+def wire_share_link(
+    demo, make_link: gr.Button, link: gr.Textbox, shell: dict, tabs: gr.Tabs, tab_blocks: list, current: gr.State
+):
+    """The share button's event and the restore-on-load event; returns the latter (to chain the analysis).
+
+    ``current`` holds the id of the tab on screen (kept by the app): the link names it, and a link's tab is
+    opened and put there on load."""
     tab_ids = [t.id for t in tab_blocks if t.id is not None]
     settings = {k: v for t in tab_blocks if t.id is not None for k, v in tab_settings(t).items()}
-    current = gr.State(tab_ids[0] if tab_ids else None)
-    for tab in tab_blocks:
-        if tab.id is not None:
-            tab.select(lambda tab_id=tab.id: tab_id, None, current, api_name=False, queue=False)
     base = gr.Textbox(visible=False)
 
     def build_link(base_v, tab_v, *values):
