@@ -71,3 +71,16 @@ def test_an_encoder_cannot_answer_but_says_why(ctx):
     note = tab.answer_view(ctx, Selection("tiny-bert", "x [MASK]"), "facts", "", None, 60, 10, "words", 4,
                            QUESTION, 5, 2, 4, None)[0]  # fmt: skip
     assert note.startswith("⚠️") and "does not generate text" in note
+
+
+def test_the_answer_attributed_to_the_passages_and_the_question(ctx):
+    note, figure = tab.attribution_view(
+        ctx, Selection("tiny-gpt2", "x"), "facts", "", None, 60, 10, "words", 4, QUESTION, 5, 2,
+        "integrated_gradients", 1, None,
+    )  # fmt: skip
+    assert note.startswith("Integrated gradients") and "the passages hold" in note and "delta" in note, note
+    names = {t["name"] for t in figure_dict(figure)["data"]}
+    assert {"the passages", "the question"} <= names and "tiny-gpt2" in figure_dict(figure)["layout"]["title"]["text"]
+    refused = tab.attribution_view(ctx, Selection("tiny-gpt2", "x"), "facts", "", None, 60, 10, "words", 4, QUESTION,
+                                   5, 2, "vibes", 1, None)[0]  # fmt: skip
+    assert refused.startswith("⚠️") and "Unknown attribution method" in refused

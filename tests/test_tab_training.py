@@ -15,12 +15,13 @@ def ctx():
 @pytest.mark.parametrize("objective", ["next_token", "masked", "span"])
 def test_pretraining_streams_its_views_and_ends_at_the_last_step(ctx, objective):
     updates = list(tab.pretrain(ctx, objective, 20, 32, 1, 0, None))
-    note, curves, heads, pattern, mine = updates[-1]
+    note, curves, heads, pattern, mine, run = updates[-1]
     assert note.startswith("Step **20 of 20**"), note
     names = [t["name"] for t in figure_dict(curves)["data"]]
     assert any("held-out" in n for n in names) and any("train" in n for n in names)
     assert figure_dict(pattern)["data"][0]["type"] == "heatmap"
     assert mine["objective"] == objective and mine["loss"] > 0 and mine["parameters"] > 0
+    assert run.done and run.step == 20 and run.optimizer is None and run.model is not None  # kept to be opened
 
 
 def test_your_run_joins_the_scaling_study(ctx):

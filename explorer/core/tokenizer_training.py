@@ -6,6 +6,15 @@ that class as a vocabulary (and merges), so the saved tokenizer is the standard 
 - byte-level BPE for the GPT-2-style decoder (``GPT2Tokenizer``),
 - WordPiece, lower-cased, for the BERT-style encoder (``BertTokenizer``),
 - Unigram with sentinel tokens for the T5-style encoder-decoder (``T5Tokenizer``).
+
+The same texts give the same vocabulary in every process. The library's WordPiece and Unigram trainers
+keep words in Rust hash maps seeded afresh each time: WordPiece numbers the ``##`` continuation pieces in
+that order and breaks ties between equally frequent merges by those numbers (different pieces), and
+Unigram lists equally scored pieces in that order (different ids). So WordPiece is handed every
+continuation piece up front, sorted, and the Unigram pieces are numbered in the order of their text. The
+Unigram scores still differ in the third decimal between processes (the trainer's sums run in hash order),
+so a text can, rarely, split differently: the live trainer loads committed tokenizers for the bundled
+texts instead (``explorer.analysis.pretraining.configs``).
 """
 
 from __future__ import annotations
@@ -35,13 +44,25 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int) -> GPT2Tokenizer
     return GPT2Tokenizer(vocab=model["vocab"], merges=merges)
 
 
+def continuation_pieces(tok: Tokenizer, texts: list[str]) -> list[str]:
+    """``##c`` for every character ``c`` that follows another inside a word of ``texts``, sorted: e.g. the
+    words ``hat`` and ``ah`` give ``["##a", "##h", "##t"]``."""
+    inner = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            inner.update(word[1:])
+    return [f"##{c}" for c in sorted(inner)]
+
+
 def train_wordpiece(texts: Iterable[str], vocab_size: int) -> BertTokenizer:
+    texts = list(texts)
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        # the continuation pieces numbered in sorted order, not the trainer's hash order (see the module's note)
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *continuation_pieces(tok, texts)],
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
@@ -65,7 +86,9 @@ def train_unigram(texts: Iterable[str], vocab_size: int) -> T5Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    vocab = [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
+    pieces = [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
+    special, learned = pieces[:3], pieces[3:]  # the special tokens first, as given
+    vocab = special + sorted(learned)  # numbered by text: ties in score come out in hash order
     vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(T5_EXTRA_IDS))]
     return T5Tokenizer(vocab=vocab, extra_ids=T5_EXTRA_IDS)
 

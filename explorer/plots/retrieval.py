@@ -1,5 +1,6 @@
 """Figures of the retrieval view: the top passages' scores, where two rankers disagree, the question among
-the passages on a map, the next token without and with retrieval, and attention shares through the layers."""
+the passages on a map, the next token without and with retrieval, attention shares through the layers, and
+the answer's attribution to the prompt's tokens by segment."""
 
 from __future__ import annotations
 
@@ -160,3 +161,36 @@ def share_heatmap(shares, token_labels: list[str], title: str = "", what: str = 
         margin={"l": 20, "r": 20, "t": 30, "b": 40},
     )  # fmt: skip
     return fit_title(fig, COLORBAR_ROOM)
+
+
+SEGMENT_COLORS = {"passage": DENSE_COLOR, "question": QUESTION_COLOR, "other": OTHER_COLOR}
+SEGMENT_NAMES = {"passage": "the passages", "question": "the question", "other": "template and other tokens"}
+
+
+def attribution_bars(scores, token_labels: list[str], segments: list[str], title: str = "",
+                     value_name: str = "attribution") -> go.Figure:  # fmt: skip
+    """One bar per input token (x in prompt order), coloured by its segment (passages, question, other), so the
+    passages' part of an answer token's attribution shows at a glance; NaN scores are left out."""
+    scores = np.asarray(scores, float)
+    if scores.ndim != 1 or len(scores) != len(token_labels) or len(segments) != len(token_labels):
+        raise ValueError("scores, token labels and segments must be one per token")
+    fig = go.Figure()
+    for segment, color in SEGMENT_COLORS.items():
+        where = [i for i, s in enumerate(segments) if s == segment and np.isfinite(scores[i])]
+        if not where:
+            continue
+        fig.add_bar(
+            x=where, y=scores[where], name=SEGMENT_NAMES[segment], marker_color=color,
+            customdata=plot_texts([token_labels[i] for i in where]),
+            hovertemplate="%{customdata}: %{y:.4f}<extra>" + SEGMENT_NAMES[segment] + "</extra>",
+        )  # fmt: skip
+    step = max(1, len(token_labels) // 40)  # at most about 40 tick labels
+    ticks = list(range(0, len(token_labels), step))
+    fig.update_layout(
+        title=title_layout(title), height=420, plot_bgcolor="white", legend=LEGEND_BELOW, bargap=0.1,
+        xaxis={"title": "prompt token", "tickvals": ticks, "ticktext": tick_texts([token_labels[i] for i in ticks]),
+               "tickangle": -60},
+        yaxis={"title": value_name, "zeroline": True, "zerolinecolor": "#888"},
+        margin={"l": 60, "r": 20, "t": 30, "b": 110},
+    )  # fmt: skip
+    return fit_title(fig)

@@ -272,8 +272,15 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
                 block.show_label = False
 
-        def analyze(model_name: str, text_value: str, target_value: str, previous: Selection | None = None):
+        def analyze(
+            model_name: str,
+            text_value: str,
+            target_value: str,
+            previous: Selection | None = None,
+            request: gr.Request = None,
+        ):
             try:
+                ctx.reachable(model_name, request)  # a trained model: only in the session that opened it
                 check_text(text_value)
                 selection = Selection(model_name, text_value, target_value or None)
                 ctx.trace(selection)  # loads the model and runs it once; later views read the cache
@@ -310,6 +317,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
         # On page load: restore what a share link holds, then analyze.
         then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model))
+        for opener in shared._openers:  # e.g. the Training tab opening its model: analyzed like a picked model
+            then_views(opener.then(analyze, inputs, [state, status], api_name=False, **run_model))
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
             then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model))

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from functools import wraps
 
+from explorer.analysis.lora.sessions import SessionBudget
+from explorer.analysis.pretraining.opened import TrainedModels, is_trained_name, shown_name
 from explorer.core.cache import BoundedCache
 from explorer.core.catalogue import bundled_keys, catalogue, default_model_key, is_downloaded
 from explorer.core.errors import ExplorerError, InputError
@@ -45,12 +47,18 @@ def check_model_name(name) -> str:
     return name
 
 
+def owner_of(request) -> str:
+    """Who holds a session's private work: its browser session id (``"local"`` when a test calls a handler)."""
+    return getattr(request, "session_hash", None) or "local"
+
+
 SCORES_BYTES = 256 * 2**20  # pre-softmax scores of recent selections (12 layers x 12 heads x 512^2 is 150 MB)
 
 
 def about(selection: Selection) -> str:
-    """What a figure was computed from, for its title: ``tiny-t5 · “Let there be light.”`` (the text shortened)."""
-    return f"{selection.model} · “{shorten(selection.text, 32)}”"
+    """What a figure was computed from, for its title: ``tiny-t5 · “Let there be light.”`` (the text shortened;
+    a model trained in this session by its label, ``your trained decoder (300 steps)``)."""
+    return f"{shown_name(selection.model)} · “{shorten(selection.text, 32)}”"
 
 
 def _scores_bytes(scores: dict) -> int:
@@ -62,6 +70,8 @@ class AppContext:
     """Shared, read-only services. One per process; sessions differ only by their ``Selection``.
 
     ``settings`` are the server's (``EXPLORER_*``, read once at start-up); the pool is sized by them.
+    ``trained`` holds the models sessions trained in the Training tab and opened: each reachable only from
+    the session that opened it, bounded like LoRA copies (``lora_total_mb``), never in the shared pool.
     """
 
     settings: Settings = field(default_factory=current_settings)
@@ -73,6 +83,11 @@ class AppContext:
         default_factory=lambda: BoundedCache(SCORES_BYTES, _scores_bytes, max_items=8), repr=False
     )
     _tokenizers: BoundedCache = field(default_factory=lambda: BoundedCache(None, max_items=16), repr=False)
+    trained: TrainedModels | None = None
+
+    def __post_init__(self):
+        if self.trained is None:
+            self.trained = TrainedModels(SessionBudget(self.settings.lora_total_bytes))
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, key) of every catalogue model: bundled first; hub models marked when they need a network
@@ -89,7 +104,16 @@ class AppContext:
         return self.settings.hosted
 
     def model(self, selection: Selection) -> LoadedModel:
+        """The selection's model: from the shared pool, or the session's own trained model (a selection only
+        names one after ``reachable`` let its session in)."""
+        if is_trained_name(selection.model):
+            return self.trained.get(selection.model)
         return self.pool.get(selection.model)
+
+    def reachable(self, name: str, request=None) -> None:
+        """Refuse with a sentence a typed trained model's name that the requesting session did not open."""
+        if is_trained_name(name):
+            self.trained.get(name, owner_of(request))
 
     def trace(self, selection: Selection) -> Trace:
         """The trace for a selection: from the cache, or one model run if it was evicted."""
@@ -99,6 +123,8 @@ class AppContext:
     def tokenizer(self, name: str):
         """A tokenizer by model or tokenizer-catalogue name: a loaded model's own, else loaded alone (kept)."""
         check_model_name(name)
+        if is_trained_name(name):
+            return self.trained.get(name).tokenizer
         if name in self.pool.loaded():
             return self.pool.get(name).tokenizer
         return self._tokenizers.get(name, lambda: load_tokenizer(name))

@@ -18,6 +18,7 @@ class Shared:
     _listeners: list = field(default_factory=list)
     _presets: list = field(default_factory=list)
     _requirements: list = field(default_factory=list)
+    _openers: list = field(default_factory=list)
     building: str | None = None  # the id of the tab being built (set by the app around each tab's build)
 
     def on_analyzed(self, fn, inputs, outputs, api_name: str | bool = False) -> None:
@@ -30,6 +31,11 @@ class Shared:
         button = gr.Button(label, size="sm", variant="secondary")
         self._presets.append((button, text))
         return button
+
+    def opens_model(self, event) -> None:
+        """``event`` puts a model's name in the model picker: the app then analyzes the text with it and redraws
+        the views, as if the user had picked it (e.g. the Training tab opening the model it trained)."""
+        self._openers.append(event)
 
     def requires(self, *capabilities: str) -> gr.Markdown:
         """A line at this place of the tab, shown only while the current model cannot do what the tab needs:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache, partial
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import (
+    AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     RobertaPreLayerNormConfig,
@@ -34,11 +36,13 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from explorer.analysis.pretraining.corpus import bundled_split
 from explorer.core import objectives, tokenizer_training
 from explorer.core.errors import InputError
 
 INIT_STD = 0.02
 PROBE_POSITIONS = 40  # position embeddings for at least the repeated-sequence probe ([CLS] + 2 × 16 + [SEP])
+TOKENIZERS_DIR = Path(__file__).resolve().parents[3] / "assets" / "tokenizers"  # <objective>-<vocab>/
 
 
 @dataclass(frozen=True)
@@ -171,18 +175,39 @@ class PretrainSettings:
 
 
 def build_tokenizer(settings: PretrainSettings, texts) -> object:
-    """The objective's kind of tokenizer, trained on ``texts`` (the training documents only).
+    """The objective's kind of tokenizer for ``texts`` (the training documents only).
 
-    Trained once per process for each (objective, vocabulary size, texts) and then shared read-only:
-    the ``tokenizers`` library's WordPiece and Unigram trainers break ties in hash order, so two
-    trainings in one process can differ by a few pieces (the byte-level BPE never does), and a seed
-    must give the same run every time."""
-    return _tokenizer(settings.objective, settings.vocab, tuple(texts))
+    For the bundled training documents at a vocabulary size with a committed tokenizer
+    (``assets/tokenizers/<objective>-<vocab>``, written by ``write_bundled_tokenizers``) that one is loaded:
+    the ``tokenizers`` library's Unigram trainer gives scores that differ slightly from process to process,
+    and a seed must give the same run everywhere. Other texts and sizes are trained, once per process for
+    each (objective, vocabulary size, texts), and then shared read-only."""
+    texts = tuple(texts)
+    folder = TOKENIZERS_DIR / f"{settings.objective}-{settings.vocab}"
+    if texts == bundled_split().train and folder.is_dir():
+        return _committed_tokenizer(folder)
+    return _tokenizer(settings.objective, settings.vocab, texts)
 
 
 @lru_cache(maxsize=8)
 def _tokenizer(objective: str, vocab: int, texts: tuple[str, ...]):
     return OBJECTIVES[objective].tokenizer(list(texts), vocab)
+
+
+@lru_cache(maxsize=4)
+def _committed_tokenizer(folder: Path):
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def write_bundled_tokenizers(folder: Path = TOKENIZERS_DIR, vocab: int = 1024) -> list[Path]:
+    """Train each objective's tokenizer on the bundled training documents and save it under ``folder``
+    (``python -c "from explorer.analysis.pretraining.configs import write_bundled_tokenizers as w; w()"``)."""
+    written = []
+    for name, objective in OBJECTIVES.items():
+        path = Path(folder) / f"{name}-{vocab}"
+        objective.tokenizer(list(bundled_split().train), vocab).save_pretrained(path)
+        written.append(path)
+    return written
 
 
 def build_model(settings: PretrainSettings, tokenizer) -> torch.nn.Module:

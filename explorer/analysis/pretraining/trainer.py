@@ -180,15 +180,17 @@ class PretrainRun:
 
     @property
     def done(self) -> bool:
-        return self.model is None or self.step >= self.settings.steps
+        return self.model is None or self.optimizer is None or self.step >= self.settings.steps
 
     @property
     def nbytes(self) -> int:
-        """The model, its gradients and AdamW's two moments (4 copies), plus the token streams."""
+        """The model, its gradients and AdamW's two moments (4 copies; 1 once training ended), plus the token streams."""
         if self.model is None:
             return 0
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return 4 * weights + 8 * (len(self.train_stream) + len(self.held_out_stream))
+        return (4 if self.optimizer is not None else 1) * weights + 8 * (
+            len(self.train_stream) + len(self.held_out_stream)
+        )
 
     # ------------------------------------------------------------ measuring
 
@@ -231,7 +233,7 @@ class PretrainRun:
     def advance(self, n_steps: int) -> int:
         """Run up to ``n_steps`` more steps (never past ``settings.steps``), measuring where due; returns steps run."""
         with self.lock:
-            if self.model is None:
+            if self.model is None or self.optimizer is None:
                 return 0
             t0 = time.perf_counter()
             n = min(n_steps, self.settings.steps - self.step)
@@ -307,6 +309,11 @@ class PretrainRun:
             description=f"{objective.about} Trained in this session for {step} steps on the bundled texts.",
         )  # fmt: skip
         return LoadedModel(spec, model, self.tokenizer, torch.device("cpu"))
+
+    def end_training(self) -> None:
+        """No more steps: free the optimiser's state, keep the model (to open it in other views) and the record."""
+        with self.lock:
+            self.optimizer = None
 
     def close(self) -> None:
         """Free the model and the optimiser's state (the session ended or a new run replaced this one)."""

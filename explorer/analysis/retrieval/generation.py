@@ -11,8 +11,8 @@ self-attention (the rest goes to the template's own tokens, earlier generated to
 token); an encoder-decoder's is its cross-attention to the source. ``head_passage_share`` keeps it per
 head, averaged over the generated tokens: heads that copy from the passage (induction-style) stand out.
 
-Attribution of the answer to the passage's tokens (the attribution view's methods) is not done here:
-``explorer.analysis.attribution`` takes prompts of at most 64 tokens, fewer than a prompt with passages.
+Attribution of the answer to the passage's tokens (the attribution view's methods, with a bound on work
+instead of on length) lives in ``explorer.analysis.retrieval.attribution``.
 """
 
 from __future__ import annotations

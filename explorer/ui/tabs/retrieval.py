@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gradio as gr
 
+from explorer.analysis.attribution.methods import METHODS
 from explorer.analysis.retrieval import documents, generation, search
+from explorer.analysis.retrieval.attribution import MAX_ANSWER_TOKENS, attribute_answer
 from explorer.analysis.retrieval.embedding import POOLING
 from explorer.analysis.retrieval.index import IndexCache
 from explorer.core.errors import InputError
 from explorer.core.family import GENERATE
 from explorer.plots.retrieval import (
+    attribution_bars,
     next_token_pair,
     passage_map,
     rank_comparison,
@@ -19,7 +22,7 @@ from explorer.plots.retrieval import (
     share_lines,
 )
 from explorer.plots.text import message_figure, shorten
-from explorer.ui.context import AppContext, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, bind, guarded, md_escape, shown_name, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Retrieval-augmented generation**: embed every passage and the question, find the nearest \
@@ -115,7 +118,7 @@ def answer_view(
     passages = [h.chunk.text for h in result.fused[: int(passages_n)]]
     both = generation.compare_generation(lm, result.question, passages, int(new_tokens))
     closed, open_ = both.closed_book, both.open_book
-    asked = f"{selection.model} · “{shorten(result.question, 32)}”"
+    asked = f"{shown_name(selection.model)} · “{shorten(result.question, 32)}”"
     copied = sum(open_.copied)
     note = (
         f"- without the passages: “{md_escape(closed.continuation)}”\n"
@@ -130,6 +133,37 @@ def answer_view(
     heat = share_heatmap(open_.passage_share, list(open_.generated),
                          f"Each written token's attention on the passages · {asked}")  # fmt: skip
     return note, pair, lines, heat
+
+
+@guarded(lambda msg: (warning(msg), message_figure(msg)))
+def attribution_view(
+    ctx: AppContext, selection, set_name, pasted, uploads, size, overlap, unit, layer, question, k, passages_n,
+    method, answer_n, request: gr.Request, progress=gr.Progress(),  # noqa: B008 (gradio idiom)
+):  # fmt: skip
+    """The answer's first tokens attributed to the prompt with the passages, summed per segment."""
+    lm, _, result = _retrieve(ctx, selection, set_name, pasted, uploads, size, overlap, unit, layer, question, k,
+                              request, progress)  # fmt: skip
+    lm.spec.require(GENERATE)
+    prompt = generation.build_prompt(result.question, [h.chunk.text for h in result.fused[: int(passages_n)]])
+    with STOPS.running(request) as should_stop:
+        done = attribute_answer(lm, prompt, method, int(answer_n), progress=lambda f: progress(f, desc="attributing"),
+                                should_stop=should_stop)  # fmt: skip
+    sums, shares = done.segment_sums(), done.passage_share()
+    lines = "\n".join(
+        f"- “{md_escape(tok)}”: passages **{sums['passage'][j]:+.4f}**, question {sums['question'][j]:+.4f}, "
+        f"other {sums['other'][j]:+.4f} — the passages hold **{shares[j]:.0%}** of the attribution's size"
+        + (f" (sum {sum(v[j] for v in sums.values()):+.4f} = f(input) − f(baseline) "
+           f"{done.value[j] - done.baseline_value[j]:+.4f}, delta {done.delta[j]:+.1e})" if method == "integrated_gradients" else "")
+        for j, tok in enumerate(done.answer)
+    )  # fmt: skip
+    note = f"{METHODS[method].name}, {done.output} of each answer token:\n{lines}" + (
+        f"\n\n{md_escape(done.note)}" if done.note else ""
+    )
+    asked = f"{shown_name(selection.model)} · “{shorten(result.question, 32)}”"
+    first = done.scores[0]
+    figure = attribution_bars(first, list(done.labels), list(done.segments),
+                              f"What “{shorten(done.answer[0], 12)}” owes each prompt token · {asked}")  # fmt: skip
+    return note, figure
 
 
 @guarded(lambda msg: gr.update())
@@ -174,6 +208,13 @@ def build(ctx: AppContext, shared) -> None:
         pair_plot = gr.Plot(label="Next token")
         with gr.Row():
             lines_plot, heat_plot = gr.Plot(label="Attention by layer"), gr.Plot(label="Attention per token")
+        with gr.Row():
+            method = gr.Dropdown([(m.name, key) for key, m in METHODS.items()], value="input_x_gradient",
+                                 label="Attribution method")  # fmt: skip
+            answer_n = gr.Slider(1, MAX_ANSWER_TOKENS, value=1, step=1, label="Answer tokens explained")
+            run_attribution = gr.Button("Attribute the answer to the prompt", variant="primary")
+        attribution_note = gr.Markdown()
+        attribution_plot = gr.Plot(label="Attribution per prompt token")
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state], [layer], api_name=False)
     inputs = [shared.state, set_name, pasted, uploads, size, overlap, unit, layer, question, k]
@@ -184,4 +225,6 @@ def build(ctx: AppContext, shared) -> None:
                             api_name=False, **heavy)  # fmt: skip
     answered = run_answer.click(bind(answer_view, ctx), [*inputs, passages_n, new_tokens],
                                 [answer_note, pair_plot, lines_plot, heat_plot], api_name="retrieval_answer", **heavy)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[searched, asked, answered], api_name="retrieval_stop")
+    attributed = run_attribution.click(bind(attribution_view, ctx), [*inputs, passages_n, method, answer_n],
+                                       [attribution_note, attribution_plot], api_name="retrieval_attribution", **heavy)  # fmt: skip
+    stop.click(request_stop, None, None, cancels=[searched, asked, answered, attributed], api_name="retrieval_stop")

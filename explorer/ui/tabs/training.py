@@ -7,6 +7,7 @@ import gradio as gr
 import numpy as np
 
 from explorer.analysis.pretraining import configs, preferences, scaling
+from explorer.analysis.pretraining.opened import open_run, shown_name
 from explorer.analysis.pretraining.trainer import PretrainRun, train_live
 from explorer.core.errors import InputError
 from explorer.core.family import FINE_TUNE
@@ -14,7 +15,7 @@ from explorer.plots.attention import attention_heatmap
 from explorer.plots.lora import before_after_bars
 from explorer.plots.text import message_figure, shorten
 from explorer.plots.training import head_score_curves, loss_curves, preference_curves, scaling_plot
-from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, about, bind, guarded, md_escape, owner_of, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """How a model gets its knowledge. **Pre-train** a tiny model from random weights on the bundled \
@@ -70,9 +71,10 @@ def _run_views(record, objective: str):
     return note, curves, heads, pattern, summary
 
 
-@guarded(lambda msg: (warning(msg), *(message_figure(msg),) * 3, gr.skip()))
+@guarded(lambda msg: (warning(msg), *(message_figure(msg),) * 3, gr.skip(), gr.skip()))
 def pretrain(ctx: AppContext, objective, steps, width, layers, seed, request: gr.Request):
-    """Streamed: the views redraw about twice a second while the model trains; Stop or leaving ends it."""
+    """Streamed: the views redraw about twice a second while the model trains; Stop or leaving ends it.
+    The run itself goes to the session's state, so its model can be opened in the other tabs afterwards."""
     steps = int(steps)
     settings = configs.PretrainSettings(objective=objective, steps=steps, width=int(width), layers=int(layers),
                                         seed=int(seed or 0), warmup=min(40, steps // 5))  # fmt: skip
@@ -81,9 +83,34 @@ def pretrain(ctx: AppContext, objective, steps, width, layers, seed, request: gr
     try:
         with STOPS.running(request) as should_stop:
             for record in train_live(run, should_stop=should_stop):
-                yield _run_views(record, objective)
+                yield *_run_views(record, objective), run
     finally:
+        run.end_training()  # the optimiser goes; the model stays until opened, replaced or the session ends
+
+
+@guarded(lambda msg: (gr.skip(), warning(msg)))
+def open_trained(ctx: AppContext, run, request: gr.Request):
+    """The run's model as it is now, private to this browser session, becomes the model every tab analyzes."""
+    if not isinstance(run, PretrainRun):
+        raise InputError("Train a model first: its model can be opened once the run has started (or was stopped).")
+    name = open_run(ctx.trained, owner_of(request), run)
+    label = shown_name(name)
+    note = (
+        f"**{md_escape(label)}** is now the model of every tab (figure titles name it). It is yours alone: "
+        "no other browser session can open it, and it is freed when you close this page or open another."
+    )
+    return gr.update(choices=[*ctx.model_choices(), (label, name)], value=name), note
+
+
+def release_run(ctx: AppContext, run) -> None:
+    """``gr.State``'s delete_callback: the session expired or closed, so its training run is freed."""
+    if isinstance(run, PretrainRun):
         run.close()
+
+
+def unloaded(ctx: AppContext, request: gr.Request) -> None:
+    """The browser tab closed: the trained model it opened is freed."""
+    ctx.trained.end(owner_of(request))
 
 
 @guarded(lambda msg: (warning(msg), message_figure(msg)))
@@ -154,7 +181,11 @@ def build(ctx: AppContext, shared) -> None:
                 curves = gr.Plot(label="Loss")
                 with gr.Row():
                     heads, pattern = gr.Plot(label="Head scores"), gr.Plot(label="Attention pattern")
+                with gr.Row():
+                    open_button = gr.Button("Open this model in the other tabs", scale=1)
+                    open_note = gr.Markdown()
                 mine = gr.State(None)
+                live = gr.State(None, time_to_live=ctx.settings.lora_ttl_s, delete_callback=bind(release_run, ctx))
             with gr.Tab("Scaling"):
                 with gr.Row():
                     axis = gr.Radio(list(AXIS_TITLES), value="parameters", label="Against", scale=3)
@@ -174,10 +205,16 @@ def build(ctx: AppContext, shared) -> None:
 
     one_each = {"concurrency_limit": ctx.settings.lora_trainings, "concurrency_id": "lora_train"}  # queued like LoRA
     trained = run_button.click(bind(pretrain, ctx), [objective, steps, width, layers, seed],
-                               [note, curves, heads, pattern, mine], api_name="training_pretrain", **one_each)  # fmt: skip
+                               [note, curves, heads, pattern, mine, live], api_name="training_pretrain", **one_each)  # fmt: skip
+    shared.opens_model(
+        open_button.click(bind(open_trained, ctx), live, [shared.model, open_note], api_name="training_open")
+    )
     fitted = fit_button.click(bind(scaling_view, ctx), [axis, mine], [scaling_note, scaling_figure],
                               api_name="training_scaling")  # fmt: skip
     axis.change(bind(scaling_view, ctx), [axis, mine], [scaling_note, scaling_figure], api_name=False)
     tuned = tune_button.click(bind(tune, ctx), [shared.state, loss, beta, tune_steps], [tune_note, tune_curves, tune_bars],
                               api_name="training_preferences", **one_each)  # fmt: skip
     stop.click(request_stop, None, None, cancels=[trained, fitted, tuned], api_name="training_stop")
+    root = gr.context.Context.root_block  # the app being built: free the opened model when its browser tab closes
+    if root is not None:
+        root.unload(bind(unloaded, ctx))
