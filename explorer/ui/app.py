@@ -166,8 +166,8 @@ def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
         tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=False)
     notices = [notice for notice, _ in shared._requirements]
 
-    def after_analysis(tab_v, selection, drawn_v):
-        fresh, drawn_v = views_to_draw(tab_ids, tab_v, selection, {})
+    def after_analysis(tab_v, selection, drawn_v):  # drawn already (a link's tab opened first): not twice
+        fresh, drawn_v = views_to_draw(tab_ids, tab_v, selection, drawn_v)
         return *fresh, drawn_v, *requirement_notices(ctx, selection, shared._requirements)
 
     def opened(tab_id, selection, drawn_v):
@@ -176,11 +176,11 @@ def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
 
     for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
         tab.select(bind(opened, tab.id), [shared.state, drawn], [visible, *tickets, drawn], api_name=False,
-                   queue=False)  # fmt: skip
+                   queue=False, show_progress="hidden")  # fmt: skip
 
     def then_views(event) -> None:
         event.then(after_analysis, [visible, shared.state, drawn], [*tickets, drawn, *notices], api_name=False,
-                   queue=False)  # fmt: skip
+                   queue=False, show_progress="hidden")  # fmt: skip
 
     return visible, then_views
 
