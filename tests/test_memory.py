@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from explorer.core.errors import ModelLoadError
-from explorer.core.loading import load_dtype, placement, resolve, source_size
+from explorer.core.loading import load_dtype, pick_device, placement, resolve, source_size
 from explorer.core.memory import INDEX, checkpoint_files, checkpoint_size, human_bytes
 from explorer.core.pool import ModelPool
 from tests import tiny_models
@@ -38,9 +38,9 @@ def sharded(tmp_path_factory):
 def test_the_estimate_equals_the_sum_of_the_tensors_bytes_and_the_loaded_weights(tiny_dir, tiny, name):
     size = checkpoint_size(tiny_dir[name])
     assert size.stored_bytes == _tensor_bytes(tiny_dir[name])
-    assert size.bytes_at(torch.float32) == size.stored_bytes  # saved in float32, loaded in float32 on CPU
+    assert size.bytes_at(torch.float32) == size.stored_bytes  # saved in float32
     weights = sum(p.numel() * p.element_size() for p in tiny[name].model.parameters())
-    assert size.bytes_at(torch.float32) == weights
+    assert size.bytes_at(load_dtype(tiny[name].device)) == weights  # float32 on CPU, half precision on a GPU
     assert size.parameters == sum(p.numel() for p in tiny[name].model.parameters())
 
 
@@ -59,13 +59,14 @@ def test_a_sharded_checkpoint_is_read_through_its_index(sharded, tiny_dir):
 
 
 def test_a_pool_too_small_refuses_with_one_sentence(tiny_dir):
-    need = checkpoint_size(tiny_dir["gpt2"]).bytes_at(torch.float32)
+    need = checkpoint_size(tiny_dir["gpt2"]).bytes_at(load_dtype(pick_device()))
     pool = ModelPool(max_bytes=need - 1)
     with pytest.raises(ModelLoadError) as err:
         pool.get(str(tiny_dir["gpt2"]))
     text = str(err.value)
     assert "\n" not in text and text.count(". ") == 0 and text.endswith(".")
-    assert human_bytes(need) in text and "EXPLORER_POOL_MB" in text and f"{need // 4:,} weights" in text
+    params = checkpoint_size(tiny_dir["gpt2"]).parameters
+    assert human_bytes(need) in text and "EXPLORER_POOL_MB" in text and f"{params:,} weights" in text
     assert pool.loaded() == []
     assert ModelPool(max_bytes=need).get(str(tiny_dir["gpt2"])).nbytes == need  # exactly enough loads
 

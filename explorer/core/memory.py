@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MAX_HEADER = 100 * 2**20  # safetensors' own bound on a header; anything larger is not a safetensors file
@@ -119,3 +120,12 @@ def human_bytes(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def to_host(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array in host memory: copied off any GPU, half precision widened to float32
+    (numpy has no bfloat16), integers and float32 as they are. The one way analysis hands tensors to numpy."""
+    tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.element_size() < 4:
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
