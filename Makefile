@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train,ndif]"
 	touch $(STAMP)
 
 # The browser tests drive Debian's Chromium (never a Playwright browser download); skipped when on PATH.

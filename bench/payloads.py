@@ -5,8 +5,8 @@ Builds (once, under ``build/real-size/``) a GPT-2-small-shaped checkpoint (12 la
 and a BERT-base-shaped one (12 x 12 x 768, 30,522 tokens; the bundled tiny-bert WordPiece tokenizer, as
 BERT's own vocabulary is not available offline). Running a random model costs what the real one costs.
 
-Then calls the attention tab's handlers as gradio would and serializes what they return (``fig.to_json()``
-for figures, JSON for component updates): the all-heads grid, the token links (every query of one head)
+Then builds what the attention tab's handlers return, from the same analysis and plot functions, and
+serializes it as gradio would (``fig.to_json()`` for figures, JSON for component values): the all-heads grid, the token links (every query of one head)
 and the generation-attention view (32 tokens generated after a 480-token prompt). Goal: <= 1 MB each.
 ``--umap`` adds the whole-vocabulary map of a 50,257 x 768 matrix: the first map (PCA) and the full UMAP
 computed in the background and cached (goal: first map <= 10 s).
@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 REAL_SIZE = ROOT / "build" / "real-size"
 GOAL = 2**20
 TOKENS = 512
+GENERATE = 32  # the attention tab's most tokens generated step by step
 
 
 def real_size_checkpoint(kind: str) -> Path:
@@ -85,33 +86,52 @@ def size_of(outputs) -> int:
 
 
 def payloads(folder: Path) -> None:
-    from explorer.ui.context import AppContext, Selection
-    from explorer.ui.tabs import attention
+    """What the attention tab's handlers return, rebuilt from the same analysis and plot functions they call."""
+    from explorer.analysis.attention.views import all_heads, generation_step, one_head, token_links_of
+    from explorer.core.pool import ModelPool
+    from explorer.core.run import run
+    from explorer.plots.attention import attention_grid, attention_heatmap, token_links
 
-    ctx = AppContext(default_model=str(folder))
-    lm = ctx.pool.get(str(folder))
+    lm = ModelPool().get(str(folder))
     text = long_text(lm.tokenizer, TOKENS)
-    prompt = long_text(lm.tokenizer, TOKENS - attention.MAX_GENERATE)
-    selection, shorter = Selection(str(folder), text), Selection(str(folder), prompt)
+    prompt = long_text(lm.tokenizer, TOKENS - GENERATE)
     t0 = time.perf_counter()
-    trace = ctx.trace(selection)
+    trace = run(lm, text)
     run_s = time.perf_counter() - t0
+    generating = run(lm, prompt, generate=GENERATE)
     n = len(trace.tokens["input"])
     print(f"{folder.name}: {n} tokens, trace {trace.nbytes / 2**20:.0f} MB in memory, model run {run_s:.1f} s")
+
+    def head():
+        v = one_head(trace, "self", 5, 3, "weights")
+        return attention_heatmap(v.matrix, v.query_labels, v.key_labels, "one head", v.causal)
+
+    def grid():
+        g = all_heads(trace, "self")
+        return attention_grid(g.weights, "all heads"), {"choices": g.names}  # the figure and the head picker
+
+    def links(heads):
+        def view():
+            k = token_links_of(trace, "self", 5, 3, -1, heads)
+            picker = {"choices": [(f"{i}: {label}", i) for i, label in enumerate(k.query_labels)]}
+            return token_links(k.weights, k.query_labels, k.key_labels, k.selected, "links"), picker
+
+        return view
+
+    def step():
+        g = generation_step(generating, 5, 3, GENERATE)
+        seen = g.labels[: g.position + 1]
+        return token_links(g.weights, seen, seen, g.position, "step"), " ".join(g.labels)
+
     views = {
-        "one head (heatmap)": lambda: attention.draw_head(ctx, selection, "self", 5, 3, "weights"),
-        "all-heads grid": lambda: attention.draw_grid(ctx, selection, "self"),
-        "token links (one head, all queries)": lambda: attention.draw_links(ctx, selection, "self", 5, 3, -1, []),
-        "token links (mean of 12 heads)": lambda: attention.draw_links(
-            ctx, selection, "self", 5, 3, -1, list(range(12))
-        ),
-        "generation attention (step 32)": lambda: attention.draw_step(
-            ctx, shorter, 5, 3, attention.MAX_GENERATE, attention.MAX_GENERATE
-        ),
+        "one head (heatmap)": head,
+        "all-heads grid": grid,
+        "token links (one head, all queries)": links([]),
+        "token links (mean of 12 heads)": links(list(range(12))),
+        f"generation attention (step {GENERATE})": step,
     }
     print(f"{'view':<40}{'bytes':>12}{'MB':>8}{'<= 1 MB':>9}{'seconds':>9}")
     for name, view in views.items():
-        view()  # the generation view's first call runs the model; time the re-plot
         t0 = time.perf_counter()
         out = view()
         seconds = time.perf_counter() - t0
