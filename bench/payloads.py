@@ -28,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("EXPLORER_WARMUP", "0")
-os.environ.setdefault("EXPLORER_CACHE_DIR", tempfile.mkdtemp(prefix="bench-payloads-"))
 
 import numpy as np  # noqa: E402
 
@@ -165,6 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--umap", action="store_true", help="also the whole-vocabulary map (minutes on 2 cores)")
     args = parser.parse_args()
+    os.environ.setdefault("EXPLORER_WARMUP", "0")
+    os.environ.setdefault("EXPLORER_CACHE_DIR", tempfile.mkdtemp(prefix="bench-payloads-"))  # a fresh cache
     print(f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     payloads(real_size_checkpoint("gpt2-small"))
     if args.umap:
