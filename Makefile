@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install browser run test bench load lint format corpus train clean
+.PHONY: install browser run test bench load lint format corpus train clean gpu-check
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,train,ndif]"
 	touch $(STAMP)
 
 # The browser tests drive Debian's Chromium (never a Playwright browser download); skipped when on PATH.
@@ -54,6 +54,15 @@ bench: install
 # 30 simulated users against the app on loopback: latency per endpoint, errors, peak memory.
 load: install
 	$(PY) bench/load.py
+
+# On a machine with a CUDA GPU: the contract tests and the benchmarks with every model on the GPU
+# (bfloat16, placed by accelerate). Record the figures in the README's "CPU, GPU and ZeroGPU" section.
+GPU_BENCHES := trace_overhead payloads kv_cache attribution decoding interventions
+gpu-check: install
+	EXPLORER_DEVICE=cuda $(PY) -c "import torch; assert torch.cuda.is_available(), 'no CUDA device here'"
+	EXPLORER_DEVICE=cuda $(PY) -m pytest -q tests/test_contract.py tests/test_memory.py tests/test_gpu.py
+	for b in $(GPU_BENCHES); do EXPLORER_DEVICE=cuda $(PY) bench/$$b.py || exit 1; done
+	EXPLORER_DEVICE=cuda $(PY) bench/load.py --real --users 10
 
 lint: install
 	$(PY) -m ruff check .

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from explorer.core.catalogue import bundled_keys, catalogue
 from explorer.core.errors import ModelLoadError
-from explorer.core.loading import load, pick_device, resolve
+from explorer.core.loading import load, load_dtype, pick_device, resolve
+from explorer.core.memory import checkpoint_size
 from explorer.core.pool import ModelPool
 from explorer.core.settings import overridden
 from tests.tiny_models import TINY
@@ -98,7 +99,9 @@ def test_device_follows_the_settings():
 
 
 def test_pool_shares_one_model_and_evicts_the_least_recently_used(tiny_dir):
-    pool = ModelPool(max_bytes=1)  # room for one model only
+    sizes = [checkpoint_size(tiny_dir[n]).bytes_at(load_dtype(pick_device())) for n in ("gpt2", "bert")]
+    pool = ModelPool(max_bytes=max(sizes))  # room for one model only (a smaller pool refuses both)
+    assert sum(sizes) > pool.max_bytes
     gpt = pool.get(str(tiny_dir["gpt2"]))
     assert pool.get(str(tiny_dir["gpt2"])) is gpt
     pool.get(str(tiny_dir["bert"]))

@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, tokenizer_catalogue
 from explorer.core.errors import ModelLoadError
 from explorer.core.family import FamilyAdapter
+from explorer.core.memory import INDEX, CheckpointSize, checkpoint_size, hub_checkpoint_size, human_bytes
 from explorer.core.settings import settings
 from explorer.core.spec import ModelSpec, adapter_for, spec_from_config
 
@@ -68,6 +69,31 @@ def pick_device() -> torch.device:
     if wanted:
         return torch.device(wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU (exact, and what CPU kernels are fast at); on a GPU bfloat16 where it is supported, else
+    float16: half the memory, so 1-8B models fit, and every view reads float32 copies of what it shows."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _has_accelerate() -> bool:
+    try:
+        import accelerate  # noqa: F401  (a dependency of peft, so normally present)
+    except ImportError:
+        return False
+    return True
+
+
+def placement(device: torch.device) -> dict:
+    """``from_pretrained``'s placement arguments: on CUDA with accelerate, weights go straight to the GPU
+    (``device_map="auto"`` spreads a model too large for one GPU over the GPUs, then the CPU); elsewhere
+    they load on the CPU and the model is moved once loaded (an empty dict)."""
+    if device.type != "cuda" or not _has_accelerate():
+        return {}
+    return {"device_map": "auto" if device.index is None else {"": str(device)}}
 
 
 def _available() -> str:
@@ -207,15 +233,64 @@ def missing_weights(model: torch.nn.Module, info: dict) -> tuple[list[str], list
     return [k for k in missing if k not in body], body
 
 
-def load(name: str, device: torch.device | None = None) -> LoadedModel:
-    """Load a model and its tokenizer, eager attention, safetensors only, in eval mode, frozen."""
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model already downloaded, where the cache has one."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in (INDEX, "model.safetensors"):
+        hit = try_to_load_from_cache(repo_id, name)
+        if isinstance(hit, str):
+            return Path(hit).parent
+    return None
+
+
+def source_size(source: Source) -> CheckpointSize | None:
+    """The checkpoint's size from its safetensors headers (no weights read): a folder's files, a hub model's
+    cached files, else its headers fetched from the hub; None when nothing can be read (the load explains)."""
+    folder = Path(source.location)
+    if not folder.is_dir() and source.kind in ("hub", "catalogue"):
+        folder = _cached_snapshot(source.location)
+        if folder is None:
+            return hub_checkpoint_size(source.location) if hub_reachable() else None
+    try:
+        size = checkpoint_size(folder)
+    except (OSError, ValueError, KeyError):
+        return None  # a broken file: from_pretrained says what is wrong with it
+    return size if size.files else None
+
+
+def check_fits(source: Source, dtype: torch.dtype, max_bytes: int | None) -> None:
+    """Refuse, with one sentence, a model whose weights at ``dtype`` need more than ``max_bytes``."""
+    size = source_size(source) if max_bytes is not None else None
+    if size is None:
+        return
+    need = size.bytes_at(dtype)
+    if need > max_bytes:
+        raise ModelLoadError(
+            f"'{source.key}' needs about {human_bytes(need)} for its {size.parameters:,} weights in "
+            f"{str(dtype).removeprefix('torch.')}, more than the {human_bytes(max_bytes)} the model pool may hold "
+            "(EXPLORER_POOL_MB), so it is not loaded."
+        )
+
+
+def load(name: str, device: torch.device | None = None, max_bytes: int | None = None) -> LoadedModel:
+    """Load a model and its tokenizer, eager attention, safetensors only, in eval mode, frozen.
+
+    On CPU in float32; on a GPU in bfloat16/float16 (``load_dtype``), placed by accelerate (``placement``).
+    With ``max_bytes`` (the pool's bound), a checkpoint whose headers say it needs more is refused before
+    any weight is read.
+    """
     source = resolve(name)
     if source.kind in ("folder", "bundled"):
         folder = Path(source.location)
         if source.kind == "bundled" and not folder.is_dir():
             raise ModelLoadError(f"The bundled model folder '{folder}' is missing; is the repository complete?")
         _check_folder(folder)
+    device = device or pick_device()
+    dtype = load_dtype(device)
+    check_fits(source, dtype, max_bytes)
     kwargs = {"trust_remote_code": False, **_hub_kwargs(source)}
+    weights = {"attn_implementation": "eager", "use_safetensors": True, "dtype": dtype, **placement(device)}
     try:
         # One load at a time in the process: transformers builds the model on the meta device through
         # process-wide state, and two loads at once break each other and every later load.
@@ -224,9 +299,8 @@ def load(name: str, device: torch.device | None = None) -> LoadedModel:
             adapter = adapter_for(config)
             cls = _model_class(adapter, config)
             model, info = cls.from_pretrained(
-                source.location, config=config, attn_implementation="eager", use_safetensors=True,
-                dtype=torch.float32, output_loading_info=True, **kwargs,
-            )  # fmt: skip
+                source.location, config=config, output_loading_info=True, **weights, **kwargs
+            )
             head, body = missing_weights(model, info)
             if body:
                 raise ModelLoadError(
@@ -241,17 +315,17 @@ def load(name: str, device: torch.device | None = None) -> LoadedModel:
                 )
             if head:  # an encoder saved without its masked-LM head (sentence-embedding models): load it headless
                 cls = AutoModel
-                model = cls.from_pretrained(
-                    source.location, config=config, attn_implementation="eager", use_safetensors=True,
-                    dtype=torch.float32, **kwargs,
-                )  # fmt: skip
+                model = cls.from_pretrained(source.location, config=config, **weights, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
     except ModelLoadError:
         raise
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ... : explain them all
         raise _explain(err, source) from err
-    device = device or pick_device()
-    model.to(device).eval().requires_grad_(False)
+    if "device_map" in weights:  # inputs go where the embeddings are (the first GPU the map used)
+        device = model.get_input_embeddings().weight.device
+    else:
+        model.to(device)
+    model.eval().requires_grad_(False)
     has_head = cls is not AutoModel
     spec = spec_from_config(
         source.key, source.location, config, has_head, description=source.description, bundled=source.kind == "bundled"

@@ -13,7 +13,8 @@ class ModelPool:
     Models handed out are shared by every user: callers must not change their weights (LoRA
     works on a session-owned copy). When the total exceeds ``max_bytes`` (the settings'
     ``EXPLORER_POOL_MB`` by default) the least recently used models are dropped (never the one
-    just requested). However many users ask for a model at once, it is loaded once.
+    just requested). However many users ask for a model at once, it is loaded once. A model whose
+    checkpoint alone needs more than ``max_bytes`` is refused before any weight is read.
     """
 
     def __init__(self, max_bytes: int | None = None):
@@ -26,7 +27,7 @@ class ModelPool:
 
     def get(self, name: str) -> LoadedModel:
         key = resolve(name).key  # raises ModelLoadError with a clear sentence
-        return self._models.get(key, lambda: load(name))
+        return self._models.get(key, lambda: load(name, max_bytes=self.max_bytes))
 
     @property
     def nbytes(self) -> int:

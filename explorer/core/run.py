@@ -86,7 +86,9 @@ def _stack(layers) -> np.ndarray:
 
 
 @torch.no_grad()
-def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20, generate: int = 0) -> Trace:
+def run(
+    lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: int = 20, generate: int = 0, forward=None
+) -> Trace:
     """Run ``lm`` once on ``text`` and keep everything (see ``Trace``).
 
     For encoder-decoders, ``text`` is the source; the target stream is ``target`` when given,
@@ -94,7 +96,10 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
     For decoders, ``generate`` > 0 first extends the text greedily by that many tokens; the trace
     then covers prompt and continuation (``meta["prompt_tokens"]`` marks the boundary). Under a
     causal mask, row i of each attention map is exactly what token i attended to when generated.
+    ``forward`` runs the instrumented pass (default: the model itself; ``explorer.core.nnsight_backend``
+    passes one that runs it through nnsight, locally or on NDIF).
     """
+    forward = forward or lm.model
     text = check_text(text)
     adapter = lm.spec.adapter
     ids, offsets, truncated = _encode(lm, text)
@@ -105,7 +110,7 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
         meta["prompt_tokens"] = x.shape[1]
         x = torch.tensor([ids], device=lm.device)
     if not adapter.is_encoder_decoder:
-        out = lm.model(input_ids=x, output_attentions=True, output_hidden_states=True)
+        out = forward(input_ids=x, output_attentions=True, output_hidden_states=True)
         logits = out.logits[0].float().cpu().numpy() if getattr(out, "logits", None) is not None else None
         return Trace(
             lm.spec.key, adapter.family, {"input": text}, {"input": token_rows(lm.tokenizer, ids, offsets)},
@@ -123,7 +128,7 @@ def run(lm: LoadedModel, text: str, target: str | None = None, max_new_tokens: i
         dec = gen[0].tolist()
         meta["target_source"] = "generated"
     y = torch.tensor([dec], device=lm.device)
-    out = lm.model(input_ids=x, decoder_input_ids=y, output_attentions=True, output_hidden_states=True)
+    out = forward(input_ids=x, decoder_input_ids=y, output_attentions=True, output_hidden_states=True)
     target_text = lm.tokenizer.decode(dec, skip_special_tokens=True)
     return Trace(
         lm.spec.key,

@@ -12,6 +12,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from explorer.core.loading import LoadedModel
+from explorer.core.memory import to_host
 from explorer.core.trace import Trace
 
 SOFTMAX_FUNCTIONS = {torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax}
@@ -52,7 +53,7 @@ def attention_scores(lm: LoadedModel, trace: Trace) -> dict[str, np.ndarray]:
             )
         else:
             lm.model(input_ids=_ids(trace, family.primary_stream, lm.device))
-    maps = [s[0].numpy() for s in seen.captured]  # each (H, Q, K), in call order
+    maps = [to_host(s[0]) for s in seen.captured]  # each (H, Q, K), in call order
     n = trace.n_layers
     if family.is_encoder_decoder:
         n_dec = trace.attentions["decoder_self"].shape[0]

@@ -25,7 +25,9 @@ def attention_heatmap(
     Masked cells — above the diagonal with ``causal``, or any non-finite value such as the
     ``-inf`` of a masked score — are drawn grey and hover says "masked", so a decoder's triangle
     reads as "cannot look ahead". Axes are positions with token ticks, so repeated tokens keep
-    their own rows.
+    their own rows. Beyond ``HEATMAP_MAX_TOKENS`` a side, cells are pooled into square blocks of
+    tokens (each the block's largest weight, or mean score) so the figure stays under 1 MB; the title
+    says so, and ticks and hover name each block's first token.
     """
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 2 or weights.shape != (len(query_labels), len(key_labels)):
@@ -38,6 +40,12 @@ def attention_heatmap(
     masked = ~np.isfinite(weights)
     if causal:
         masked |= np.triu(np.ones((n_q, n_k), bool), k=1)
+    step = int(np.ceil(max(n_q, n_k) / HEATMAP_MAX_TOKENS))
+    if step > 1:
+        weights, masked = pool_blocks(weights, masked, step, "max" if value_name == "weight" else "mean")
+        q_ticks, k_ticks, query_labels, key_labels = (t[::step] for t in (q_ticks, k_ticks, query_labels, key_labels))
+        title = f"{title} ({step}×{step}-token blocks: {'largest weight' if value_name == 'weight' else 'mean'})"
+        n_q, n_k = weights.shape
     shown = np.where(masked, np.nan, weights).astype(np.float32)  # typed array: half the bytes of float64
     finite = shown[np.isfinite(shown)]
     if value_name == "weight":
@@ -47,23 +55,27 @@ def attention_heatmap(
         scale = {"zmin": -bound, "zmax": bound, "colorscale": "RdBu_r"}
     if max(n_q, n_k) <= HOVER_TEXT_MAX_TOKENS:
         hover = {"text": _hover_text(weights, masked, query_labels, key_labels, value_name), "hoverinfo": "text"}
+    elif step > 1:
+        hover = {"hovertemplate": f"{step} queries from %{{y}}<br>{step} keys from %{{x}}<br>"
+                                  f"{'largest' if value_name == 'weight' else 'mean'} {value_name} %{{z:.3f}}<extra></extra>"}  # fmt: skip
     else:  # per-cell strings would be megabytes: hover names positions, the ticks name tokens
         hover = {"hovertemplate": f"query %{{y}}<br>key %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
+    xs, ys = [j * step for j in range(n_k)], [i * step for i in range(n_q)]  # token positions of each cell
     fig = go.Figure(
         go.Heatmap(
-            z=shown, x=list(range(n_k)), y=list(range(n_q)), colorbar=colorbar_above(value_name),
+            z=shown, x=xs, y=ys, colorbar=colorbar_above(value_name),
             hoverongaps=False,
             **scale, **hover,
         )
     )  # fmt: skip
     if masked.any():
-        _shade(fig, masked)
+        _shade(fig, masked, step)
     tick_font = {"size": 11 if max(n_q, n_k) <= 40 else 8}
     fig.update_layout(
         title=title_layout(title),
-        xaxis={"title": "key (attended to)", "tickvals": list(range(n_k)), "ticktext": k_ticks,
+        xaxis={"title": "key (attended to)", "tickvals": xs, "ticktext": k_ticks,
                "tickangle": -60, "tickfont": tick_font, "automargin": True},
-        yaxis={"title": "query (attending)", "tickvals": list(range(n_q)), "ticktext": q_ticks,
+        yaxis={"title": "query (attending)", "tickvals": ys, "ticktext": q_ticks,
                "autorange": "reversed", "tickfont": tick_font, "automargin": True},
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         height=max(360, min(900, 120 + 18 * n_q)),
@@ -85,18 +97,41 @@ def _hover_text(weights, masked, query_labels, key_labels, value_name) -> np.nda
     )
 
 
-def _shade(fig: go.Figure, masked: np.ndarray) -> None:
-    """Grey out masked cells: one triangle for a causal mask, else a light overlay heatmap."""
+def pool_blocks(values: np.ndarray, masked: np.ndarray, step: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, K) values in ``step`` x ``step`` blocks: each block's max (or mean) over its unmasked cells, and
+    whether all its cells are masked. Edge blocks may be smaller.
+
+        >>> pool_blocks(np.arange(16.0).reshape(4, 4), np.zeros((4, 4), bool), 2, "max")[0].tolist()
+        [[5.0, 7.0], [13.0, 15.0]]
+    """
+    n_q, n_k = values.shape
+    rows, cols = -(-n_q // step), -(-n_k // step)
+    padded = np.full((rows * step, cols * step), np.nan)
+    padded[:n_q, :n_k] = np.where(masked, np.nan, values)
+    blocks = padded.reshape(rows, step, cols, step).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    empty = np.isnan(blocks).all(axis=-1)
+    filled = np.where(empty[..., None], 0.0, blocks)  # no warnings for all-masked blocks
+    pooled = np.nanmax(filled, axis=-1) if how == "max" else np.nanmean(filled, axis=-1)
+    return np.where(empty, np.nan, pooled), empty
+
+
+def _shade(fig: go.Figure, masked: np.ndarray, step: int = 1) -> None:
+    """Grey out masked cells: one triangle for a causal mask, else a light overlay heatmap. Cell ``i`` sits
+    at position ``i * step`` (pooled blocks of ``step`` tokens)."""
     n_q, n_k = masked.shape
     if n_q == n_k and np.array_equal(masked, np.triu(np.ones((n_q, n_k), bool), k=1)):
         # the staircase just above the diagonal, cell by cell, closed along the top-right edges
-        steps = " ".join(f"L {i + 0.5},{i - 0.5} L {i + 0.5},{i + 0.5}" for i in range(n_q - 1))
-        path = f"M 0.5,-0.5 {steps} L {n_k - 0.5},{n_q - 1.5} L {n_k - 0.5},-0.5 Z"
+        s = step
+        steps = " ".join(
+            f"L {(i + 0.5) * s:g},{(i - 0.5) * s:g} L {(i + 0.5) * s:g},{(i + 0.5) * s:g}" for i in range(n_q - 1)
+        )
+        path = f"M {0.5 * s:g},{-0.5 * s:g} {steps} L {(n_k - 0.5) * s:g},{(n_q - 1.5) * s:g} L {(n_k - 0.5) * s:g},{-0.5 * s:g} Z"
         fig.add_shape(type="path", path=path, fillcolor=MASKED_COLOR, line={"width": 0}, layer="above")
         return
     fig.add_trace(
         go.Heatmap(
-            z=np.where(masked, 1.0, np.nan).astype(np.float32), x=list(range(n_k)), y=list(range(n_q)),
+            z=np.where(masked, 1.0, np.nan).astype(np.float32), x=[j * step for j in range(n_k)],
+            y=[i * step for i in range(n_q)],
             colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]], showscale=False, hoverinfo="skip",
         )
     )  # fmt: skip
@@ -104,6 +139,7 @@ def _shade(fig: go.Figure, masked: np.ndarray) -> None:
 
 GRID_MAX_TOKENS = 64
 GRID_MAX_CELLS = 150_000  # at most ~850 kB of base64 float32 sent to the browser
+HEATMAP_MAX_TOKENS = 320  # one head at most 320 x 320 cells: ~550 kB of base64 float32 (512 tokens: 1.7 MB)
 HOVER_TEXT_MAX_TOKENS = 64  # beyond this, hover shows positions instead of per-cell token text
 LINK_MIN_WEIGHT = 0.01
 LINK_BINS = 20  # lines are drawn in this many weight bands, one trace each, to keep the figure light

@@ -14,6 +14,7 @@ from explorer.core.spec import FAMILY_NAMES
 from explorer.plots.text import shorten
 from explorer.ui.context import AppContext, Selection, bind, md_escape, user_message, warning
 from explorer.ui.export import export_panel
+from explorer.ui.gpu import on_gpu
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
@@ -272,6 +273,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
                 block.show_label = False
 
+        @on_gpu  # a GPU for the model run on a ZeroGPU Space; the function itself elsewhere
         def analyze(
             model_name: str,
             text_value: str,

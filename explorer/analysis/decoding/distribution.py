@@ -15,6 +15,7 @@ import torch
 from explorer.analysis.decoding.sampling import DecodingSettings, next_token_distribution, transform
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.memory import to_host
 from explorer.core.tokens import token_label
 from explorer.core.trace import Trace
 
@@ -66,10 +67,10 @@ def next_token_stages(lm: LoadedModel, trace: Trace, settings: DecodingSettings,
     return StagedDistribution(
         ids=ids,
         labels=[token_label(lm.tokenizer, i) for i in ids],
-        logits=logits[ids].numpy(),
+        logits=to_host(logits[ids]),
         stage_names=[s.name for s in stages],
-        probs=np.stack([s.probs[ids].numpy() for s in stages]),
-        kept=np.stack([s.kept_mask[ids].numpy() for s in stages]),
+        probs=np.stack([to_host(s.probs[ids]) for s in stages]),
+        kept=np.stack([to_host(s.kept_mask[ids]) for s in stages]),
         after=trace.labels(stream)[-1],
         entropy_bits=float(top["entropy_bits"]),
         rest=float(top["rest"]),

@@ -28,6 +28,7 @@ import numpy as np
 
 from explorer.core.cache import BoundedCache
 from explorer.core.errors import InputError
+from explorer.core.memory import to_host
 from explorer.core.settings import settings
 
 log = logging.getLogger("explorer")
@@ -112,8 +113,8 @@ def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     indices, distances = [], []
     for start in range(0, len(unit), 1024):
         sims, idx = torch.topk(unit[start : start + 1024] @ unit.T, k, dim=1)
-        indices.append(idx.numpy())
-        distances.append((1 - sims).clamp(min=0).numpy())
+        indices.append(to_host(idx))
+        distances.append(to_host((1 - sims).clamp(min=0)))
     return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from explorer.analysis.embeddings.projections import fingerprint, pca
 from explorer.core.errors import InputError
+from explorer.core.memory import to_host
 from explorer.core.tokens import display_piece, is_byte_level
 
 MAX_LIST_WORDS = 2000
@@ -322,7 +323,7 @@ def relative_buckets(num_buckets: int, max_distance: int, span: int, bidirection
 
     distances = torch.arange(-span, span + 1)
     buckets = T5Attention._relative_position_bucket(distances, bidirectional, num_buckets, max_distance)
-    return distances.numpy(), buckets.numpy()
+    return to_host(distances), to_host(buckets)
 
 
 def rope_frequencies(theta: float, rotated_dims: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from explorer.analysis.interventions.prompt import Prompt, answer_id, chunks_by_
 from explorer.analysis.interventions.sites import Capture, Edit, Sites, find_sites, intervene
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.memory import to_host
 from explorer.core.run import run
 from explorer.core.trace import Trace
 
@@ -250,8 +251,8 @@ def head_importance(
         logits = logits_at(lm, sites, prompt, edits, rows=len(chunk), fan_out=(stream, chunk[0].layer))
         logp = torch.log_softmax(logits, -1)
         passes += 1
-        change[part] = (logp[:, chosen] - clean[chosen]).numpy()
-        kl[part] = kl_divergence(clean[None], logp).numpy()
+        change[part] = to_host(logp[:, chosen] - clean[chosen])
+        kl[part] = to_host(kl_divergence(clean[None], logp))
         if progress:
             progress(min(1.0, part.stop / len(todo)))
     return Importance(

@@ -24,6 +24,7 @@ from explorer.analysis.interventions.prompt import Prompt, answer_id, chunks_by_
 from explorer.analysis.interventions.sites import SITE_NAMES, Capture, Edit, find_sites, intervene
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.memory import to_host
 
 PATCH_SITES = ("resid", "attn", "mlp")
 MIN_SPAN = 0.25  # logit-difference gap below which the share restored is noise divided by noise
@@ -144,8 +145,8 @@ def patch_sweep(
         fan_out = (stream, head_layer if per_head else chunk[0][0])
         patched = _diff(logits_at(lm, sites, corrupted, edits, rows=len(chunk), fan_out=fan_out), a, b)
         passes += 1
-        patched_diff[part] = patched.numpy()
-        restored[part] = ((patched - corrupted_diff) / span).numpy() if span else np.nan
+        patched_diff[part] = to_host(patched)
+        restored[part] = to_host((patched - corrupted_diff) / span) if span else np.nan
         if progress:
             progress(min(1.0, part.stop / len(todo)))
     return result()

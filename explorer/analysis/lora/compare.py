@@ -26,6 +26,7 @@ from explorer.analysis.lora.finetune import (
     training_step,
 )
 from explorer.core.errors import InputError
+from explorer.core.memory import to_host
 from explorer.core.tokens import token_label
 
 FULL_FINETUNE_MAX_PARAMS = 30_000_000  # full fine-tuning (4x the weights in memory) only for tiny models
@@ -89,7 +90,7 @@ def moved_tokens(comparisons: list[ProbeComparison], n: int = 8) -> tuple[list[i
     up = change.topk(n).indices.tolist()
     down = [i for i in (-change).topk(n).indices.tolist() if i not in up]
     ids = up + down
-    return ids, before[ids].numpy(), after[ids].numpy()
+    return ids, to_host(before[ids]), to_host(after[ids])
 
 
 def generations(session: LoraSession, prompt: str, max_new_tokens: int = 24, seed: int = 0) -> tuple[str, str]:
@@ -144,7 +145,7 @@ def probe_view(session: LoraSession, probes: list[str], shown: int = 1) -> Probe
     ids = top_union(c)
     moved_ids, before, after = moved_tokens(comparisons)
     return ProbeView(
-        rows, c, tuple(token_label(tokenizer, i) for i in ids), c.base[ids].numpy(), c.adapted[ids].numpy(),
+        rows, c, tuple(token_label(tokenizer, i) for i in ids), to_host(c.base[ids]), to_host(c.adapted[ids]),
         tuple(token_label(tokenizer, i) for i in moved_ids), before, after,
         tuple((p, *generations(session, p, seed=session.settings.seed)) for p in probes),
     )  # fmt: skip
@@ -205,7 +206,7 @@ class DeltaWeight:
         return float(torch.linalg.matrix_norm(self.delta))
 
     def singular_values(self) -> np.ndarray:
-        return torch.linalg.svdvals(self.delta.double()).numpy()
+        return to_host(torch.linalg.svdvals(self.delta.double()))
 
 
 def _block_label(name: str) -> str:
@@ -258,7 +259,7 @@ def downsampled(matrix: torch.Tensor, max_cells: int = MAX_HEATMAP_CELLS) -> np.
     """``matrix`` (out, in) averaged in blocks to at most ``max_cells`` per side (a projection: rank is kept ≤)."""
     rows, cols = min(matrix.shape[0], max_cells), min(matrix.shape[1], max_cells)
     pooled = torch.nn.functional.adaptive_avg_pool2d(matrix[None, None].float(), (rows, cols))
-    return pooled[0, 0].numpy()
+    return to_host(pooled[0, 0])
 
 
 @dataclass(frozen=True)

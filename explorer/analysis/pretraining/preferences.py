@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from explorer.analysis.lora.finetune import LoraSettings, adapted_copy, default_targets, session_bytes, training_mode
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
+from explorer.core.memory import to_host
 
 PREFERENCES_DIR = Path(__file__).resolve().parents[3] / "assets" / "preferences"
 LOSSES = ("dpo", "ipo")
@@ -245,7 +246,7 @@ class PreferenceRun:
             ids = list(dict.fromkeys(p1.topk(TOP_K).indices.tolist() + p0.topk(TOP_K).indices.tolist()))
             shifts.append(
                 NextTokenShift(
-                    prompt, [self.tokenizer.decode([i]) for i in ids], p0[ids].numpy(), p1[ids].numpy(),
+                    prompt, [self.tokenizer.decode([i]) for i in ids], to_host(p0[ids]), to_host(p1[ids]),
                     self._mass(p0, self.data.polite_words), self._mass(p1, self.data.polite_words),
                     self._mass(p0, self.data.rude_words), self._mass(p1, self.data.rude_words),
                 )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from explorer.analysis.attention.heads import head_statistics
+from explorer.core.memory import to_host
 
 REPEAT_LENGTH = 16
 SAMPLE_TOKENS = 20
@@ -63,7 +64,7 @@ def attention_on(model: torch.nn.Module, ids: np.ndarray, is_encoder_decoder: bo
         maps = out.encoder_attentions
     else:
         maps = model(input_ids=x, output_attentions=True).attentions
-    return torch.stack([m[0] for m in maps]).float().numpy()
+    return to_host(torch.stack([m[0] for m in maps]).float())
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from explorer.core.limits import MAX_EXPLAINED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.attribution import attribution_bars, attribution_heatmap, attribution_text_html
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.gpu import on_gpu
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Attribution** asks which input tokens drove one prediction: it scores each token by how \
@@ -182,11 +183,11 @@ def build(ctx: AppContext, shared) -> None:
     new_tokens.release(bind(list_predictions, ctx), [shared.state, new_tokens], [prediction], api_name=False)
     heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
     one = run.click(
-        bind(attribute_view, ctx), [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],
+        on_gpu(bind(attribute_view, ctx)), [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],
         [note, text_a, text_b, bars], api_name="attribution", **heavy,
     )  # fmt: skip
     whole = run_matrix.click(
-        bind(matrix_view, ctx), [shared.state, method_a, output, baseline, new_tokens, steps], [matrix_note, matrix_plot],
+        on_gpu(bind(matrix_view, ctx)), [shared.state, method_a, output, baseline, new_tokens, steps], [matrix_note, matrix_plot],
         api_name="attribution_matrix", **heavy,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.gpu import on_gpu
 
 EXPLANATION = """Each new token attends to every earlier one, through their **keys** and **values**. Without a \
 cache the model recomputes them all at every step, so a step costs more the longer the text; a **KV cache** keeps \
@@ -245,7 +246,7 @@ def build(ctx: AppContext, shared) -> None:
         result_state = gr.State(None)
 
     running = run_button.click(
-        bind(experiment, ctx), [shared.state, new_tokens, repeats, layer, head],
+        on_gpu(bind(experiment, ctx)), [shared.state, new_tokens, repeats, layer, head],
         [result_state, result_note, latency_fig, memory_fig, layer, head, step],
         api_name="kv_cache", **EXPERIMENT_QUEUE,
     )  # fmt: skip

@@ -34,6 +34,7 @@ from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, bind, guarded, md_escape, user_message, warning
 from explorer.ui.export import scratch_folder
+from explorer.ui.gpu import on_gpu
 from explorer.ui.stops import StopRequests
 
 PASTED = "your own text"
@@ -389,7 +390,7 @@ def build(ctx: AppContext, shared) -> None:
     knobs = [targets, rank, alpha, dropout, lr, steps, batch, seed]
     trainings = {"concurrency_limit": ctx.settings.lora_trainings, "concurrency_id": "lora_train"}  # others queue
     training = train_button.click(
-        with_fine_tunes(train), [shared.state, data_choice, pasted, *knobs, probes],
+        on_gpu(with_fine_tunes(train), duration=120), [shared.state, data_choice, pasted, *knobs, probes],
         [session_state, train_status, loss_plot, mode], api_name="lora_train", **trainings,
     )  # fmt: skip
     stop_button.click(bind(stopped, ctx), session_state, [train_status, loss_plot], cancels=[training],

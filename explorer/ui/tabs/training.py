@@ -16,6 +16,7 @@ from explorer.plots.lora import before_after_bars
 from explorer.plots.text import message_figure, shorten
 from explorer.plots.training import head_score_curves, loss_curves, preference_curves, scaling_plot
 from explorer.ui.context import AppContext, about, bind, guarded, md_escape, owner_of, warning
+from explorer.ui.gpu import on_gpu
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """How a model gets its knowledge. **Pre-train** a tiny model from random weights on the bundled \
@@ -204,7 +205,7 @@ def build(ctx: AppContext, shared) -> None:
                     tune_curves, tune_bars = gr.Plot(label="Preference"), gr.Plot(label="Before and after")
 
     one_each = {"concurrency_limit": ctx.settings.lora_trainings, "concurrency_id": "lora_train"}  # queued like LoRA
-    trained = run_button.click(bind(pretrain, ctx), [objective, steps, width, layers, seed],
+    trained = run_button.click(on_gpu(bind(pretrain, ctx), duration=120), [objective, steps, width, layers, seed],
                                [note, curves, heads, pattern, mine, live], api_name="training_pretrain", **one_each)  # fmt: skip
     shared.opens_model(
         open_button.click(bind(open_trained, ctx), live, [shared.model, open_note], api_name="training_open")
@@ -212,7 +213,7 @@ def build(ctx: AppContext, shared) -> None:
     fitted = fit_button.click(bind(scaling_view, ctx), [axis, mine], [scaling_note, scaling_figure],
                               api_name="training_scaling")  # fmt: skip
     axis.change(bind(scaling_view, ctx), [axis, mine], [scaling_note, scaling_figure], api_name=False)
-    tuned = tune_button.click(bind(tune, ctx), [shared.state, loss, beta, tune_steps], [tune_note, tune_curves, tune_bars],
+    tuned = tune_button.click(on_gpu(bind(tune, ctx), duration=120), [shared.state, loss, beta, tune_steps], [tune_note, tune_curves, tune_bars],
                               api_name="training_preferences", **one_each)  # fmt: skip
     stop.click(request_stop, None, None, cancels=[trained, fitted, tuned], api_name="training_stop")
     root = gr.context.Context.root_block  # the app being built: free the opened model when its browser tab closes
