@@ -10,7 +10,7 @@ import torch
 from explorer.analysis.embeddings import projections
 from explorer.analysis.embeddings import space as emb
 from explorer.analysis.embeddings.projections import ProjectionCache, cache_dir, fingerprint, pca, project
-from explorer.core.errors import InputError
+from explorer.core.errors import InputError, Stopped
 from explorer.core.settings import overridden
 from tests.plotly_json import array, figure
 
@@ -63,6 +63,21 @@ def test_separated_clusters_stay_separated(method):
     p = project(x, np.arange(len(x)), method, 2)
     assert p.coords.shape == (len(x), 2) and np.isfinite(p.coords).all()
     assert nearest_label_purity(p.coords, labels) == 1.0
+
+
+def test_umap_reports_its_epochs_and_stops_at_the_next_one():
+    x = np.random.default_rng(0).normal(size=(600, 20)).astype(np.float32)
+    heard = []
+    projections.umap_layout(x, 2, progress=lambda f, m: heard.append((f, m)))
+    epochs = [f for f, m in heard if m.startswith("UMAP layout: epoch")]
+    assert len(epochs) >= 2 and epochs == sorted(epochs) and heard[-1][1] == "UMAP layout: epoch 200 of 200"
+
+    def stop_after_ten(f, message):
+        if message.startswith("UMAP layout: epoch") and int(message.split()[3]) >= 10:
+            raise Stopped("stopped")
+
+    with pytest.raises(Stopped):
+        projections.umap_layout(x, 2, progress=stop_after_ten)
 
 
 def test_exact_knn_lists_each_point_first():

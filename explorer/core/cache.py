@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from explorer.core.errors import Stopped
+
 V = TypeVar("V")
 
 
@@ -68,6 +70,8 @@ class BoundedCache(Generic[V]):
                     break
             with flight.lock:  # wait for the caller computing it
                 pass
+            if isinstance(flight.error, Stopped):  # its caller stopped (or left): this one computes it
+                continue
             if flight.error is not None:
                 raise flight.error
             # stored (or already evicted again): look again

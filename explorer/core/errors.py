@@ -15,3 +15,7 @@ class InputError(ExplorerError):
 
 class CapabilityError(InputError):
     """The current model cannot do what a view asks of it (see ``ModelSpec.require``)."""
+
+
+class Stopped(ExplorerError):
+    """Long work ended early: its Stop button was pressed, or its browser session left."""

@@ -18,6 +18,7 @@ from explorer.ui.gpu import on_gpu
 from explorer.ui.lessons import lesson_note, lesson_path, lesson_presets
 from explorer.ui.share import descendants, share_button, share_link_box, wire_share_link
 from explorer.ui.shell import Shared
+from explorer.ui.stops import stop_session
 from explorer.ui.tabs import (
     attention,
     attribution,
@@ -269,6 +270,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         shell = {"model": model, "text": text, "target": target, "large": large, "presenter": presenter}
         visible, then_views = wire_views(ctx, shared, tab_blocks)
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks, visible)
+        demo.unload(stop_session)  # a tab closed or its connection lost: its long work stops as on Stop
         for block in demo.blocks.values():
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
                 block.show_label = False

@@ -1,11 +1,18 @@
-"""Stop buttons for long work: one flag per session, set by its Stop button and read by its running job."""
+"""Stop buttons for long work: one flag per session, set by its Stop button and read by its running job.
+
+A session that leaves (its browser tab closed, its connection lost) stops all its work the same way:
+``stop_session`` sets its flag in every ``StopRequests``; the app calls it on gradio's ``unload``.
+"""
 
 from __future__ import annotations
 
 import threading
+import weakref
 from contextlib import contextmanager
 
 import gradio as gr
+
+from explorer.core.errors import Stopped
 
 
 class StopRequests:
@@ -14,6 +21,7 @@ class StopRequests:
     def __init__(self):
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        _ALL.add(self)
 
     @contextmanager
     def running(self, request: gr.Request | None):
@@ -36,3 +44,24 @@ class StopRequests:
             flag = self._flags.get(session) if session else None
         if flag is not None:
             flag.set()
+
+
+def stopping(progress, should_stop):
+    """``progress(fraction, message)`` for analysis code that reports but takes no stop check: every report
+    is a point where the work ends with ``Stopped`` once ``should_stop()`` (gradio's tracker behind it)."""
+
+    def report(fraction, message):
+        if should_stop():
+            raise Stopped("Stopped before it finished.")
+        progress(fraction, desc=message)
+
+    return report
+
+
+_ALL: weakref.WeakSet[StopRequests] = weakref.WeakSet()
+
+
+def stop_session(request: gr.Request | None) -> None:
+    """The session left: every long job it runs stops at its next check, as if its Stop button was pressed."""
+    for stops in list(_ALL):
+        stops.stop(request)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -118,6 +120,21 @@ def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
 
 
+class _EpochReports(io.TextIOBase):
+    """Where UMAP's epoch loop writes its progress bar (``tqdm``, formatted ``n/total``): each write becomes a
+    ``progress`` report, so the layout reports its epochs, and a report that raises (a Stop) ends it there."""
+
+    def __init__(self, progress: Progress, start: float, end: float):
+        self.progress, self.start, self.end = progress, start, end
+
+    def write(self, text: str) -> int:
+        found = re.search(r"(\d+)/(\d+)", text)
+        if found and int(found[2]):
+            done, total = int(found[1]), int(found[2])
+            self.progress(self.start + (self.end - self.start) * done / total, f"UMAP layout: epoch {done} of {total}")
+        return len(text)
+
+
 def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
     progress = _quiet(progress)
     progress(0.05, "importing UMAP (numba)")
@@ -132,6 +149,8 @@ def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | No
     reducer = umap.UMAP(
         n_components=dims, n_neighbors=n_neighbors, metric="cosine", n_epochs=UMAP_EPOCHS, random_state=seed,
         precomputed_knn=knn, force_approximation_algorithm=True, init="spectral" if len(x) > dims + 1 else "random",
+        tqdm_kwds={"disable": False, "file": _EpochReports(progress, 0.3, 0.98), "bar_format": "{n}/{total}",
+                   "mininterval": 0.25},
     )  # fmt: skip
     with warnings.catch_warnings():  # about seeds disabling parallelism and transform() needing an index
         warnings.simplefilter("ignore", UserWarning)

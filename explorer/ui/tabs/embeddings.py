@@ -27,6 +27,7 @@ from explorer.core.run import check_text
 from explorer.plots import embeddings as plots
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
+from explorer.ui.stops import StopRequests, stopping
 
 EXPLANATION = """Each token id picks one row of the **embedding matrix**: a vector of a few hundred numbers, \
 learned so that tokens used alike end up pointing alike. Similar directions are measured by **cosine \
@@ -35,6 +36,7 @@ similarity** (1: same direction, 0: unrelated). To look at hundreds of dimension
 near neighbours near (non-linear; distances between far clusters mean little). The embedding is only where a \
 token *starts*: every layer mixes in context, so the same word drifts to different places in different \
 sentences. The model also has to know *where* each token is — see **Position**."""
+STOPS = StopRequests()  # no Stop button: a session that leaves stops its projection (``stop_session``)
 SUBSETS = {
     "frequent": "the N most frequent tokens",
     "list": "a token list",
@@ -116,14 +118,16 @@ def draw_map(  # gradio injects the progress tracker
     list_v,
     search_v,
     compute=True,
+    request: gr.Request = None,
     progress=gr.Progress(),  # noqa: B008
 ):
     lm = model_of(ctx, selection)
     tokens = next(iter(ctx.trace(selection).tokens.values()))
-    found = token_map(
-        lm, tokens, projection_cache(), method_v, int(dims_v), subset_v, n_v, list_v, search_v,
-        compute=compute, progress=lambda f, m: progress(f, desc=m),
-    )  # fmt: skip
+    with STOPS.running(request) as should_stop:  # a closed browser tab ends a UMAP at its next epoch
+        found = token_map(
+            lm, tokens, projection_cache(), method_v, int(dims_v), subset_v, n_v, list_v, search_v,
+            compute=compute, progress=stopping(progress, should_stop),
+        )  # fmt: skip
     name = METHODS.get(method_v, method_v)
     if found.projection is None:
         what = found.subset.what
@@ -233,9 +237,14 @@ def refresh(
     return *drawn_map, gr.update(maximum=n_layers - 1, value=layer_v), *drawn_layers
 
 
-def open_map(ctx: AppContext, selection, method_v, dims_v, subset_v, n_v, list_v, search_v, progress=gr.Progress()):  # noqa: B008
+def open_map(
+    ctx: AppContext, selection, method_v, dims_v, subset_v, n_v, list_v, search_v, request: gr.Request = None,
+    progress=gr.Progress(),  # noqa: B008
+):  # fmt: skip
     """The token map sub-tab opened: draw it (PCA, or what is cached) and remember it is on screen."""
-    return *draw_map(ctx, selection, method_v, dims_v, subset_v, n_v, list_v, search_v, progress=progress), "map"
+    drawn = draw_map(ctx, selection, method_v, dims_v, subset_v, n_v, list_v, search_v, request=request,
+                     progress=progress)  # fmt: skip
+    return *drawn, "map"
 
 
 def showing(view: str, fn):

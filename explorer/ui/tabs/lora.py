@@ -295,8 +295,7 @@ def release_state(ctx: AppContext, fine_tunes: SessionRegistry, session) -> None
 
 
 def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) -> None:
-    """The browser tab closed: its fine-tune is freed and a full fine-tune it started stops at its next step."""
-    FULL_STOPS.stop(request)
+    """The browser tab closed: its fine-tune is freed (a full fine-tune it started stops: ``stop_session``)."""
     fine_tunes.end(request.session_hash)
 
 
