@@ -93,3 +93,15 @@ def test_the_speed_up_against_k_has_both_lines(ctx):
 def test_bad_input_gets_a_sentence(ctx, call, words):
     note = call(ctx)
     assert note.startswith("⚠️") and words in note.lower() and "Something went wrong" not in note, note
+
+
+def test_the_bundled_draft_model_is_offered_only_for_its_vocabulary(ctx):
+    layers, drafts = tab.layer_range(ctx, Selection("tiny-gpt2", TEXT), "model")
+    assert [k for _, k in drafts["choices"]] == ["early", "lookup", "model"] and drafts["value"] == "model"
+    _, drafts = tab.layer_range(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model")
+    assert [k for _, k in drafts["choices"]] == ["early", "lookup"] and drafts["value"] == "early"
+    note, steps, figure = tab.speculate_view(ctx, Selection("tiny-gpt2", TEXT), "model", 2, 4, 16, 0, 0, None)
+    assert "exactly plain greedy" in note and tab.ACCEPTED in {label for _, label in steps}
+    assert tab.DRAFT_MODEL in title(figure)
+    refused = tab.speculate_view(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model", 2, 4, 8, 0, 0, None)[0]
+    assert refused.startswith("⚠️") and "vocabulary" in refused
