@@ -218,3 +218,8 @@ def test_speedup_by_k_pairs_plain_and_speculative_runs(bundled):
         assert p.plain_seconds.shape == p.speculative_seconds.shape == (1,) and p.measured > 0
         assert p.result.cost_ratio == pytest.approx(0.0, abs=0.05)  # a lookup costs next to nothing
         assert math.isclose(p.expected, expected_speedup(p.alpha, p.k, p.result.cost_ratio))
+        steps = p.result.steps
+        busy = sum(s.draft_seconds + s.verify_seconds for s in steps) / len(steps)
+        per_token = float(p.plain_seconds[0]) / len(p.result.new_ids)
+        assert math.isclose(p.explained, p.result.tokens_per_step * per_token / busy)
+        assert 0.3 < p.explained / p.measured < 3  # the passes are most of a run's time

@@ -66,7 +66,8 @@ def test_the_speed_up_against_k_has_both_lines(ctx):
     note, figure = tab.speedup_view(ctx, Selection("tiny-gpt2", TEXT), "lookup", 2, 8, None)
     assert "every run wrote exactly plain greedy" in note
     data = figure_dict(figure)["data"]
-    assert [t["name"] for t in data] == ["measured", "formula"] and list(data[0]["x"]) == [1, 2, 4, 8]
+    assert [t["name"] for t in data] == ["measured", "formula", "formula, real pass costs"]
+    assert list(data[0]["x"]) == list(data[2]["x"]) == [1, 2, 4, 8] and "measured costs" in note
 
 
 @pytest.mark.parametrize(

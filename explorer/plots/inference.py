@@ -69,10 +69,17 @@ def acceptance_bars(acceptance, title: str = "") -> go.Figure:
     return fit_title(fig)
 
 
-def speedup_lines(ks, measured, expected, title: str = "") -> go.Figure:
-    """Speed-up over plain greedy decoding against k: measured, and the formula's from the acceptance rate."""
+EXPLAINED_LABEL = "formula, real pass costs"
+
+
+def speedup_lines(ks, measured, expected, title: str = "", explained=None) -> go.Figure:
+    """Speed-up over plain greedy decoding against k: measured, the formula's from the acceptance rate, and
+    (``explained``, optional) the steps' tokens over the passes' measured costs."""
     fig = go.Figure()
-    for label, values, color, dash in (("measured", measured, AFTER, "solid"), ("formula", expected, EXPECTED, "dash")):
+    lines = [("measured", measured, AFTER, "solid"), ("formula", expected, EXPECTED, "dash")]
+    if explained is not None:
+        lines.append((EXPLAINED_LABEL, explained, BEFORE, "dot"))
+    for label, values, color, dash in lines:
         fig.add_scatter(
             x=list(ks), y=list(values), name=label, mode="lines+markers", line={"color": color, "dash": dash}
         )
