@@ -22,6 +22,7 @@ MAX_BYTES = 25 * 2**20
 # Absolute floors: the cards' figures with a margin, each beyond what the first bundled models measured.
 DECODER_MODERN_BPB = 2.15  # card 1.989; the first decoder 2.358
 DECODER_OLD_BPB = 2.2  # on the first 12 old held-out documents: 2.084 (harder than the whole set)
+DRAFT_MODERN_BPB = 2.2  # tiny-gpt2-draft's card 2.027 (tiny-gpt2 1.989); under the first bundled decoder's 2.358
 ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.34, 0.16  # card 38.4% / 19.1%; the first encoder 30.2% / 13.7%
 ENCODER_OLD_TOP5 = 0.35  # on the first 12 old held-out documents: 40.7%
 T5_MODERN_GAP = 0.9  # card 0.96 nats under unigram; the model before 0.87, the first T5 0.78
@@ -82,6 +83,18 @@ def test_decoder_bits_per_byte_on_modern_and_old_text(bundled, modern, old):
     assert measured < DECODER_MODERN_BPB  # the first bundled decoder: 2.358
     old_bpb = recipes.bits_per_byte(lm.model, lm.tokenizer, old)["bits_per_byte"]
     assert old_bpb < DECODER_OLD_BPB  # this slice is harder than the whole old held-out set
+
+
+def test_draft_decoder_is_small_shares_tiny_gpt2s_tokenizer_and_predicts_its_text(bundled, modern):
+    draft, target = bundled["tiny-gpt2-draft"], bundled["tiny-gpt2"]
+    assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()  # its proposals are tiny-gpt2's ids
+    n = sum(p.numel() for p in draft.model.parameters())
+    assert n == card("tiny-gpt2-draft")["parameters"] and 2e5 < n < 1e6
+    assert card("tiny-gpt2-draft")["draft_for"] == "tiny-gpt2"
+    assert "a draft model for tiny-gpt2" in (models_dir() / "tiny-gpt2-draft" / "README.md").read_text()
+    measured = recipes.bits_per_byte(draft.model, draft.tokenizer, modern)["bits_per_byte"]
+    assert measured == pytest.approx(card("tiny-gpt2-draft")["modern"]["bits_per_byte"], abs=0.02)
+    assert measured < DRAFT_MODERN_BPB
 
 
 def test_decoder_writes_common_words(bundled):

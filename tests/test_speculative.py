@@ -75,6 +75,20 @@ def test_greedy_speculative_decoding_writes_plain_greedys_tokens(bundled, tiny, 
     assert kept > 40 and refused > 40  # both paths of the rule were taken, many times
 
 
+def test_the_bundled_draft_model_writes_plain_greedys_tokens_and_is_often_right(bundled):
+    lm, draft = bundled["gpt2"], load("tiny-gpt2-draft")
+    assert sum(p.numel() for p in draft.model.parameters()) * 5 < sum(p.numel() for p in lm.model.parameters())
+    kept = proposed = 0
+    for text in (GPT2_PROMPT, "In the beginning God created the heaven and the earth. And the earth was"):
+        prompt = lm.tokenizer(text)["input_ids"]
+        plain = greedy(lm, prompt, 40)
+        for k in (1, 3, 6):
+            result = speculative_generate(lm, prompt, model_draft(lm, draft), k, 40)
+            assert result.new_ids == plain.new_ids and result.ids == plain.ids, (text, k)
+            kept, proposed = kept + result.accepted_count, proposed + result.proposed_count
+    assert kept / proposed > 0.2  # trained on the same text: far more often right than chance (1 in 12,288)
+
+
 def test_the_whole_model_as_its_own_draft_is_always_accepted(bundled):
     lm = bundled["gpt2"]
     prompt = lm.tokenizer(GPT2_PROMPT)["input_ids"]
@@ -204,3 +218,8 @@ def test_speedup_by_k_pairs_plain_and_speculative_runs(bundled):
         assert p.plain_seconds.shape == p.speculative_seconds.shape == (1,) and p.measured > 0
         assert p.result.cost_ratio == pytest.approx(0.0, abs=0.05)  # a lookup costs next to nothing
         assert math.isclose(p.expected, expected_speedup(p.alpha, p.k, p.result.cost_ratio))
+        steps = p.result.steps
+        busy = sum(s.draft_seconds + s.verify_seconds for s in steps) / len(steps)
+        per_token = float(p.plain_seconds[0]) / len(p.result.new_ids)
+        assert math.isclose(p.explained, p.result.tokens_per_step * per_token / busy)
+        assert 0.3 < p.explained / p.measured < 3  # the passes are most of a run's time

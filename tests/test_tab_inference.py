@@ -1,10 +1,13 @@
 """The Quantize & speculate tab's handlers, called directly (no server) on the bundled models."""
 
+import gradio as gr
 import pytest
 
+from explorer.analysis.inference.quantized_sessions import QuantizedCopies
+from explorer.analysis.lora.sessions import SessionBudget
 from explorer.ui.context import AppContext, Selection
 from explorer.ui.tabs import inference as tab
-from tests.plotly_json import figure_dict
+from tests.plotly_json import figure_dict, message, title
 
 TEXT = "The tiger jumped out of a tree to get a drink because it was thirsty. The tiger jumped out of a"
 
@@ -14,9 +17,14 @@ def ctx():
     return AppContext()
 
 
-def test_quantization_table_and_views(ctx):
-    note, rows, sizes, errors, histogram, pair = tab.quantize_view(
-        ctx, Selection("tiny-gpt2", TEXT), ["float16", "int4-g32-sym"], "int4-g32-sym", None
+@pytest.fixture
+def copies():
+    return QuantizedCopies(SessionBudget(2**30))
+
+
+def test_quantization_table_and_views(ctx, copies):
+    note, rows, sizes, errors, histogram, pair, matrices = tab.quantize_view(
+        ctx, copies, Selection("tiny-gpt2", TEXT), ["float16", "int4-g32-sym"], "int4-g32-sym", None
     )
     assert [r[0] for r in rows] == ["float16", "int4-g32-sym"] and "simulated" in rows[1][1]
     assert float(rows[0][3]) == pytest.approx(0.5, abs=0.01) and float(rows[1][3]) < 0.25  # size against float32
@@ -25,6 +33,24 @@ def test_quantization_table_and_views(ctx):
     assert [t["name"] for t in figure_dict(histogram)["data"]] == ["float32", "quantized"]
     assert [t["name"] for t in figure_dict(pair)["data"]] == ["float32", "int4-g32-sym"]
     assert "tiny\\-gpt2" in note
+    assert "transformer.wte.weight" in matrices["choices"] and matrices["value"] == "transformer.wte.weight"  # biggest
+    assert copies.held("local") == [("tiny-gpt2", "int4-g32-sym")]
+
+
+def test_looking_at_another_matrix_or_again_reuses_the_sessions_copy(ctx, copies):
+    selection = Selection("tiny-gpt2", TEXT)
+    alice, bob = gr.Request(session_hash="alice"), gr.Request(session_hash="bob")
+    errors, histogram, pair, matrices = tab.inside_view(ctx, copies, selection, "int8", None, alice)
+    name = "transformer.h.1.mlp.c_fc.weight"
+    _, other, _, picked = tab.inside_view(ctx, copies, selection, "int8", name, alice)
+    assert copies.made == 1 and picked["value"] == name and name in title(other)
+    assert title(other) != title(histogram)
+    tab.inside_view(ctx, copies, selection, "int8", name, bob)
+    assert copies.made == 2 and copies.held("alice") == copies.held("bob") == [("tiny-gpt2", "int8")]
+    tab.unloaded(ctx, copies, alice)
+    assert copies.held("alice") == [] and copies.held("bob") and copies.budget.held > 0
+    figures = tab.inside_view(ctx, copies, selection, "float32", None, bob)
+    assert "Pick a precision" in message(figures[0])
 
 
 @pytest.mark.parametrize("kind", ["early", "lookup"])
@@ -40,14 +66,23 @@ def test_the_speed_up_against_k_has_both_lines(ctx):
     note, figure = tab.speedup_view(ctx, Selection("tiny-gpt2", TEXT), "lookup", 2, 8, None)
     assert "every run wrote exactly plain greedy" in note
     data = figure_dict(figure)["data"]
-    assert [t["name"] for t in data] == ["measured", "formula"] and list(data[0]["x"]) == [1, 2, 4, 8]
+    assert [t["name"] for t in data] == ["measured", "formula", "formula, real pass costs"]
+    assert list(data[0]["x"]) == list(data[2]["x"]) == [1, 2, 4, 8] and "measured costs" in note
 
 
 @pytest.mark.parametrize(
     "call, words",
     [
-        (lambda ctx: tab.quantize_view(ctx, Selection("tiny-gpt2", TEXT), [], "int8", None)[0], "at least one"),
-        (lambda ctx: tab.quantize_view(ctx, Selection("tiny-gpt2", TEXT), ["int3"], "int3", None)[0], "precision"),
+        (
+            lambda ctx: tab.quantize_view(ctx, QuantizedCopies(), Selection("tiny-gpt2", TEXT), [], "int8", None)[0],
+            "at least one",
+        ),
+        (
+            lambda ctx: tab.quantize_view(ctx, QuantizedCopies(), Selection("tiny-gpt2", TEXT), ["int3"], "int3", None)[
+                0
+            ],
+            "precision",
+        ),
         (
             lambda ctx: tab.speculate_view(ctx, Selection("tiny-bert", "a [MASK]"), "early", 2, 4, 8, 0, 0, None)[0],
             "does not generate",
@@ -59,3 +94,15 @@ def test_the_speed_up_against_k_has_both_lines(ctx):
 def test_bad_input_gets_a_sentence(ctx, call, words):
     note = call(ctx)
     assert note.startswith("⚠️") and words in note.lower() and "Something went wrong" not in note, note
+
+
+def test_the_bundled_draft_model_is_offered_only_for_its_vocabulary(ctx):
+    layers, drafts = tab.layer_range(ctx, Selection("tiny-gpt2", TEXT), "model")
+    assert [k for _, k in drafts["choices"]] == ["early", "lookup", "model"] and drafts["value"] == "model"
+    _, drafts = tab.layer_range(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model")
+    assert [k for _, k in drafts["choices"]] == ["early", "lookup"] and drafts["value"] == "early"
+    note, steps, figure = tab.speculate_view(ctx, Selection("tiny-gpt2", TEXT), "model", 2, 4, 16, 0, 0, None)
+    assert "exactly plain greedy" in note and tab.ACCEPTED in {label for _, label in steps}
+    assert tab.DRAFT_MODEL in title(figure)
+    refused = tab.speculate_view(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model", 2, 4, 8, 0, 0, None)[0]
+    assert refused.startswith("⚠️") and "vocabulary" in refused

@@ -159,3 +159,16 @@ def test_presets_and_the_analysed_model_fill_the_calculator(ctx, gpt2):
     t5 = tab.from_model(ctx, Selection(model="tiny-t5", text=TEXT), 0, 0)
     assert t5[:3] == (3, 4, 64)  # T5: its decoder's layers
     assert len(tab.from_model(ctx, None, 0, 0)) == 5
+
+
+# ---------------------------------------------------------------- attention variants
+
+
+def test_attention_variants_view_marks_the_loaded_model_and_checks_the_formula(ctx, gpt2):
+    note, fig = tab.variants_view(ctx, gpt2, 2048, "float16")
+    assert "built with multi-head attention" in note and "exactly the formula" in note
+    assert [t.name for t in fig.data] == ["multi-head", "grouped-query", "multi-query"]
+    assert fig.data[0].y[0].startswith("tiny-gpt2") and "(loaded)" in fig.data[0].y[0]
+    assert fig.data[0].x[0] == pytest.approx(2 * 4 * 4 * 64 * 2048 * 2 / 2**20)  # tiny-gpt2: 4 layers, 4 heads of 64
+    bad, _ = tab.variants_view(ctx, gpt2, 0, "float16")
+    assert bad.startswith("⚠️") and "positions" in bad

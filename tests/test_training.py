@@ -90,3 +90,17 @@ def test_modern_sample_is_ordinary_modern_prose_and_never_in_the_old_corpus():
     assert not any(w in words for w in ("thee", "thou", "hath", "doth", "unto"))
     old = corpus.old_held_out()
     assert old and not any(p[:60] in d for p in sample for d in old)
+
+
+def test_draft_shape_is_a_small_tied_decoder_on_the_given_tokenizer():
+    from explorer.core.loading import load_tokenizer
+
+    tok = load_tokenizer("tiny-gpt2")
+    draft = recipes.build_model("decoder", tok, dropout=0.0, shape="draft")
+    bundled = recipes.build_model("decoder", tok)
+    n_draft = sum(p.numel() for p in draft.parameters())
+    assert 2e5 < n_draft < 1e6 < 5 * n_draft < sum(p.numel() for p in bundled.parameters())
+    assert draft.config.vocab_size == len(tok) == bundled.config.vocab_size
+    assert draft.lm_head.weight.data_ptr() == draft.transformer.wte.weight.data_ptr()
+    assert draft.config.resid_pdrop == 0.0 and recipes.recipe_for("decoder", "draft").dropout == 0.0
+    assert recipes.recipe_for("decoder") is recipes.RECIPES["decoder"]

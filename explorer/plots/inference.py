@@ -69,10 +69,17 @@ def acceptance_bars(acceptance, title: str = "") -> go.Figure:
     return fit_title(fig)
 
 
-def speedup_lines(ks, measured, expected, title: str = "") -> go.Figure:
-    """Speed-up over plain greedy decoding against k: measured, and the formula's from the acceptance rate."""
+EXPLAINED_LABEL = "formula, real pass costs"
+
+
+def speedup_lines(ks, measured, expected, title: str = "", explained=None) -> go.Figure:
+    """Speed-up over plain greedy decoding against k: measured, the formula's from the acceptance rate, and
+    (``explained``, optional) the steps' tokens over the passes' measured costs."""
     fig = go.Figure()
-    for label, values, color, dash in (("measured", measured, AFTER, "solid"), ("formula", expected, EXPECTED, "dash")):
+    lines = [("measured", measured, AFTER, "solid"), ("formula", expected, EXPECTED, "dash")]
+    if explained is not None:
+        lines.append((EXPLAINED_LABEL, explained, BEFORE, "dot"))
+    for label, values, color, dash in lines:
         fig.add_scatter(
             x=list(ks), y=list(values), name=label, mode="lines+markers", line={"color": color, "dash": dash}
         )
@@ -83,3 +90,29 @@ def speedup_lines(ks, measured, expected, title: str = "") -> go.Figure:
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
     )  # fmt: skip
     return fit_title(fig, 30)
+
+
+VARIANT_COLORS = {"multi-head": "#4393c3", "grouped-query": "#2a9d8f", "multi-query": "#d6604d"}
+LOADED_SUFFIX = " (loaded)"
+
+
+def variant_bars(models, variants, mib, built, loaded: str | None = None, title: str = "") -> go.Figure:
+    """KV-cache MiB per model (one row each) under each attention variant (one colour each), on a log axis.
+
+    One entry per (model, variant): ``models[i]``, ``variants[i]``, ``mib[i]``, ``built[i]`` (the variant that model
+    was built with, marked "as built"). The row of ``loaded`` is labelled as the loaded model."""
+    names = [m + LOADED_SUFFIX if m == loaded else m for m in models]
+    order = list(dict.fromkeys(names))
+    fig = go.Figure()
+    for variant in dict.fromkeys(variants):
+        rows = [i for i, v in enumerate(variants) if v == variant]
+        fig.add_bar(
+            y=plot_texts([names[i] for i in rows]), x=[float(mib[i]) for i in rows], name=variant, orientation="h",
+            marker_color=VARIANT_COLORS.get(variant, EXPECTED), text=["as built" if built[i] else "" for i in rows],
+            textposition="outside", cliponaxis=False,
+            hovertemplate="%{y}: %{x:.3g} MiB<extra>" + variant + "</extra>",
+        )  # fmt: skip
+    fig.update_layout(barmode="group", yaxis={"categoryorder": "array", "categoryarray": plot_texts(order)})
+    fig = _bars_layout(fig, title, "KV cache, MiB (log scale)", 2 * len(order))
+    fig.update_xaxes(type="log", rangemode=None)
+    return fig

@@ -69,6 +69,14 @@ def main(argv=None) -> None:
         help="a trained model folder of the same shape to start from (its tokenizer may differ)",
     )
     parser.add_argument("--device", default=str(recipes.default_device()), help="cuda when available, else cpu")
+    parser.add_argument(
+        "--shape", choices=recipes.SHAPES, default="bundled",
+        help="bundled: the ~5M-parameter model; draft: a decoder under 1M parameters for speculative decoding",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tokenizer-from", type=Path,
+        help="reuse this trained model's tokenizer instead of training one (a draft shares its target's ids)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ def main(argv=None) -> None:
         log_file.write(msg + "\n")
         log_file.flush()
 
-    recipe = recipes.RECIPES[args.family]
+    recipe = recipes.recipe_for(args.family, args.shape)
     overrides = {k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch") if getattr(args, k) is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
@@ -92,9 +100,14 @@ def main(argv=None) -> None:
             recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
         log(f"resuming from {args.out} after {previous['steps']} steps")
     else:
-        tokenizer = recipes.train_tokenizer(args.family, corpus.train)
+        if args.tokenizer_from:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_from)
+        else:
+            tokenizer = recipes.train_tokenizer(args.family, corpus.train)
         torch.manual_seed(args.seed)
-        model = recipes.build_model(args.family, tokenizer, recipe.dropout, recipe.sinusoidal_positions)
+        model = recipes.build_model(args.family, tokenizer, recipe.dropout, recipe.sinusoidal_positions, args.shape)
         if args.init_from:
             old_tokenizer, old_model = recipes.load_trained(args.family, args.init_from)
             warm = warm_start.transfer(model, tokenizer, old_model, old_tokenizer)
@@ -137,6 +150,11 @@ def main(argv=None) -> None:
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip
+    tokenizer_from = args.tokenizer_from or previous.get("tokenizer_from")
+    if tokenizer_from:  # a draft: its target's tokenizer, and the target's figures to compare with
+        metrics["tokenizer_from"] = str(tokenizer_from)
+        metrics["draft_for"] = Path(tokenizer_from).name
+    metrics["shape"] = args.shape if not args.resume else previous.get("shape", args.shape)
     metrics["weights_dtype"] = "float16" if half else "float32"
     metrics["modern_passes"] = recipes.MODERN_PASSES
     metrics["tokens_per_word_modern"] = tokens_per_word(tokenizer, MODERN_SAMPLE.read_text(encoding="utf-8"))

@@ -112,19 +112,29 @@ def _figure(family: str, m: dict | None) -> str:
     return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f} under)"
 
 
+def compared_with(family: str, metrics: dict, models: Path | None = None) -> tuple[str, dict]:
+    """The model a card compares with: a draft's target (its card beside it), else the first bundled one."""
+    target = metrics.get("draft_for")
+    folder = (models or Path(__file__).resolve().parents[2] / "models") / str(target)
+    if target and (folder / "card.json").is_file():
+        figures = json.loads((folder / "card.json").read_text())
+        keep = ("modern", "old", "tokens_per_word_modern", "bits_per_byte")
+        return f"{target} (the model it drafts for)", {k: figures[k] for k in keep if k in figures}
+    return "First bundled model (Shakespeare/KJV only)", PREVIOUS[family]
+
+
 def quality_lines(family: str, metrics: dict) -> list[str]:
-    previous = PREVIOUS[family]
+    label_previous, previous = compared_with(family, metrics)
     rows = [
         ("Modern sample (`assets/heldout/modern.txt`, written for the project)", "modern"),
         ("Old held-out text (Shakespeare/KJV, what the first models were measured on)", "old"),
         ("This corpus's held-out documents", None),
     ]
-    lines = ["| Held-out text | This model | First bundled model (Shakespeare/KJV only) |", "|---|---|---|"]
+    lines = [f"| Held-out text | This model | {label_previous} |", "|---|---|---|"]
     for label, key in rows:
-        lines.append(
-            f"| {label} | {_figure(family, metrics.get(key) if key else metrics)} | "
-            f"{_figure(family, previous.get(key) if key else None)} |"
-        )
+        mine = metrics.get(key) if key else metrics
+        theirs = previous.get(key) if key else (previous if "bits_per_byte" in previous else None)
+        lines.append(f"| {label} | {_figure(family, mine)} | {_figure(family, theirs)} |")
     unit = {
         "decoder": "Bits per byte: cross-entropy of the next token over the UTF-8 bytes of the text (lower is better).",
         "encoder": "Fill-mask: 15% of tokens replaced by [MASK]; is the right one the first, or among the first five, guesses?",
@@ -141,7 +151,8 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
             f"Tokens per word on the modern sample: {metrics['tokens_per_word_modern']:.3f} "
             f"(GPT-2's own 50k BPE: {GPT2_TOKENS_PER_WORD_MODERN:.3f}, "
             f"{metrics['tokens_per_word_modern'] / GPT2_TOKENS_PER_WORD_MODERN - 1:+.0%}; "
-            f"the first bundled model: {previous['tokens_per_word_modern']:.3f}).",
+            f"{label_previous.split(' (')[0].lower() if metrics.get('draft_for') else 'the first bundled model'}: "
+            f"{previous['tokens_per_word_modern']:.3f}).",
         ]
     return lines
 
@@ -151,7 +162,8 @@ def write_card(
 ) -> None:
     title, objective, cls = DESCRIPTIONS[family]
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = {**metrics, "parameters": n_params, "family": family, "previous_model": PREVIOUS[family]}
+    metrics = {**metrics, "parameters": n_params, "family": family, "previous_model": compared_with(family, metrics)[1]}
+    draft_for = metrics.get("draft_for")
     metrics["corpus"] = corpus_text
     if licences:
         metrics["sources"] = licences
@@ -166,6 +178,7 @@ def write_card(
     commands = "\n".join(
         f"    python -m explorer.training --family {family} --steps {st['steps']}"
         + (f" --resume --lr {st['lr']}" if i else first)
+        + (f" --shape draft --tokenizer-from {metrics['tokenizer_from']}" if draft_for and not i else "")
         + f" --out models/{out.name}"
         for i, st in enumerate(stages)
     )
@@ -188,21 +201,27 @@ def write_card(
         if any("minutes" in st for st in stages)
         else ""
     )
+    drafting = (
+        f"A draft model for speculative decoding: it proposes the next few tokens cheaply and {draft_for}, whose "
+        f"tokenizer it shares, verifies them in one forward pass (greedy output stays exactly {draft_for}'s). "
+        if draft_for
+        else ""
+    )
     text = f"""---
 license: mit
 language: en
 library_name: transformers
 tags: [llm-explorer, {family}]
 ---
-# {out.name}: a small {title}
+# {out.name}: a small {title}{f", a draft model for {draft_for}" if draft_for else ""}
 
-Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe
+{drafting}Bundled with LLM Explorer so that every view works offline. Trained by the project's own recipe
 (`make train`), shown here with the steps each run reached{timed}:
 
 {commands}
 
 - Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters stored as {metrics.get("weights_dtype", "float32")}, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
-- Tokenizer: {metrics["tokenizer"]}, trained on the same corpus
+- Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus"}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
 - Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
@@ -224,7 +243,7 @@ Bundled with LLM Explorer so that every view works offline. Trained by the proje
 
 ## Limits
 
-A few million parameters trained for an hour or two on about ten million characters of public-domain
+{"Under a million parameters trained for half an hour" if draft_for else "A few million parameters trained for an hour or two"} on about ten million characters of public-domain
 English (Austen, the World English Bible, Bierce, the Jargon File, some Shakespeare and KJV): it knows
 common words and the shape of a sentence, and little about the world. It exists to be looked inside,
 not to be used.

@@ -72,6 +72,22 @@ RECIPES = {
     "encoder_decoder": Recipe("encoder_decoder", "Unigram with 100 sentinels", batch=32, lr=1e-3, warmup=200),
 }
 
+# The draft model for speculative decoding (``--shape draft``): a GPT-2 decoder about a seventh of
+# tiny-gpt2's size that reuses its tokenizer (``--tokenizer-from models/tiny-gpt2``), so its proposals
+# are ids the bundled decoder can verify. Most of its parameters are the tied 12,288-row embedding.
+DRAFT_SHAPE = {"n_embd": 64, "n_layer": 2, "n_head": 4}
+# A model this small under-fits rather than over-fits ten million characters: no dropout, a higher peak lr.
+DRAFT_RECIPE = Recipe("decoder", "byte-level BPE", lr=3e-3, warmup=100, dropout=0.0)
+SHAPES = ("bundled", "draft")
+
+
+def recipe_for(family: str, shape: str = "bundled") -> Recipe:
+    if shape == "draft":
+        if family != "decoder":
+            raise SystemExit("--shape draft is a decoder (a draft model for tiny-gpt2)")
+        return DRAFT_RECIPE
+    return RECIPES[family]
+
 
 def train_tokenizer(family: str, texts: list[str]):
     trainers = {
@@ -91,11 +107,17 @@ def sinusoidal_table(positions: int, width: int) -> torch.Tensor:
     return table
 
 
-def build_model(family: str, tokenizer, dropout: float = 0.1, sinusoidal_positions: bool = False) -> torch.nn.Module:
-    """About 5M parameters each, so fp32 weights stay under 25 MB."""
+def build_model(
+    family: str, tokenizer, dropout: float = 0.1, sinusoidal_positions: bool = False, shape: str = "bundled"
+) -> torch.nn.Module:
+    """About 5M parameters each, so fp32 weights stay under 25 MB; the draft decoder under 1M."""
     if family == "decoder":
+        size = {"n_embd": 256, "n_layer": 4, "n_head": 4}
+        if shape == "draft":
+            drop = {f"{k}_pdrop": dropout for k in ("resid", "embd", "attn")}
+            size = {**DRAFT_SHAPE, **drop}
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_positions=512, n_embd=256, n_layer=4, n_head=4,
+            vocab_size=len(tokenizer), n_positions=512, **size,
             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         )  # fmt: skip
         return GPT2LMHeadModel(config)

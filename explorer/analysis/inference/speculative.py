@@ -192,18 +192,21 @@ def model_draft(target: LoadedModel, draft: LoadedModel) -> ModelDraft:
 
 
 class _Verifier(Runner):
-    """The model, fed the text plus the proposals at once: logits at every position it was fed."""
+    """The model, fed the text plus the proposals at once: logits at the last ``last`` positions it was fed."""
 
     @torch.no_grad()
-    def logits_of_new(self) -> torch.Tensor:
+    def logits_of_new(self, last: int) -> torch.Tensor:
         new = self.ids[:, self.cached_length :]
         if self.encoder_decoder:
             inputs = {"decoder_input_ids": new, **self.extra}
         else:
             inputs = {"input_ids": new, "attention_mask": torch.ones_like(self.ids)}
-        out = self.model(**inputs, **{self.cache_arg: self.cache}, use_cache=True, return_dict=True)
+        # Only the positions checked need the output layer (12,288 x 256, half of tiny-gpt2's weights): the first
+        # step feeds the whole prompt, and on a 20-token prompt its logits everywhere made that pass 1.2x slower.
+        keep = {"logits_to_keep": last} if self.keep else {}
+        out = self.model(**inputs, **{self.cache_arg: self.cache}, **keep, use_cache=True, return_dict=True)
         self.cache = out.get("cache", None) if "cache" in out else out.get("past_key_values", None)
-        return out.logits[0].float()  # (fed, V)
+        return out.logits[0, -last:].float()  # (last, V)
 
 
 def accept_or_resample(p: torch.Tensor, q: torch.Tensor | None, proposed: list[int], generator) -> tuple[int, int]:
@@ -352,7 +355,7 @@ def speculative_generate(
         _sync(lm.device)
         t1 = time.perf_counter()
         verifier.rewind(ids + proposed)
-        logits = verifier.logits_of_new()[-(len(proposed) + 1) :]  # after the text, after each proposal
+        logits = verifier.logits_of_new(len(proposed) + 1)  # after the text, after each proposal
         if temperature is None:
             choices = logits.argmax(-1).tolist()
             kept = next((i for i, x in enumerate(proposed) if x != choices[i]), len(proposed))

@@ -1,5 +1,9 @@
 """Faster inference, measured on the loaded model: quantization at several precisions against float32, and
-speculative decoding (a draft proposes k tokens, the model checks them in one pass) against plain greedy."""
+speculative decoding (a draft proposes k tokens, the model checks them in one pass) against plain greedy.
+
+The quantized copy looked inside is kept per browser session (``QuantizedCopies``, made in ``build`` and bounded
+like the LoRA tab's fine-tunes), so showing another matrix or precision again does not quantize again; it is
+freed when the browser tab closes. Handlers that use it take it after the app context."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import gradio as gr
 import numpy as np
 
 from explorer.analysis.inference import quantization, quantization_effects, speculative, speculative_speedup
+from explorer.analysis.inference.quantized_sessions import QuantizedCopies
+from explorer.analysis.lora.sessions import SessionBudget
 from explorer.core.errors import InputError
 from explorer.core.family import GENERATE, LM_HEAD
 from explorer.core.tokens import token_label
@@ -30,7 +36,12 @@ DEFAULT_PRECISIONS = ["float16", "int8", "int4-g32-sym", "int4-g128-asym", "int8
 TABLE_COLUMNS = ["precision", "how", "size (MiB)", "× float32", "formula (MiB)", "KL (nats)", "top-1 agree",
                  "bits/byte", "forward ×", "per token ×"]  # fmt: skip
 HELDOUT_CHARS = 1500  # of the held-out sample: KL, agreement and bits per byte
-DRAFTS = {"early": "early exit (the model's first layers)", "lookup": "prompt lookup (n-grams of the text)"}
+DRAFT_MODEL = "tiny-gpt2-draft"  # bundled: a 0.9M-parameter decoder on tiny-gpt2's tokenizer
+DRAFTS = {
+    "early": "early exit (the model's first layers)",
+    "lookup": "prompt lookup (n-grams of the text)",
+    "model": f"a small draft model: {DRAFT_MODEL}",
+}
 ACCEPTED, REFUSED, REPLACED = "accepted", "refused", "verifier's token"
 
 
@@ -50,6 +61,11 @@ def _model(ctx: AppContext, selection, capability: str):
     return lm
 
 
+def _owner(request: gr.Request | None) -> str:
+    """Whose quantized copies: the browser session (``local`` when a handler is called without a server)."""
+    return request.session_hash if request is not None and request.session_hash else "local"
+
+
 def _mib(n) -> float:
     return round(n / 2**20, 2)
 
@@ -58,9 +74,35 @@ def _ratio(x) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:.2f}"
 
 
-@guarded(lambda msg: (warning(msg), [], *(message_figure(msg),) * 4))
+def _inside(ctx: AppContext, copies: QuantizedCopies, selection, shown, matrix, request) -> tuple:
+    """Errors per matrix, one matrix's histogram and the next token, from the session's copy at ``shown``
+    (made the first time only), and the matrix picker's update."""
+    lm = _model(ctx, selection, LM_HEAD)
+    if shown not in quantization.PRECISIONS or shown == "float32":
+        raise InputError(f"Pick a precision to look inside: {', '.join(list(quantization.PRECISIONS)[1:])}.")
+    copy = copies.get(_owner(request), lm, shown)
+    if not copy.errors:
+        msg = message_figure(f"{shown} keeps every weight as it is.")
+        return msg, msg, _next_token(lm, copy, shown, selection), gr.update(choices=[], value=None)
+    names = list(copy.errors)
+    if matrix not in copy.errors:  # the biggest matrix first
+        matrix = max(names, key=lambda n: lm.model.get_parameter(n).numel())
+    errors = error_bars(copy.errors, f"{shown}: error per weight matrix · {about(selection)}")
+    h = quantization.weight_histogram(lm, copy, matrix)
+    histogram = weight_histogram(h.edges, h.before, h.after,
+                                 f"{shown}: {matrix} ({h.distinct_after} distinct values) · {about(selection)}")  # fmt: skip
+    return errors, histogram, _next_token(lm, copy, shown, selection), gr.update(choices=names, value=matrix)
+
+
+def _next_token(lm, copy, shown, selection):
+    nxt = quantization_effects.next_token_comparison(lm, copy, selection.text)
+    return distribution_pair(dict(zip(nxt.labels, nxt.reference.tolist())), dict(zip(nxt.labels, nxt.quantized.tolist())),
+                             f"Next token, float32 vs {shown} · {about(selection)}", shown, clean_name="float32")  # fmt: skip
+
+
+@guarded(lambda msg: (warning(msg), [], *(message_figure(msg),) * 4, gr.update()))
 def quantize_view(
-    ctx: AppContext, selection, names, shown, request: gr.Request,
+    ctx: AppContext, copies: QuantizedCopies, selection, names, shown, request: gr.Request,
     progress=gr.Progress(),  # noqa: B008 (gradio idiom)
 ):  # fmt: skip
     lm = _model(ctx, selection, LM_HEAD)
@@ -83,23 +125,7 @@ def quantize_view(
         ["float32", *[r.name for r in reports]], [reports[0].float32_bytes, *[r.stored_bytes for r in reports]],
         [reports[0].float32_bytes, *[r.formula_bytes for r in reports]], f"Size of the weights · {about(selection)}",
     )  # fmt: skip
-    copy = quantization.quantize(lm, shown)
-    try:
-        biggest = max(copy.errors, key=lambda n: lm.model.get_parameter(n).numel()) if copy.errors else None
-        errors = error_bars(copy.errors, f"{shown}: error per weight matrix · {about(selection)}") if biggest else (
-            message_figure(f"{shown} keeps every weight as it is.")
-        )  # fmt: skip
-        if biggest:
-            h = quantization.weight_histogram(lm, copy, biggest)
-            histogram = weight_histogram(h.edges, h.before, h.after,
-                                         f"{shown}: {biggest} ({h.distinct_after} distinct values) · {about(selection)}")  # fmt: skip
-        else:
-            histogram = message_figure(f"{shown} keeps every weight as it is.")
-        nxt = quantization_effects.next_token_comparison(lm, copy, selection.text)
-    finally:
-        del copy
-    pair = distribution_pair(dict(zip(nxt.labels, nxt.reference.tolist())), dict(zip(nxt.labels, nxt.quantized.tolist())),
-                             f"Next token, float32 vs {shown} · {about(selection)}", shown, clean_name="float32")  # fmt: skip
+    errors, histogram, pair, matrices = _inside(ctx, copies, selection, shown, None, request)
     done = "" if len(reports) == len(names) else f" Stopped after {len(reports)} of {len(names)} precisions."
     note = (
         f"Measured on **{md_escape(lm.spec.key)}** against float32: KL divergence, top-1 agreement and bits per byte "
@@ -107,10 +133,37 @@ def quantize_view(
         f"medians of interleaved runs, forward pass and per generated token. Simulated formats round the weights and "
         f"run in float32, so their time is float32's.{done}"
     )
-    return note, rows, sizes, errors, histogram, pair
+    return note, rows, sizes, errors, histogram, pair, matrices
 
 
-def _draft(lm, kind: str, layers):
+@guarded(lambda msg: (*(message_figure(msg),) * 3, gr.update()))
+def inside_view(ctx: AppContext, copies: QuantizedCopies, selection, shown, matrix, request: gr.Request):
+    """Another precision or matrix looked inside, from this session's copies (quantized only the first time)."""
+    return _inside(ctx, copies, selection, shown, matrix, request)
+
+
+def unloaded(ctx: AppContext, copies: QuantizedCopies, request: gr.Request) -> None:
+    """The browser tab closed: its quantized copies are freed."""
+    copies.end(_owner(request))
+
+
+def offers_draft_model(ctx: AppContext, lm) -> bool:
+    """Whether the bundled draft model can draft for ``lm``: a decoder with its vocabulary (tiny-gpt2's)."""
+    if lm.spec.adapter.is_encoder_decoder or not lm.spec.can(GENERATE):
+        return False
+    try:
+        return ctx.tokenizer(DRAFT_MODEL).get_vocab() == lm.tokenizer.get_vocab()
+    except Exception:  # a server without the bundled draft offers the other two
+        return False
+
+
+def _draft(ctx: AppContext, lm, kind: str, layers):
+    if kind == "model":
+        if not offers_draft_model(ctx, lm):
+            raise InputError(
+                f"{DRAFT_MODEL} drafts only for models with its vocabulary (tiny-gpt2's); pick another draft."
+            )
+        return speculative.model_draft(lm, ctx.pool.get(DRAFT_MODEL))
     if kind == "early":
         return speculative.early_exit_draft(lm, int(layers))
     if kind == "lookup":
@@ -135,7 +188,7 @@ def speculate_view(ctx: AppContext, selection, kind, layers, k, new_tokens, temp
     prompt = lm.tokenizer(selection.text)["input_ids"]
     sampling = float(temperature) if temperature not in (None, "") and float(temperature) > 0 else None
     with STOPS.running(request) as should_stop:
-        result = speculative.speculative_generate(lm, prompt, _draft(lm, kind, layers), int(k), int(new_tokens),
+        result = speculative.speculative_generate(lm, prompt, _draft(ctx, lm, kind, layers), int(k), int(new_tokens),
                                                   sampling, int(seed or 0), should_stop=should_stop)  # fmt: skip
     text = lm.tokenizer.decode(list(result.new_ids), skip_special_tokens=True)
     note = (
@@ -158,7 +211,7 @@ def speedup_view(
     prompt = lm.tokenizer(selection.text)["input_ids"]
     with STOPS.running(request) as should_stop:
         points = speculative_speedup.speedup_by_k(
-            lm, prompt, _draft(lm, kind, layers), (1, 2, 4, 8), int(new_tokens), 3,
+            lm, prompt, _draft(ctx, lm, kind, layers), (1, 2, 4, 8), int(new_tokens), 3,
             progress=lambda f: progress(f, desc="timing plain and speculative decoding"), should_stop=should_stop,
         )  # fmt: skip
     same = all(p.same_tokens for p in points)
@@ -168,21 +221,29 @@ def speedup_view(
         + " · ".join(
             f"k = {p.k}: α {p.alpha:.0%}, measured {p.measured:.2f}×, formula {p.expected:.2f}×" for p in points
         )
+        + ". The formula counts checking k + 1 tokens as one plain step; on a CPU it costs more (the output layer "
+        "runs once per position), so the dotted line redoes the count with the passes' measured costs."
     )
     figure = speedup_lines([p.k for p in points], [p.measured for p in points], [p.expected for p in points],
-                           f"Speed-up against k ({DRAFTS[kind]}) · {about(selection)}")  # fmt: skip
+                           f"Speed-up against k ({DRAFTS[kind]}) · {about(selection)}",
+                           [p.explained for p in points])  # fmt: skip
     return note, figure
 
 
-@guarded(lambda msg: gr.update())
-def layer_range(ctx: AppContext, selection):
+@guarded(lambda msg: (gr.update(), gr.update()))
+def layer_range(ctx: AppContext, selection, kind):
+    """After an analysis: the early-exit slider fitted to the model, and the drafts it can use."""
     if selection is None:
-        return gr.update()
-    n = ctx.model(selection).spec.n_layers
-    return gr.update(maximum=max(1, n - 1), value=max(1, n // 2))
+        return gr.update(), gr.update()
+    lm = ctx.model(selection)
+    n = lm.spec.n_layers
+    kinds = [k for k in DRAFTS if k != "model" or offers_draft_model(ctx, lm)]
+    drafts = gr.update(choices=[(DRAFTS[k], k) for k in kinds], value=kind if kind in kinds else "early")
+    return gr.update(maximum=max(1, n - 1), value=max(1, n // 2)), drafts
 
 
 def build(ctx: AppContext, shared) -> None:
+    copies = QuantizedCopies(SessionBudget(ctx.settings.lora_total_bytes))  # per browser session, bounded
     with gr.Tab("Quantize & speculate", id="inference"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():
@@ -199,6 +260,7 @@ def build(ctx: AppContext, shared) -> None:
                 quant_note = gr.Markdown()
                 table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True)
                 sizes = gr.Plot(label="Sizes")
+                matrix = gr.Dropdown([], label="Weight matrix (histogram)", allow_custom_value=True)
                 with gr.Row():
                     errors, histogram = gr.Plot(label="Errors"), gr.Plot(label="Histogram")
                 pair = gr.Plot(label="Next token")
@@ -224,12 +286,20 @@ def build(ctx: AppContext, shared) -> None:
                 speedup_note = gr.Markdown()
                 speedup = gr.Plot(label="Speed-up")
 
-    shared.on_analyzed(bind(layer_range, ctx), [shared.state], [layers], api_name=False)
+    shared.on_analyzed(bind(layer_range, ctx), [shared.state, kind], [layers, kind], api_name=False)
     heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
-    quant = run_quant.click(bind(quantize_view, ctx), [shared.state, names, shown],
-                            [quant_note, table, sizes, errors, histogram, pair], api_name="inference_quantize", **heavy)  # fmt: skip
+    quant = run_quant.click(bind(bind(quantize_view, ctx), copies), [shared.state, names, shown],
+                            [quant_note, table, sizes, errors, histogram, pair, matrix], api_name="inference_quantize",
+                            **heavy)  # fmt: skip
+    for control in (shown, matrix):
+        control.input(bind(bind(inside_view, ctx), copies), [shared.state, shown, matrix],
+                      [errors, histogram, pair, matrix], api_name=f"inference_{'precision' if control is shown else 'matrix'}",
+                      **heavy)  # fmt: skip
     spec = run_spec.click(bind(speculate_view, ctx), [shared.state, kind, layers, k, new_tokens, temperature, seed],
                           [spec_note, steps, acceptance], api_name="inference_speculate", **heavy)  # fmt: skip
     timed = run_speedup.click(bind(speedup_view, ctx), [shared.state, kind, layers, new_tokens], [speedup_note, speedup],
                               api_name="inference_speedup", **heavy)  # fmt: skip
     stop.click(request_stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
+    root = gr.context.Context.root_block  # the app being built: free the copies when its browser tab closes
+    if root is not None:
+        root.unload(bind(bind(unloaded, ctx), copies))

@@ -7,6 +7,7 @@ import time
 import gradio as gr
 import numpy as np
 
+from explorer.analysis.inference import attention_variants
 from explorer.analysis.inference.kv_cache import (
     DTYPE_BYTES,
     MAX_REPEATS,
@@ -20,6 +21,7 @@ from explorer.analysis.inference.kv_cache import (
 from explorer.core.errors import InputError
 from explorer.core.family import GENERATE
 from explorer.core.limits import MAX_TIMED_TOKENS as MAX_NEW_TOKENS
+from explorer.plots.inference import variant_bars
 from explorer.plots.kv_cache import cache_heatmap, latency_plot, memory_plot
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
@@ -100,11 +102,13 @@ def calculator_note(memory: CacheMemory) -> str:
 
 
 CALCULATOR_PRESETS = {  # layers, kv-heads, head dim, context: from each model's published config
-    "GPT-2 small": (12, 12, 64, 1024),
-    "GPT-2 XL": (48, 25, 64, 1024),
-    "Llama-2-7B (all heads cached)": (32, 32, 128, 4096),
-    "Llama-3-8B (grouped-query: 8 kv-heads)": (32, 8, 128, 8192),
+    name: (shape.layers, shape.kv_heads, shape.head_dim, context)
+    for name, (shape, context) in attention_variants.PRESETS.items()
 }
+VARIANTS_NOTE = """Every query head attends with keys and values; **multi-head** attention caches a key and a value head \
+for each query head, **grouped-query** one per group of query heads, **multi-query** a single one for all, so the \
+cache shrinks by the same factor (at some cost in quality, which this view does not measure). Speed is another \
+matter: the eager vs fused timing is above."""
 
 
 # ---------------------------------------------------------------- handlers (the app context first)
@@ -175,6 +179,43 @@ def time_fused(ctx: AppContext, selection, tokens_v):
     )
 
 
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.0f} KiB"
+
+
+@guarded(lambda msg: (warning(msg), message_figure(msg)))
+def variants_view(ctx: AppContext, selection, positions_v, dtype):
+    """The cache of the loaded model and of the presets under each attention variant, at ``positions_v``
+    positions; and each variant measured on a tiny random Llama model beside the formula."""
+    key, shape = None, None
+    if selection is not None:
+        lm = ctx.model(selection)
+        key, shape = lm.spec.key, CacheShape.of(lm.model.config)
+    if positions_v is None or not 1 <= int(positions_v) <= 10**7:
+        raise InputError("The number of positions must be a whole number from 1 to 10,000,000.")
+    rows = attention_variants.compare_variants(key, shape, int(positions_v), dtype)
+    measured = attention_variants.measure_variants()
+    m0 = measured[0]
+    checked = " · ".join(
+        f"{m.variant} ({m.kv_heads} kv-heads): measured {_kib(m.measured_bytes)}, formula {_kib(m.formula_bytes)}"
+        for m in measured
+    )
+    same = all(m.measured_bytes == m.formula_bytes for m in measured)
+    note = (
+        (f"**{md_escape(key)}** is built with {attention_variants.built_variant(shape)} attention "
+         f"({shape.heads} query heads, {shape.kv_heads} kv-heads). " if shape else "")
+        + f"Measured on tiny random Llama models ({m0.heads} heads, {m0.layers} layers, head dim {m0.head_dim}, "
+        f"{m0.positions} positions, float32), the bytes of the cache a real forward pass returns: {checked}"
+        + (" — exactly the formula's." if same else " — ⚠️ not the formula's.")
+    )  # fmt: skip
+    title = f"KV cache at {int(positions_v):,} positions ({dtype}) by attention variant" + (
+        f" · {about(selection)}" if selection is not None else ""
+    )
+    figure = variant_bars([r.model for r in rows], [r.variant for r in rows], [r.nbytes / 2**20 for r in rows],
+                          [r.built for r in rows], key, title)  # fmt: skip
+    return note, figure
+
+
 @guarded(lambda msg: warning(msg))
 def calculate(ctx: AppContext, layers, kv_heads, head_dim, context, dtype, batch) -> str:
     return calculator_note(cache_memory(layers, kv_heads, head_dim, context, dtype, batch))
@@ -243,6 +284,14 @@ def build(ctx: AppContext, shared) -> None:
                 attn_tokens = gr.Slider(8, MAX_POSITIONS, value=256, step=8, label="Tokens (the text, repeated)")
                 attn_button = gr.Button("Time both")
             attn_note = gr.Markdown()
+        with gr.Accordion("Attention variants: multi-head, grouped-query, multi-query", open=False):
+            gr.Markdown(VARIANTS_NOTE)
+            with gr.Row():
+                var_positions = gr.Number(1024, label="Positions", precision=0)
+                var_dtype = gr.Dropdown(list(DTYPE_BYTES), value="float16", label="Numbers stored as")
+                var_button = gr.Button("Compare the variants")
+            var_note = gr.Markdown()
+            var_fig = gr.Plot(label="Attention variants")
         result_state = gr.State(None)
 
     running = run_button.click(
@@ -265,3 +314,5 @@ def build(ctx: AppContext, shared) -> None:
     attn_button.click(
         bind(time_fused, ctx), [shared.state, attn_tokens], attn_note, api_name="attention_timing", **TIMING_QUEUE
     )
+    var_button.click(bind(variants_view, ctx), [shared.state, var_positions, var_dtype], [var_note, var_fig],
+                     api_name="kv_cache_variants")  # fmt: skip
