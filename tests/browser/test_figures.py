@@ -113,6 +113,12 @@ def check_inference(page, model: str, size: str, artifacts, seen: dict) -> None:
     scope.get_by_role("button", name="Generate speculatively").click()
     wait_for_title(page, model, "Proposals kept")
     check(page, model, size, "inference-speculative", artifacts, seen)
+    if model == "tiny-gpt2":  # the bundled draft model shares its tokenizer
+        scope = page.locator("[role=tabpanel]:visible").first
+        scope.get_by_label("a small draft model: tiny-gpt2-draft").check()
+        scope.get_by_role("button", name="Generate speculatively").click()
+        wait_for_title(page, model, "Proposals kept", "tiny-gpt2-draft")
+        check(page, model, size, "inference-draft-model", artifacts, seen)
 
 
 def check_training(page, model: str, size: str, artifacts, seen: dict) -> None:
@@ -129,6 +135,13 @@ def check_training(page, model: str, size: str, artifacts, seen: dict) -> None:
     scope.get_by_role("button", name="Fit the power law").click()
     wait_for_title(page, "Held-out loss against")
     check(page, "", size, "training-scaling", artifacts, seen)
+    open_subtab(page, "Pre-train")
+    page.locator("[role=tabpanel]:visible").first.get_by_role(
+        "button", name="Open this model in the other tabs"
+    ).click()
+    open_tab(page, "Attention")  # the trained model is now every tab's: the attention map names it
+    wait_for_title(page, "your trained decoder (40 steps)")
+    check(page, "your trained decoder (40 steps)", size, "training-opened-attention", artifacts, seen)
 
 
 def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: dict) -> None:
@@ -141,6 +154,9 @@ def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: d
         scope.get_by_role("button", name="Answer with and without the passages").click()
         wait_for_title(page, model, "Where the written tokens look")
         check(page, model, size, "retrieval-answer", artifacts, seen)
+        scope.get_by_role("button", name="Attribute the answer to the prompt").click()
+        wait_for_title(page, model, "owes each prompt token")
+        check(page, model, size, "retrieval-attribution", artifacts, seen)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
@@ -189,6 +205,11 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
         wait_for_title(page, model, "Time for each new token")
         wait_for_title(page, model, "Cached keys")
         check(page, model, size, "kv-cache", artifacts, seen)
+        scope = page.locator("[role=tabpanel]:visible").first
+        scope.get_by_text("Attention variants: multi-head, grouped-query, multi-query").click()
+        scope.get_by_role("button", name="Compare the variants").click()
+        wait_for_title(page, model, "by attention variant")
+        check(page, model, size, "kv-cache-variants", artifacts, seen)
 
     if family == "decoder":
         open_tab(page, "LoRA")
@@ -211,8 +232,8 @@ def test_every_figure_is_readable(open_page, artifacts, family, size):
 
     check_interventions(page, family, model, size, artifacts, seen)
     check_retrieval(page, family, model, size, artifacts, seen)
-    if family == "decoder":
-        check_training(page, model, size, artifacts, seen)
     if family != "encoder":
         check_inference(page, model, size, artifacts, seen)
+    if family == "decoder":  # last: it opens the model it trained in every tab
+        check_training(page, model, size, artifacts, seen)
     assert not seen, "\n".join(f"{view}: {'; '.join(found)}" for view, found in seen.items())
