@@ -50,6 +50,8 @@ def test_variant_figure_has_a_trace_per_variant_and_labels_the_loaded_model():
                        [r.built for r in rows], "tiny-gpt2", "title")  # fmt: skip
     assert [t.name for t in fig.data] == list(av.VARIANTS)
     mha = fig.data[0]
-    assert mha.y[0] == "tiny-gpt2" + LOADED_SUFFIX and mha.text[0] == "as built"
+    assert mha.y[0] == "tiny-gpt2<br>" + LOADED_SUFFIX.strip() and mha.marker.line.width[0] > 0  # built as MHA
     assert mha.x[0] == pytest.approx(2 * 4 * 4 * 64 * 1024 * 2 / 2**20)
-    assert fig.layout.xaxis.type == "log" and list(fig.data[2].text).count("as built") == 0  # no preset is MQA
+    assert fig.layout.xaxis.type == "log" and not any(fig.data[2].marker.line.width)  # no preset is MQA
+    assert max(len(y) for t in fig.data for y in t.y if "<br>" not in y) <= 14  # short enough for a phone
+    assert " (as built)" in [c[1] for c in mha.customdata]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots.text import fit_title, plot_texts, tick_texts, title_layout
+from explorer.plots.text import fit_title, plot_text, plot_texts, shorten, tick_texts, title_layout
 
 BEFORE, AFTER, EXPECTED = "#4393c3", "#d6604d", "#7f7f7f"
 LEGEND = {"orientation": "h", "x": 0, "y": 1, "yanchor": "bottom"}
@@ -94,25 +94,34 @@ def speedup_lines(ks, measured, expected, title: str = "", explained=None) -> go
 
 VARIANT_COLORS = {"multi-head": "#4393c3", "grouped-query": "#2a9d8f", "multi-query": "#d6604d"}
 LOADED_SUFFIX = " (loaded)"
+BUILT_OUTLINE, BUILT_WIDTH = "#222222", 2.5  # the variant a model was built with
 
 
 def variant_bars(models, variants, mib, built, loaded: str | None = None, title: str = "") -> go.Figure:
     """KV-cache MiB per model (one row each) under each attention variant (one colour each), on a log axis.
 
     One entry per (model, variant): ``models[i]``, ``variants[i]``, ``mib[i]``, ``built[i]`` (the variant that model
-    was built with, marked "as built"). The row of ``loaded`` is labelled as the loaded model."""
-    names = [m + LOADED_SUFFIX if m == loaded else m for m in models]
-    order = list(dict.fromkeys(names))
+    was built with, drawn with a dark outline). Rows are labelled by the model's short name (its preset note, in
+    brackets, only in the hover: a phone has no room), the row of ``loaded`` marked as the loaded model."""
+    rows_of = {m: _variant_row(m, m == loaded) for m in models}
+    order = list(dict.fromkeys(rows_of[m] for m in models))
     fig = go.Figure()
     for variant in dict.fromkeys(variants):
         rows = [i for i, v in enumerate(variants) if v == variant]
         fig.add_bar(
-            y=plot_texts([names[i] for i in rows]), x=[float(mib[i]) for i in rows], name=variant, orientation="h",
-            marker_color=VARIANT_COLORS.get(variant, EXPECTED), text=["as built" if built[i] else "" for i in rows],
-            textposition="outside", cliponaxis=False,
-            hovertemplate="%{y}: %{x:.3g} MiB<extra>" + variant + "</extra>",
+            y=[rows_of[models[i]] for i in rows], x=[float(mib[i]) for i in rows], name=variant, orientation="h",
+            marker={"color": VARIANT_COLORS.get(variant, EXPECTED), "line": {"color": BUILT_OUTLINE,
+                    "width": [BUILT_WIDTH if built[i] else 0 for i in rows]}},
+            customdata=[[plot_text(models[i]), " (as built)" if built[i] else ""] for i in rows],
+            hovertemplate="%{customdata[0]}%{customdata[1]}: %{x:.3g} MiB<extra>" + variant + "</extra>",
         )  # fmt: skip
-    fig.update_layout(barmode="group", yaxis={"categoryorder": "array", "categoryarray": plot_texts(order)})
-    fig = _bars_layout(fig, title, "KV cache, MiB (log scale)", 2 * len(order))
+    fig.update_layout(barmode="group", yaxis={"categoryorder": "array", "categoryarray": order})
+    fig = _bars_layout(fig, title, "KV cache, MiB (log scale); outlined: as built", 2 * len(order))
     fig.update_xaxes(type="log", rangemode=None)
     return fig
+
+
+def _variant_row(model: str, loaded: bool) -> str:
+    """A row's label: ``Llama-3-8B`` for ``Llama-3-8B (grouped-query: 8 kv-heads)``; the loaded one on two lines."""
+    short = plot_text(shorten(model.split(" (")[0], 14))
+    return short + "<br>" + LOADED_SUFFIX.strip() if loaded else short

@@ -182,12 +182,12 @@ def attribution_bars(scores, token_labels: list[str], segments: list[str], title
         fig.add_bar(
             x=where, y=scores[where], name=SEGMENT_NAMES[segment], marker_color=color,
             customdata=plot_texts([token_labels[i] for i in where]),
-            hovertemplate="%{customdata}: %{y:.4f}<extra>" + SEGMENT_NAMES[segment] + "</extra>",
+            hovertemplate="%{customdata}: %{y:.3g}<extra>" + SEGMENT_NAMES[segment] + "</extra>",
         )  # fmt: skip
     step = max(1, len(token_labels) // 40)  # at most about 40 tick labels
     ticks = list(range(0, len(token_labels), step))
     fig.update_layout(
-        title=title_layout(title), height=420, plot_bgcolor="white", legend=LEGEND_BELOW, bargap=0.1,
+        title=title_layout(title), height=500, plot_bgcolor="white", legend=LEGEND_BELOW, bargap=0.1,
         xaxis={"title": "prompt token", "tickvals": ticks, "ticktext": tick_texts([token_labels[i] for i in ticks]),
                "tickangle": -60},
         yaxis={"title": value_name, "zeroline": True, "zerolinecolor": "#888"},

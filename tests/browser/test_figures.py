@@ -155,7 +155,7 @@ def check_retrieval(page, family: str, model: str, size: str, artifacts, seen: d
         wait_for_title(page, model, "Where the written tokens look")
         check(page, model, size, "retrieval-answer", artifacts, seen)
         scope.get_by_role("button", name="Attribute the answer to the prompt").click()
-        wait_for_title(page, model, "owes each prompt token")
+        wait_for_title(page, model, "owes each")
         check(page, model, size, "retrieval-attribution", artifacts, seen)
 
 

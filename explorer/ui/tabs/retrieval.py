@@ -150,10 +150,10 @@ def attribution_view(
                                 should_stop=should_stop)  # fmt: skip
     sums, shares = done.segment_sums(), done.passage_share()
     lines = "\n".join(
-        f"- “{md_escape(tok)}”: passages **{sums['passage'][j]:+.4f}**, question {sums['question'][j]:+.4f}, "
-        f"other {sums['other'][j]:+.4f} — the passages hold **{shares[j]:.0%}** of the attribution's size"
-        + (f" (sum {sum(v[j] for v in sums.values()):+.4f} = f(input) − f(baseline) "
-           f"{done.value[j] - done.baseline_value[j]:+.4f}, delta {done.delta[j]:+.1e})" if method == "integrated_gradients" else "")
+        f"- “{md_escape(tok)}”: passages **{sums['passage'][j]:+.3g}**, question {sums['question'][j]:+.3g}, "
+        f"other {sums['other'][j]:+.3g} — the passages hold **{shares[j]:.0%}** of the attribution's size"
+        + (f" (sum {sum(v[j] for v in sums.values()):+.3g} = f(input) − f(baseline) "
+           f"{done.value[j] - done.baseline_value[j]:+.3g}, delta {done.delta[j]:+.1e})" if method == "integrated_gradients" else "")
         for j, tok in enumerate(done.answer)
     )  # fmt: skip
     note = f"{METHODS[method].name}, {done.output} of each answer token:\n{lines}" + (
