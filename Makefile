@@ -25,12 +25,12 @@ browser:
 run: install
 	$(PY) app.py
 
-# Two workers for the model-bound tiers (about 1.5x faster on two cores); the browser tier runs alone, its
-# timings are a person's, not a race with another browser.
+# Two workers for the model-bound tiers (about 1.5x faster on two cores), then for the browser tier (each
+# worker its own app and Chromium: 9.5 min instead of 15; its waits are long enough for a loaded machine).
 test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --ignore=tests/browser
-	$(PY) -m pytest -q tests/browser
+	$(PY) -m pytest -q -n 2 tests/browser
 
 # bertviz (compared in bench/attention.py) only needs IPython to render; its other
 # requirements (boto3, sentencepiece, ...) send pip's resolver into a long backtrack.

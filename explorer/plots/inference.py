@@ -9,6 +9,7 @@ from explorer.plots.text import fit_title, plot_text, plot_texts, shorten, tick_
 
 BEFORE, AFTER, EXPECTED = "#4393c3", "#d6604d", "#7f7f7f"
 LEGEND = {"orientation": "h", "x": 0, "y": 1, "yanchor": "bottom"}
+LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container"}
 
 
 def _bars_layout(fig: go.Figure, title: str, x_title: str, n: int) -> go.Figure:
@@ -116,8 +117,10 @@ def variant_bars(models, variants, mib, built, loaded: str | None = None, title:
             hovertemplate="%{customdata[0]}%{customdata[1]}: %{x:.3g} MiB<extra>" + variant + "</extra>",
         )  # fmt: skip
     fig.update_layout(barmode="group", yaxis={"categoryorder": "array", "categoryarray": order})
-    fig = _bars_layout(fig, title, "KV cache, MiB (log scale); outlined: as built", 2 * len(order))
+    fig = _bars_layout(fig, title, "MiB (log scale)<br>outlined: as built", 2 * len(order))
     fig.update_xaxes(type="log", rangemode=None)
+    # three variants' names wrap on a phone: below the axis, not between the title and the bars
+    fig.update_layout(legend=LEGEND_BELOW, margin={"b": 90})
     return fig
 
 
