@@ -240,3 +240,17 @@ def gr_skip():
     import gradio as gr
 
     return gr.skip()
+
+
+def test_the_page_preloads_gradios_plotly_bundle():
+    """The first figure does not wait for 4.6 MB of JavaScript to be fetched when it mounts."""
+    from pathlib import Path
+
+    import gradio as gr
+
+    from explorer.ui.app import preload_figures
+
+    head = preload_figures()
+    assert head.startswith('<link rel="modulepreload" href="assets/PlotlyPlot-')
+    name = head.split('href="assets/')[1].split('"')[0]
+    assert (Path(gr.__file__).parent / "templates" / "frontend" / "assets" / name).is_file()
