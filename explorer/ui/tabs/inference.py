@@ -45,10 +45,6 @@ DRAFTS = {
 ACCEPTED, REFUSED, REPLACED = "accepted", "refused", "verifier's token"
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def heldout_text() -> str:
     return (ASSETS_DIR / "heldout" / "modern.txt").read_text(encoding="utf-8")[:HELDOUT_CHARS]
 
@@ -299,7 +295,7 @@ def build(ctx: AppContext, shared) -> None:
                           [spec_note, steps, acceptance], api_name="inference_speculate", **heavy)  # fmt: skip
     timed = run_speedup.click(bind(speedup_view, ctx), [shared.state, kind, layers, new_tokens], [speedup_note, speedup],
                               api_name="inference_speedup", **heavy)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
+    stop.click(STOPS.stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
     root = gr.context.Context.root_block  # the app being built: free the copies when its browser tab closes
     if root is not None:
         root.unload(bind(bind(unloaded, ctx), copies))

@@ -34,10 +34,6 @@ METRICS = {"change": "Δ log-probability of the answer", "kl": "KL divergence of
 STREAM_NAMES = {"input": "the model's stack", "source": "encoder", "target": "decoder"}
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def _model(ctx: AppContext, selection: Selection | None):
     if selection is None:
         raise InputError("Analyze a text first.")
@@ -355,4 +351,4 @@ def build(ctx: AppContext, shared) -> None:
         bind(steer_view, ctx), [shared.state, positive, negative, steer_layer, strength, new_tokens],
         [steer_note, steer_plot], api_name="interventions_steer", **heavy,
     )  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[one, sweep, patch, per_head, steer], api_name="interventions_stop")
+    stop.click(STOPS.stop, None, None, cancels=[one, sweep, patch, per_head, steer], api_name="interventions_stop")

@@ -38,10 +38,6 @@ SET_CHOICES = [("the invented town's facts", "facts"), ("public-domain passages"
                ("both", "both"), ("only my text", "none")]  # fmt: skip
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def _paths(uploads) -> list[str]:
     if uploads in (None, ""):
         return []
@@ -227,4 +223,4 @@ def build(ctx: AppContext, shared) -> None:
                                 [answer_note, pair_plot, lines_plot, heat_plot], api_name="retrieval_answer", **heavy)  # fmt: skip
     attributed = run_attribution.click(bind(attribution_view, ctx), [*inputs, passages_n, method, answer_n],
                                        [attribution_note, attribution_plot], api_name="retrieval_attribution", **heavy)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[searched, asked, answered, attributed], api_name="retrieval_stop")
+    stop.click(STOPS.stop, None, None, cancels=[searched, asked, answered, attributed], api_name="retrieval_stop")
