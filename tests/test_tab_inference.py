@@ -98,6 +98,8 @@ def test_bad_input_gets_a_sentence(ctx, call, words):
 
 def test_the_bundled_draft_model_is_offered_only_for_its_vocabulary(ctx):
     layers, drafts = tab.layer_range(ctx, Selection("tiny-gpt2", TEXT), "model")
+    n = ctx.pool.get("tiny-gpt2").spec.n_layers
+    assert (layers["maximum"], layers["value"]) == (n - 1, n // 2)  # an early exit: below the last layer
     assert [k for _, k in drafts["choices"]] == ["early", "lookup", "model"] and drafts["value"] == "model"
     _, drafts = tab.layer_range(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model")
     assert [k for _, k in drafts["choices"]] == ["early", "lookup"] and drafts["value"] == "early"

@@ -20,7 +20,7 @@ from explorer.plots.inference import acceptance_bars, error_bars, size_bars, spe
 from explorer.plots.interventions import distribution_pair
 from explorer.plots.text import message_figure
 from explorer.ui.assets import ASSETS_DIR
-from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, about, bind, guarded, layer_slider, md_escape, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """Two ways to make a model cheaper, measured here on the loaded model. **Quantization** stores each \
@@ -235,7 +235,7 @@ def layer_range(ctx: AppContext, selection, kind):
     n = lm.spec.n_layers
     kinds = [k for k in DRAFTS if k != "model" or offers_draft_model(ctx, lm)]
     drafts = gr.update(choices=[(DRAFTS[k], k) for k in kinds], value=kind if kind in kinds else "early")
-    return gr.update(maximum=max(1, n - 1), value=max(1, n // 2)), drafts
+    return layer_slider(n - 1, max(1, n // 2)), drafts  # an exit below the last layer
 
 
 def build(ctx: AppContext, shared) -> None:
@@ -284,11 +284,11 @@ def build(ctx: AppContext, shared) -> None:
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state, kind], [layers, kind], api_name=False)
     heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
-    quant = run_quant.click(bind(bind(quantize_view, ctx), copies), [shared.state, names, shown],
+    quant = run_quant.click(bind(quantize_view, ctx, copies), [shared.state, names, shown],
                             [quant_note, table, sizes, errors, histogram, pair, matrix], api_name="inference_quantize",
                             **heavy)  # fmt: skip
     for control in (shown, matrix):
-        control.input(bind(bind(inside_view, ctx), copies), [shared.state, shown, matrix],
+        control.input(bind(inside_view, ctx, copies), [shared.state, shown, matrix],
                       [errors, histogram, pair, matrix], api_name=f"inference_{'precision' if control is shown else 'matrix'}",
                       **heavy)  # fmt: skip
     spec = run_spec.click(bind(speculate_view, ctx), [shared.state, kind, layers, k, new_tokens, temperature, seed],
@@ -298,4 +298,4 @@ def build(ctx: AppContext, shared) -> None:
     stop.click(STOPS.stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
     root = gr.context.Context.root_block  # the app being built: free the copies when its browser tab closes
     if root is not None:
-        root.unload(bind(bind(unloaded, ctx), copies))
+        root.unload(bind(unloaded, ctx, copies))

@@ -17,7 +17,7 @@ from explorer.plots.attention import attention_heatmap
 from explorer.plots.decoding import logit_lens_grid
 from explorer.plots.interventions import distribution_pair, effect_heatmap
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, Selection, about, bind, guarded, layer_slider, md_escape, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """Attention shows where a head *looks*; an **intervention** shows what it *does*. **Ablate**: switch \
@@ -69,8 +69,8 @@ def options(ctx: AppContext, selection):
         gr.update(choices=parts, value=[first_head]),
         gr.update(choices=kinds, value=kinds[0]),
         gr.update(choices=streams, value=streams[0][1]),
-        gr.update(maximum=max(layers, 1), value=min(1, layers)),
-        gr.update(maximum=max(layers, 1), value=layers // 2),
+        layer_slider(layers, min(1, layers)),
+        layer_slider(layers, layers // 2),
     )
 
 

@@ -305,9 +305,6 @@ def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) 
 def build(ctx: AppContext, shared) -> None:
     fine_tunes = SessionRegistry.from_settings(ctx.settings)  # this app's live fine-tunes, by browser session
 
-    def with_fine_tunes(handler):  # ``handler(ctx, fine_tunes, *inputs)`` as an event function of the inputs
-        return bind(bind(handler, ctx), fine_tunes)
-
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
     with gr.Tab("LoRA", id="lora"):
@@ -376,7 +373,7 @@ def build(ctx: AppContext, shared) -> None:
                 full_button = gr.Button("Compare with full fine-tuning (tiny models)")
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
         session_state = gr.State(
-            None, time_to_live=ctx.settings.lora_ttl_s, delete_callback=with_fine_tunes(release_state)
+            None, time_to_live=ctx.settings.lora_ttl_s, delete_callback=bind(release_state, ctx, fine_tunes)
         )  # a fine-tune is freed this long after it was made (or when the tab closes)
 
     setup_ = bind(setup, ctx)
@@ -389,7 +386,7 @@ def build(ctx: AppContext, shared) -> None:
     knobs = [targets, rank, alpha, dropout, lr, steps, batch, seed]
     trainings = {"concurrency_limit": ctx.settings.lora_trainings, "concurrency_id": "lora_train"}  # others queue
     training = train_button.click(
-        on_gpu(with_fine_tunes(train), duration=120), [shared.state, data_choice, pasted, *knobs, probes],
+        on_gpu(bind(train, ctx, fine_tunes), duration=120), [shared.state, data_choice, pasted, *knobs, probes],
         [session_state, train_status, loss_plot, mode], api_name="lora_train", **trainings,
     )  # fmt: skip
     stop_button.click(bind(stopped, ctx), session_state, [train_status, loss_plot], cancels=[training],
@@ -405,11 +402,11 @@ def build(ctx: AppContext, shared) -> None:
     mode.input(bind(set_mode, ctx), [session_state, mode, probes], mode_note, api_name="lora_mode")
     download_button.click(bind(download, ctx), session_state, [download_file, upload_note], api_name="lora_download")
     upload_file.upload(
-        with_fine_tunes(upload), [shared.state, upload_file, data_choice, pasted], [session_state, upload_note, loss_plot],
+        bind(upload, ctx, fine_tunes), [shared.state, upload_file, data_choice, pasted], [session_state, upload_note, loss_plot],
         api_name="lora_upload",
     )  # fmt: skip
-    full_button.click(with_fine_tunes(full_compare), [session_state, probes], report_table,
+    full_button.click(bind(full_compare, ctx, fine_tunes), [session_state, probes], report_table,
                       api_name="lora_full_finetune", **trainings)  # fmt: skip
     root = gr.context.Context.root_block  # the app being built: free the fine-tune when its browser tab closes
     if root is not None:
-        root.unload(with_fine_tunes(unloaded))
+        root.unload(bind(unloaded, ctx, fine_tunes))

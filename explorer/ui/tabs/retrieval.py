@@ -22,7 +22,7 @@ from explorer.plots.retrieval import (
     share_lines,
 )
 from explorer.plots.text import message_figure, shorten
-from explorer.ui.context import AppContext, bind, guarded, md_escape, shown_name, warning
+from explorer.ui.context import AppContext, bind, guarded, layer_slider, md_escape, shown_name, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Retrieval-augmented generation**: embed every passage and the question, find the nearest \
@@ -167,8 +167,7 @@ def layer_range(ctx: AppContext, selection):
     """The embedding layer's slider spans the model's layers, starting at its last."""
     if selection is None:
         return gr.update()
-    n = ctx.model(selection).spec.n_layers
-    return gr.update(maximum=n, value=n)
+    return layer_slider(ctx.model(selection).spec.n_layers)  # 0 is the token embeddings
 
 
 def build(ctx: AppContext, shared) -> None:
