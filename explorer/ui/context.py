@@ -74,6 +74,8 @@ class AppContext:
     ``settings`` are the server's (``EXPLORER_*``, read once at start-up); the pool is sized by them.
     ``trained`` holds the models sessions trained in the Training tab and opened: each reachable only from
     the session that opened it, bounded like LoRA copies (``lora_total_mb``), never in the shared pool.
+    ``copies_budget`` bounds what the sessions' LoRA fine-tunes and quantized copies hold together
+    (``lora_total_mb``): the LoRA and inference tabs count their private copies in it.
     """
 
     settings: Settings = field(default_factory=current_settings)
@@ -86,8 +88,11 @@ class AppContext:
     )
     _tokenizers: BoundedCache = field(default_factory=lambda: BoundedCache(None, max_items=16), repr=False)
     trained: TrainedModels | None = None
+    copies_budget: SessionBudget | None = None
 
     def __post_init__(self):
+        if self.copies_budget is None:
+            self.copies_budget = SessionBudget(self.settings.lora_total_bytes)
         if self.trained is None:
             self.trained = TrainedModels(SessionBudget(self.settings.lora_total_bytes))
 

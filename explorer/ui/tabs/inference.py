@@ -1,9 +1,9 @@
 """Faster inference, measured on the loaded model: quantization at several precisions against float32, and
 speculative decoding (a draft proposes k tokens, the model checks them in one pass) against plain greedy.
 
-The quantized copy looked inside is kept per browser session (``QuantizedCopies``, made in ``build`` and bounded
-like the LoRA tab's fine-tunes), so showing another matrix or precision again does not quantize again; it is
-freed when the browser tab closes. Handlers that use it take it after the app context."""
+The quantized copy looked inside is kept per browser session (``QuantizedCopies``, made in ``build`` and counted
+in the app's one budget with the LoRA tab's fine-tunes), so showing another matrix or precision again does not
+quantize again; it is freed when the browser tab closes. Handlers that use it take it after the app context."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 
 from explorer.analysis.inference import quantization, quantization_effects, speculative, speculative_speedup
 from explorer.analysis.inference.quantized_sessions import QuantizedCopies
-from explorer.analysis.lora.sessions import SessionBudget
 from explorer.core.errors import InputError
 from explorer.core.family import GENERATE, LM_HEAD
 from explorer.core.tokens import token_label
@@ -239,7 +238,7 @@ def layer_range(ctx: AppContext, selection, kind):
 
 
 def build(ctx: AppContext, shared) -> None:
-    copies = QuantizedCopies(SessionBudget(ctx.settings.lora_total_bytes))  # per browser session, bounded
+    copies = QuantizedCopies(ctx.copies_budget)  # per browser session, counted with the LoRA fine-tunes
     with gr.Tab("Quantize & speculate", id="inference"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():

@@ -303,7 +303,7 @@ def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) 
 
 
 def build(ctx: AppContext, shared) -> None:
-    fine_tunes = SessionRegistry.from_settings(ctx.settings)  # this app's live fine-tunes, by browser session
+    fine_tunes = SessionRegistry.from_settings(ctx.settings, ctx.copies_budget)  # live fine-tunes, by session
 
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
