@@ -19,7 +19,7 @@ from explorer.plots.inference import acceptance_bars, error_bars, size_bars, spe
 from explorer.plots.interventions import distribution_pair
 from explorer.plots.text import message_figure
 from explorer.ui.assets import ASSETS_DIR
-from explorer.ui.context import AppContext, about, bind, guarded, layer_slider, md_escape, warning
+from explorer.ui.context import AppContext, about, bind, guarded, layer_slider, md_escape, owner_of, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """Two ways to make a model cheaper, measured here on the loaded model. **Quantization** stores each \
@@ -56,11 +56,6 @@ def _model(ctx: AppContext, selection, capability: str):
     return lm
 
 
-def _owner(request: gr.Request | None) -> str:
-    """Whose quantized copies: the browser session (``local`` when a handler is called without a server)."""
-    return request.session_hash if request is not None and request.session_hash else "local"
-
-
 def _mib(n) -> float:
     return round(n / 2**20, 2)
 
@@ -75,7 +70,7 @@ def _inside(ctx: AppContext, copies: QuantizedCopies, selection, shown, matrix, 
     lm = _model(ctx, selection, LM_HEAD)
     if shown not in quantization.PRECISIONS or shown == "float32":
         raise InputError(f"Pick a precision to look inside: {', '.join(list(quantization.PRECISIONS)[1:])}.")
-    copy = copies.get(_owner(request), lm, shown)
+    copy = copies.get(owner_of(request), lm, shown)
     if not copy.errors:
         msg = message_figure(f"{shown} keeps every weight as it is.")
         return msg, msg, _next_token(lm, copy, shown, selection), gr.update(choices=[], value=None)
@@ -139,7 +134,7 @@ def inside_view(ctx: AppContext, copies: QuantizedCopies, selection, shown, matr
 
 def unloaded(ctx: AppContext, copies: QuantizedCopies, request: gr.Request) -> None:
     """The browser tab closed: its quantized copies are freed."""
-    copies.end(_owner(request))
+    copies.end(owner_of(request))
 
 
 def offers_draft_model(ctx: AppContext, lm) -> bool:

@@ -32,7 +32,7 @@ from explorer.core.family import FINE_TUNE
 from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
 from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, bind, guarded, md_escape, user_message, warning
+from explorer.ui.context import AppContext, bind, guarded, md_escape, owner_of, user_message, warning
 from explorer.ui.export import scratch_folder
 from explorer.ui.gpu import on_gpu
 from explorer.ui.stops import StopRequests
@@ -119,11 +119,6 @@ def _curve(session: LoraSession):
     )
 
 
-def _owner(request: gr.Request | None) -> str:
-    """Whose fine-tune: the browser session (``local`` when called without one, as tests do)."""
-    return request.session_hash if request is not None else "local"
-
-
 def _client(request: gr.Request | None) -> str | None:
     """The client's address, which bounds how many fine-tunes one address may hold."""
     return getattr(getattr(request, "client", None), "host", None)
@@ -173,7 +168,7 @@ def train(ctx: AppContext, fine_tunes: SessionRegistry, selection, choice, paste
         check_trainable(lm, ctx.settings.lora_max_bytes)
         lora = _settings(targets_v, r, alpha_v, dropout_v, lr_v, steps_v, batch_v, seed_v)
         check_probes(probe_text)  # refuse bad probes before training, not after
-        session = start_training(fine_tunes, _owner(request), lm, lora, _text(choice, pasted_v), _client(request))
+        session = start_training(fine_tunes, owner_of(request), lm, lora, _text(choice, pasted_v), _client(request))
         yield session, _status(session), _curve(session), "on"
         for _ in train_live(session, lambda done, total: progress((done, total), desc="training")):
             yield session, _status(session), _curve(session), gr.skip()
@@ -259,7 +254,7 @@ def upload(ctx: AppContext, fine_tunes: SessionRegistry, selection, path, choice
         return gr.skip(), "", gr.skip()
     lm = _model(ctx, selection)
     check_trainable(lm, ctx.settings.lora_max_bytes)
-    session = start_from_file(fine_tunes, _owner(request), lm, path, _text(choice, pasted_v), _client(request))
+    session = start_from_file(fine_tunes, owner_of(request), lm, path, _text(choice, pasted_v), _client(request))
     s = session.settings
     return (
         session,
@@ -278,7 +273,7 @@ def full_compare(ctx: AppContext, fine_tunes: SessionRegistry, session, probe_te
     session = _need(session)
     with FULL_STOPS.running(request) as should_stop:  # the Stop button, or the browser tab closing, ends it
         reports = compare_with_full_finetuning(
-            fine_tunes, _owner(request), session, check_probes(probe_text),
+            fine_tunes, owner_of(request), session, check_probes(probe_text),
             progress=lambda f: progress(f, desc="full fine-tuning"), should_stop=should_stop,
         )  # fmt: skip
     return [
@@ -296,7 +291,7 @@ def release_state(ctx: AppContext, fine_tunes: SessionRegistry, session) -> None
 
 def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) -> None:
     """The browser tab closed: its fine-tune is freed (a full fine-tune it started stops: ``stop_session``)."""
-    fine_tunes.end(request.session_hash)
+    fine_tunes.end(owner_of(request))
 
 
 # ---------------------------------------------------------------- layout and wiring
