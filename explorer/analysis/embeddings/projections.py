@@ -201,7 +201,8 @@ def _reporting_tsne(**params):
     return ReportingTSNE(**params)
 
 
-TSNE_REPORT_EVERY = 25  # iterations between progress reports (a 5,000-point t-SNE does about 13 a second)
+# iterations between reports, each a stop point (2,000 points on two shared cores: 0.2-1.6 s apart)
+TSNE_REPORT_EVERY = 25
 
 
 def tsne_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
