@@ -2,6 +2,7 @@
 analogies, contextual states, position encodings of every family, and the tab's endpoints."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -78,6 +79,30 @@ def test_umap_reports_its_epochs_and_stops_at_the_next_one():
 
     with pytest.raises(Stopped):
         projections.umap_layout(x, 2, progress=stop_after_ten)
+
+
+def test_tsne_is_sklearns_own_reports_its_iterations_and_stops_at_the_next_report():
+    from sklearn.manifold import TSNE
+
+    x = np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32)
+    heard = []
+    start = time.perf_counter()
+    ours = projections.tsne_layout(x, 2, progress=lambda f, m: heard.append((f, m)))
+    whole = time.perf_counter() - start
+    theirs = TSNE(n_components=2, perplexity=30.0, init="pca", random_state=0, metric="cosine").fit_transform(x)
+    np.testing.assert_array_equal(ours, theirs.astype(np.float32))  # one optimisation, sklearn's, unchanged
+    iterations = [f for f, m in heard if m.startswith("t-SNE: iteration")]
+    assert len(iterations) >= 10 and iterations == sorted(set(iterations)) and iterations[-1] < 1
+    assert heard[-1][1] == "t-SNE: iteration 1000 of 1000"
+
+    def stop_at_fifty(f, message):
+        if message == "t-SNE: iteration 50 of 1000":
+            raise Stopped("stopped")
+
+    start = time.perf_counter()
+    with pytest.raises(Stopped):
+        projections.tsne_layout(x, 2, progress=stop_at_fifty)
+    assert time.perf_counter() - start < whole / 3  # 50 of 1,000 iterations, and the neighbours
 
 
 def test_exact_knn_lists_each_point_first():

@@ -57,7 +57,7 @@ def test_a_session_keeps_its_latest_copies_and_frees_them_when_it_ends(bundled):
 def test_the_budget_refuses_a_copy_that_does_not_fit_with_a_sentence(bundled):
     copies = QuantizedCopies(SessionBudget(int(1.4 * bundled.nbytes)))
     alice = copies.get("alice", bundled, "float16")  # half a float32 copy once made
-    with pytest.raises(InputError, match="other sessions' private model copies") as refused:
+    with pytest.raises(InputError, match="private model copies") as refused:
         copies.get("bob", bundled, "int8")  # making it needs a float32 copy beside alice's half
     assert str(refused.value).endswith("pick a smaller model.") and "\n" not in str(refused.value)
     assert copies.held("bob") == [] and copies.budget.held == alice.nbytes  # nothing of bob's counted
@@ -66,3 +66,29 @@ def test_the_budget_refuses_a_copy_that_does_not_fit_with_a_sentence(bundled):
     with pytest.raises(InputError, match="precision"):
         copies.get("alice", bundled, "int3")
     assert copies.held("alice") == [("tiny-gpt2", "int8")]  # a refused name drops nothing
+
+
+def test_a_fine_tune_and_a_quantized_copy_are_counted_together(bundled):
+    """The app's one budget bounds both kinds of private copy: a fine-tune leaves less room for a quantized copy."""
+    from explorer.analysis.inference.quantization import copy_bytes
+    from explorer.analysis.lora.finetune import LoraSettings, session_bytes
+    from explorer.analysis.lora.sessions import SessionRegistry, model_training_data, start_training
+
+    text, lora = "The tiger jumped out of a tree. " * 20, LoraSettings(("attn.c_attn",), r=4, steps=1)
+    budget = SessionBudget(10 * bundled.nbytes)
+    fine_tunes, copies = SessionRegistry(budget), QuantizedCopies(budget)
+    tuned = start_training(fine_tunes, "alice", bundled, lora, text)
+    quantized = copies.get("alice", bundled, "float16")
+    assert tuned.nbytes > 0 and budget.held == tuned.nbytes + quantized.nbytes
+    copies.end("alice")
+    fine_tunes.end("alice")
+    assert budget.held == 0
+
+    starting = max(tuned.nbytes, session_bytes(bundled, lora, model_training_data(bundled, text)))
+    tight = SessionBudget(starting + copy_bytes(bundled) - 1)  # either fits alone, not both
+    fine_tunes, copies = SessionRegistry(tight), QuantizedCopies(tight)
+    start_training(fine_tunes, "alice", bundled, lora, text)
+    with pytest.raises(InputError, match="private model copies"):
+        copies.get("bob", bundled, "int8")
+    fine_tunes.end("alice")
+    assert copies.get("bob", bundled, "int8").nbytes == tight.held  # room again once the fine-tune is gone

@@ -56,3 +56,28 @@ def test_bind_hides_the_context_from_gradio_and_keeps_streaming():
     assert list(inspect.signature(bound).parameters) == ["a", "request", "progress"]
     assert bound("x", None) == ("ctx", "x") and bound.__name__ == "handler"
     assert inspect.isgeneratorfunction(bind(streamed, "c")) and list(bind(streamed, "c")("d")) == ["cd"]
+
+
+def test_bind_takes_the_context_and_more_leading_arguments_and_gradio_still_finds_the_request():
+    import gradio as gr
+    from gradio.helpers import special_args
+
+    from explorer.ui.context import bind
+
+    def handler(ctx, registry, a, request: gr.Request | None = None):
+        return ctx, registry, a, request
+
+    bound = bind(handler, "ctx", "registry")
+    assert bound("x", "r") == ("ctx", "registry", "x", "r")
+    assert special_args(bound, ["x"], request="the request")[0] == ["x", "the request"]  # injected after the inputs
+
+
+@pytest.mark.parametrize(
+    "highest, value, expected",
+    [(12, None, (12, 12)), (11, 6, (11, 6)), (0, None, (1, 0)), (0, 1, (1, 1)), (3, 9, (3, 3))],
+)
+def test_a_layer_slider_fits_the_model_and_never_collapses(highest, value, expected):
+    from explorer.ui.context import layer_slider
+
+    update = layer_slider(highest, value)
+    assert (update["maximum"], update["value"]) == expected

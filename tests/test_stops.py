@@ -43,6 +43,15 @@ def test_the_app_stops_a_leaving_sessions_work_on_unload(tiny_dir):
     assert stop_session in [fn.fn for fn in unloads]
 
 
+@pytest.mark.parametrize("tab", [attribution, inference, interventions, retrieval, training])
+def test_a_stop_button_sets_the_flag_of_the_session_that_pressed_it(client, tab):
+    """The button calls ``STOPS.stop`` itself: gradio must hand it the request (found by its type hint)."""
+    name = f"/{tab.__name__.rsplit('.', 1)[-1]}_stop"
+    with tab.STOPS.running(session(client.session_hash)) as mine, tab.STOPS.running(session("other")) as theirs:
+        client.predict(api_name=name)
+        assert mine() and not theirs()
+
+
 def test_a_progress_report_is_where_stopped_work_ends():
     heard, stop = [], threading.Event()
     report = stopping(lambda f, desc: heard.append((f, desc)), stop.is_set)

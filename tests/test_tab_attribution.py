@@ -50,5 +50,5 @@ def test_stop_sets_only_the_requesting_sessions_flag():
             self.session_hash = session
 
     with tab.STOPS.running(Request("a")) as stop_a, tab.STOPS.running(Request("b")) as stop_b:
-        tab.request_stop(Request("a"))
+        tab.STOPS.stop(Request("a"))  # what the Stop button calls (tests/test_stops.py: through the app)
         assert stop_a() and not stop_b()

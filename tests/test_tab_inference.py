@@ -98,6 +98,8 @@ def test_bad_input_gets_a_sentence(ctx, call, words):
 
 def test_the_bundled_draft_model_is_offered_only_for_its_vocabulary(ctx):
     layers, drafts = tab.layer_range(ctx, Selection("tiny-gpt2", TEXT), "model")
+    n = ctx.pool.get("tiny-gpt2").spec.n_layers
+    assert (layers["maximum"], layers["value"]) == (n - 1, n // 2)  # an early exit: below the last layer
     assert [k for _, k in drafts["choices"]] == ["early", "lookup", "model"] and drafts["value"] == "model"
     _, drafts = tab.layer_range(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model")
     assert [k for _, k in drafts["choices"]] == ["early", "lookup"] and drafts["value"] == "early"
@@ -106,3 +108,36 @@ def test_the_bundled_draft_model_is_offered_only_for_its_vocabulary(ctx):
     assert tab.DRAFT_MODEL in title(figure)
     refused = tab.speculate_view(ctx, Selection("tiny-t5", "The <extra_id_0> sat."), "model", 2, 4, 8, 0, 0, None)[0]
     assert refused.startswith("⚠️") and "vocabulary" in refused
+
+
+def test_the_app_counts_fine_tunes_and_quantized_copies_in_the_contexts_one_budget():
+    from explorer.analysis.lora.sessions import SessionRegistry
+    from explorer.ui.app import build_app
+
+    ctx = AppContext()
+    demo = build_app(ctx)
+    held = [obj for fn in demo.fns.values() for obj in closure_objects(fn.fn, (SessionRegistry, QuantizedCopies))]
+    assert {type(o) for o in held} == {SessionRegistry, QuantizedCopies}
+    assert all(o.budget is ctx.copies_budget for o in held)
+
+
+def closure_objects(fn, kinds) -> list:
+    """The objects of ``kinds`` an event function holds, through the wrappers (``bind``, ``guarded``, ``on_gpu``)."""
+    found, todo, seen = [], [fn], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, kinds):
+            found.append(obj)
+        elif isinstance(obj, tuple):
+            todo.extend(obj)
+        elif callable(obj):
+            for cell in getattr(obj, "__closure__", None) or ():
+                try:
+                    todo.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            todo.extend(w for w in (getattr(obj, "__wrapped__", None),) if w is not None)
+    return found

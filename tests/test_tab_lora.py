@@ -222,7 +222,7 @@ def test_the_memory_policy_in_numbers(ctx, session):
         assert budget.held == 60
         raise InputError("stopped")
     assert budget.held == 0  # released even when the work failed
-    with pytest.raises(InputError, match="other sessions"), budget.reserved("b", 101):
+    with pytest.raises(InputError, match="private model copies"), budget.reserved("b", 101):
         pass
     assert adapter_filename(session) == "lora-tiny-gpt2-r4.safetensors"
     bounded = SessionRegistry.from_settings(dataclasses.replace(settings(), lora_total_mb=3, lora_per_client=1))

@@ -84,3 +84,9 @@ def test_the_answer_attributed_to_the_passages_and_the_question(ctx):
     refused = tab.attribution_view(ctx, Selection("tiny-gpt2", "x"), "facts", "", None, 60, 10, "words", 4, QUESTION,
                                    5, 2, "vibes", 1, None)[0]  # fmt: skip
     assert refused.startswith("⚠️") and "Unknown attribution method" in refused
+
+
+def test_the_embedding_layer_slider_spans_the_analysed_model(ctx):
+    n = ctx.pool.get("tiny-gpt2").spec.n_layers
+    update = tab.layer_range(ctx, Selection("tiny-gpt2", "x"))
+    assert (update["maximum"], update["value"]) == (n, n)  # 0 (token embeddings) … the last layer, at the last

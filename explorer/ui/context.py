@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from functools import wraps
 
+import gradio as gr
+
 from explorer.analysis.lora.sessions import SessionBudget
 from explorer.analysis.pretraining.opened import TrainedModels, is_trained_name, shown_name
 from explorer.core.cache import BoundedCache
@@ -72,6 +74,8 @@ class AppContext:
     ``settings`` are the server's (``EXPLORER_*``, read once at start-up); the pool is sized by them.
     ``trained`` holds the models sessions trained in the Training tab and opened: each reachable only from
     the session that opened it, bounded like LoRA copies (``lora_total_mb``), never in the shared pool.
+    ``copies_budget`` bounds what the sessions' LoRA fine-tunes and quantized copies hold together
+    (``lora_total_mb``): the LoRA and inference tabs count their private copies in it.
     """
 
     settings: Settings = field(default_factory=current_settings)
@@ -84,8 +88,11 @@ class AppContext:
     )
     _tokenizers: BoundedCache = field(default_factory=lambda: BoundedCache(None, max_items=16), repr=False)
     trained: TrainedModels | None = None
+    copies_budget: SessionBudget | None = None
 
     def __post_init__(self):
+        if self.copies_budget is None:
+            self.copies_budget = SessionBudget(self.settings.lora_total_bytes)
         if self.trained is None:
             self.trained = TrainedModels(SessionBudget(self.settings.lora_total_bytes))
 
@@ -193,26 +200,34 @@ def guarded(fallback):
     return decorate
 
 
-def bind(handler, ctx):
-    """``handler(ctx, *inputs)`` as gradio's event function of the inputs alone.
+def bind(handler, ctx, *more):
+    """``handler(ctx, *more, *inputs)`` as gradio's event function of the inputs alone.
 
-    Tabs keep their handlers at module level, taking the app context first, so tests call them
-    without a server; ``build()`` wires ``bind(handler, ctx)``. Not ``functools.partial``: gradio
-    finds ``gr.Request`` and ``gr.Progress`` parameters by their position in the signature and by
-    type hints, which a partial hides.
+    Tabs keep their handlers at module level, taking the app context first (and, where they need them, what
+    ``build()`` made, such as a registry of private copies), so tests call them without a server; ``build()``
+    wires ``bind(handler, ctx)`` or ``bind(handler, ctx, registry)``. Not ``functools.partial``: gradio finds
+    ``gr.Request`` and ``gr.Progress`` parameters by their position in the signature and by type hints, which
+    a partial hides.
     """
-    signature = inspect.signature(handler)
+    signature, leading = inspect.signature(handler), (ctx, *more)
     if inspect.isgeneratorfunction(handler):
 
         @wraps(handler)
         def bound(*args, **kwargs):
-            yield from handler(ctx, *args, **kwargs)
+            yield from handler(*leading, *args, **kwargs)
 
     else:
 
         @wraps(handler)
         def bound(*args, **kwargs):
-            return handler(ctx, *args, **kwargs)
+            return handler(*leading, *args, **kwargs)
 
-    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[len(leading) :])
     return bound
+
+
+def layer_slider(highest: int, value: int | None = None) -> dict:
+    """A layer slider's update for the analysed model: layers up to ``highest``, at ``value`` (default: the
+    top). The slider keeps at least two stops (gradio cannot draw 0 … 0), and the value stays on it."""
+    top = max(1, highest)
+    return gr.update(maximum=top, value=highest if value is None else min(value, top))

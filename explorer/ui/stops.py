@@ -39,6 +39,8 @@ class StopRequests:
                         del self._flags[session]
 
     def stop(self, request: gr.Request | None) -> None:
+        """Set the requesting session's flag. A Stop button wires this method itself: gradio hands it the request,
+        which it finds by the ``gr.Request`` type hint (tests/test_stops.py checks it through the app)."""
         session = getattr(request, "session_hash", None)
         with self._lock:
             flag = self._flags.get(session) if session else None

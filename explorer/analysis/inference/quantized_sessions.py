@@ -1,10 +1,11 @@
 """Each browser session's latest quantized copies, kept so that looking again does not quantize again.
 
 A quantized copy is a private copy of the model (``quantization.quantize``), so, like a LoRA fine-tune, it
-is held per session (the owner: a browser session id), counted in a ``SessionBudget`` with every other
-session's copies, and freed when the session ends (``end``). A session keeps its ``per_session`` most recent
-copies (of one model: asking for another model drops the first's); making one more drops its oldest, and a
-copy that does not fit beside other sessions' copies is refused with a sentence before anything is copied.
+is held per session (the owner: a browser session id), counted in a ``SessionBudget`` with every other private
+copy (the app's one budget, shared with the LoRA fine-tunes), and freed when the session ends (``end``). A
+session keeps its ``per_session`` most recent copies (of one model: asking for another model drops the
+first's); making one more drops its oldest, and a copy that does not fit beside the other copies is refused
+with a sentence before anything is copied.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ class QuantizedCopies:
         except InputError:
             others = self.budget.held
             raise InputError(
-                f"The server already holds {others / 2**20:,.0f} MB of other sessions' private model copies "
-                f"(limit {self.budget.max_bytes / 2**20:,.0f} MB), and a quantized copy of this model needs "
-                f"{nbytes / 2**20:,.0f} MB; try again in a few minutes or pick a smaller model."
+                f"The server already holds {others / 2**20:,.0f} MB of private model copies (fine-tunes and "
+                f"quantized models; limit {self.budget.max_bytes / 2**20:,.0f} MB), and a quantized copy of this "
+                f"model needs {nbytes / 2**20:,.0f} MB; try again in a few minutes or pick a smaller model."
             ) from None
 
     def held(self, owner: str) -> list[tuple[str, str]]:

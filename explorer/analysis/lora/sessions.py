@@ -40,7 +40,8 @@ def total_max_bytes() -> int:
 
 
 class SessionBudget:
-    """Bounds the memory that all sessions' private copies hold together."""
+    """Bounds the memory that all sessions' private copies hold together: one per app, shared by the LoRA
+    fine-tunes and the quantized copies (``AppContext.copies_budget``), each counted under its own key."""
 
     def __init__(self, max_bytes: int | None = None):
         self.max_bytes = max_bytes if max_bytes is not None else total_max_bytes()
@@ -53,8 +54,9 @@ class SessionBudget:
             others = sum(b for o, b in self._held.items() if o != owner)
             if others + nbytes > self.max_bytes:
                 raise InputError(
-                    f"The server already holds {others / 2**20:,.0f} MB of other sessions' fine-tunes "
-                    f"(limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick a smaller model."
+                    f"The server already holds {others / 2**20:,.0f} MB of private model copies (fine-tunes and "
+                    f"quantized models; limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick "
+                    "a smaller model."
                 )
             self._held[owner] = nbytes
 
@@ -93,9 +95,10 @@ class SessionRegistry:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, server: Settings) -> SessionRegistry:
-        """A registry bounded by a server's settings (``lora_total_mb``, ``lora_per_client``)."""
-        return cls(SessionBudget(server.lora_total_bytes), per_client=server.lora_per_client)
+    def from_settings(cls, server: Settings, budget: SessionBudget | None = None) -> SessionRegistry:
+        """A registry bounded by a server's settings (``lora_per_client``), counted in ``budget`` (the app's, shared
+        with its other private copies; a new one of ``lora_total_mb`` when none is given)."""
+        return cls(budget or SessionBudget(server.lora_total_bytes), per_client=server.lora_per_client)
 
     def start(self, owner: str, nbytes: int, make: Callable[[], LoraSession], client: str | None = None) -> LoraSession:
         """Build ``owner``'s new fine-tune with ``make()`` and only then end the previous one.

@@ -65,10 +65,6 @@ def value_line(result: Attribution) -> str:
 STOPS = StopRequests()  # the Stop button's flag per session, read by both runs
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def task_of(ctx: AppContext, selection, new_v):
     if selection is None:
         raise InputError("Analyze a text first.")
@@ -191,4 +187,4 @@ def build(ctx: AppContext, shared) -> None:
         api_name="attribution_matrix", **heavy,
     )  # fmt: skip
 
-    stop.click(request_stop, None, None, cancels=[one, whole], api_name="attribution_stop")
+    stop.click(STOPS.stop, None, None, cancels=[one, whole], api_name="attribution_stop")

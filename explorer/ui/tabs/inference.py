@@ -1,9 +1,9 @@
 """Faster inference, measured on the loaded model: quantization at several precisions against float32, and
 speculative decoding (a draft proposes k tokens, the model checks them in one pass) against plain greedy.
 
-The quantized copy looked inside is kept per browser session (``QuantizedCopies``, made in ``build`` and bounded
-like the LoRA tab's fine-tunes), so showing another matrix or precision again does not quantize again; it is
-freed when the browser tab closes. Handlers that use it take it after the app context."""
+The quantized copy looked inside is kept per browser session (``QuantizedCopies``, made in ``build`` and counted
+in the app's one budget with the LoRA tab's fine-tunes), so showing another matrix or precision again does not
+quantize again; it is freed when the browser tab closes. Handlers that use it take it after the app context."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 
 from explorer.analysis.inference import quantization, quantization_effects, speculative, speculative_speedup
 from explorer.analysis.inference.quantized_sessions import QuantizedCopies
-from explorer.analysis.lora.sessions import SessionBudget
 from explorer.core.errors import InputError
 from explorer.core.family import GENERATE, LM_HEAD
 from explorer.core.tokens import token_label
@@ -20,7 +19,7 @@ from explorer.plots.inference import acceptance_bars, error_bars, size_bars, spe
 from explorer.plots.interventions import distribution_pair
 from explorer.plots.text import message_figure
 from explorer.ui.assets import ASSETS_DIR
-from explorer.ui.context import AppContext, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, about, bind, guarded, layer_slider, md_escape, owner_of, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """Two ways to make a model cheaper, measured here on the loaded model. **Quantization** stores each \
@@ -45,10 +44,6 @@ DRAFTS = {
 ACCEPTED, REFUSED, REPLACED = "accepted", "refused", "verifier's token"
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def heldout_text() -> str:
     return (ASSETS_DIR / "heldout" / "modern.txt").read_text(encoding="utf-8")[:HELDOUT_CHARS]
 
@@ -59,11 +54,6 @@ def _model(ctx: AppContext, selection, capability: str):
     lm = ctx.model(selection)
     lm.spec.require(capability)
     return lm
-
-
-def _owner(request: gr.Request | None) -> str:
-    """Whose quantized copies: the browser session (``local`` when a handler is called without a server)."""
-    return request.session_hash if request is not None and request.session_hash else "local"
 
 
 def _mib(n) -> float:
@@ -80,7 +70,7 @@ def _inside(ctx: AppContext, copies: QuantizedCopies, selection, shown, matrix, 
     lm = _model(ctx, selection, LM_HEAD)
     if shown not in quantization.PRECISIONS or shown == "float32":
         raise InputError(f"Pick a precision to look inside: {', '.join(list(quantization.PRECISIONS)[1:])}.")
-    copy = copies.get(_owner(request), lm, shown)
+    copy = copies.get(owner_of(request), lm, shown)
     if not copy.errors:
         msg = message_figure(f"{shown} keeps every weight as it is.")
         return msg, msg, _next_token(lm, copy, shown, selection), gr.update(choices=[], value=None)
@@ -144,7 +134,7 @@ def inside_view(ctx: AppContext, copies: QuantizedCopies, selection, shown, matr
 
 def unloaded(ctx: AppContext, copies: QuantizedCopies, request: gr.Request) -> None:
     """The browser tab closed: its quantized copies are freed."""
-    copies.end(_owner(request))
+    copies.end(owner_of(request))
 
 
 def offers_draft_model(ctx: AppContext, lm) -> bool:
@@ -239,11 +229,11 @@ def layer_range(ctx: AppContext, selection, kind):
     n = lm.spec.n_layers
     kinds = [k for k in DRAFTS if k != "model" or offers_draft_model(ctx, lm)]
     drafts = gr.update(choices=[(DRAFTS[k], k) for k in kinds], value=kind if kind in kinds else "early")
-    return gr.update(maximum=max(1, n - 1), value=max(1, n // 2)), drafts
+    return layer_slider(n - 1, max(1, n // 2)), drafts  # an exit below the last layer
 
 
 def build(ctx: AppContext, shared) -> None:
-    copies = QuantizedCopies(SessionBudget(ctx.settings.lora_total_bytes))  # per browser session, bounded
+    copies = QuantizedCopies(ctx.copies_budget)  # per browser session, counted with the LoRA fine-tunes
     with gr.Tab("Quantize & speculate", id="inference"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
         with gr.Tabs():
@@ -288,18 +278,18 @@ def build(ctx: AppContext, shared) -> None:
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state, kind], [layers, kind], api_name=False)
     heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
-    quant = run_quant.click(bind(bind(quantize_view, ctx), copies), [shared.state, names, shown],
+    quant = run_quant.click(bind(quantize_view, ctx, copies), [shared.state, names, shown],
                             [quant_note, table, sizes, errors, histogram, pair, matrix], api_name="inference_quantize",
                             **heavy)  # fmt: skip
     for control in (shown, matrix):
-        control.input(bind(bind(inside_view, ctx), copies), [shared.state, shown, matrix],
+        control.input(bind(inside_view, ctx, copies), [shared.state, shown, matrix],
                       [errors, histogram, pair, matrix], api_name=f"inference_{'precision' if control is shown else 'matrix'}",
                       **heavy)  # fmt: skip
     spec = run_spec.click(bind(speculate_view, ctx), [shared.state, kind, layers, k, new_tokens, temperature, seed],
                           [spec_note, steps, acceptance], api_name="inference_speculate", **heavy)  # fmt: skip
     timed = run_speedup.click(bind(speedup_view, ctx), [shared.state, kind, layers, new_tokens], [speedup_note, speedup],
                               api_name="inference_speedup", **heavy)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
+    stop.click(STOPS.stop, None, None, cancels=[quant, spec, timed], api_name="inference_stop")
     root = gr.context.Context.root_block  # the app being built: free the copies when its browser tab closes
     if root is not None:
-        root.unload(bind(bind(unloaded, ctx), copies))
+        root.unload(bind(unloaded, ctx, copies))

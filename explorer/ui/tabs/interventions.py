@@ -17,7 +17,7 @@ from explorer.plots.attention import attention_heatmap
 from explorer.plots.decoding import logit_lens_grid
 from explorer.plots.interventions import distribution_pair, effect_heatmap
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
+from explorer.ui.context import AppContext, Selection, about, bind, guarded, layer_slider, md_escape, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """Attention shows where a head *looks*; an **intervention** shows what it *does*. **Ablate**: switch \
@@ -32,10 +32,6 @@ IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 STOPS = StopRequests()
 METRICS = {"change": "Δ log-probability of the answer", "kl": "KL divergence of the whole distribution (nats)"}
 STREAM_NAMES = {"input": "the model's stack", "source": "encoder", "target": "decoder"}
-
-
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
 
 
 def _model(ctx: AppContext, selection: Selection | None):
@@ -73,8 +69,8 @@ def options(ctx: AppContext, selection):
         gr.update(choices=parts, value=[first_head]),
         gr.update(choices=kinds, value=kinds[0]),
         gr.update(choices=streams, value=streams[0][1]),
-        gr.update(maximum=max(layers, 1), value=min(1, layers)),
-        gr.update(maximum=max(layers, 1), value=layers // 2),
+        layer_slider(layers, min(1, layers)),
+        layer_slider(layers, layers // 2),
     )
 
 
@@ -355,4 +351,4 @@ def build(ctx: AppContext, shared) -> None:
         bind(steer_view, ctx), [shared.state, positive, negative, steer_layer, strength, new_tokens],
         [steer_note, steer_plot], api_name="interventions_steer", **heavy,
     )  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[one, sweep, patch, per_head, steer], api_name="interventions_stop")
+    stop.click(STOPS.stop, None, None, cancels=[one, sweep, patch, per_head, steer], api_name="interventions_stop")

@@ -32,7 +32,7 @@ from explorer.core.family import FINE_TUNE
 from explorer.core.limits import MAX_TRAINING_CHARS as MAX_CHARS
 from explorer.plots import lora as plots
 from explorer.plots.text import message_figure
-from explorer.ui.context import AppContext, bind, guarded, md_escape, user_message, warning
+from explorer.ui.context import AppContext, bind, guarded, md_escape, owner_of, user_message, warning
 from explorer.ui.export import scratch_folder
 from explorer.ui.gpu import on_gpu
 from explorer.ui.stops import StopRequests
@@ -119,11 +119,6 @@ def _curve(session: LoraSession):
     )
 
 
-def _owner(request: gr.Request | None) -> str:
-    """Whose fine-tune: the browser session (``local`` when called without one, as tests do)."""
-    return request.session_hash if request is not None else "local"
-
-
 def _client(request: gr.Request | None) -> str | None:
     """The client's address, which bounds how many fine-tunes one address may hold."""
     return getattr(getattr(request, "client", None), "host", None)
@@ -173,7 +168,7 @@ def train(ctx: AppContext, fine_tunes: SessionRegistry, selection, choice, paste
         check_trainable(lm, ctx.settings.lora_max_bytes)
         lora = _settings(targets_v, r, alpha_v, dropout_v, lr_v, steps_v, batch_v, seed_v)
         check_probes(probe_text)  # refuse bad probes before training, not after
-        session = start_training(fine_tunes, _owner(request), lm, lora, _text(choice, pasted_v), _client(request))
+        session = start_training(fine_tunes, owner_of(request), lm, lora, _text(choice, pasted_v), _client(request))
         yield session, _status(session), _curve(session), "on"
         for _ in train_live(session, lambda done, total: progress((done, total), desc="training")):
             yield session, _status(session), _curve(session), gr.skip()
@@ -259,7 +254,7 @@ def upload(ctx: AppContext, fine_tunes: SessionRegistry, selection, path, choice
         return gr.skip(), "", gr.skip()
     lm = _model(ctx, selection)
     check_trainable(lm, ctx.settings.lora_max_bytes)
-    session = start_from_file(fine_tunes, _owner(request), lm, path, _text(choice, pasted_v), _client(request))
+    session = start_from_file(fine_tunes, owner_of(request), lm, path, _text(choice, pasted_v), _client(request))
     s = session.settings
     return (
         session,
@@ -278,7 +273,7 @@ def full_compare(ctx: AppContext, fine_tunes: SessionRegistry, session, probe_te
     session = _need(session)
     with FULL_STOPS.running(request) as should_stop:  # the Stop button, or the browser tab closing, ends it
         reports = compare_with_full_finetuning(
-            fine_tunes, _owner(request), session, check_probes(probe_text),
+            fine_tunes, owner_of(request), session, check_probes(probe_text),
             progress=lambda f: progress(f, desc="full fine-tuning"), should_stop=should_stop,
         )  # fmt: skip
     return [
@@ -296,17 +291,14 @@ def release_state(ctx: AppContext, fine_tunes: SessionRegistry, session) -> None
 
 def unloaded(ctx: AppContext, fine_tunes: SessionRegistry, request: gr.Request) -> None:
     """The browser tab closed: its fine-tune is freed (a full fine-tune it started stops: ``stop_session``)."""
-    fine_tunes.end(request.session_hash)
+    fine_tunes.end(owner_of(request))
 
 
 # ---------------------------------------------------------------- layout and wiring
 
 
 def build(ctx: AppContext, shared) -> None:
-    fine_tunes = SessionRegistry.from_settings(ctx.settings)  # this app's live fine-tunes, by browser session
-
-    def with_fine_tunes(handler):  # ``handler(ctx, fine_tunes, *inputs)`` as an event function of the inputs
-        return bind(bind(handler, ctx), fine_tunes)
+    fine_tunes = SessionRegistry.from_settings(ctx.settings, ctx.copies_budget)  # live fine-tunes, by session
 
     datasets = bundled_datasets()
     first = next(iter(datasets.values()))
@@ -376,7 +368,7 @@ def build(ctx: AppContext, shared) -> None:
                 full_button = gr.Button("Compare with full fine-tuning (tiny models)")
                 report_table = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, wrap=True)
         session_state = gr.State(
-            None, time_to_live=ctx.settings.lora_ttl_s, delete_callback=with_fine_tunes(release_state)
+            None, time_to_live=ctx.settings.lora_ttl_s, delete_callback=bind(release_state, ctx, fine_tunes)
         )  # a fine-tune is freed this long after it was made (or when the tab closes)
 
     setup_ = bind(setup, ctx)
@@ -389,7 +381,7 @@ def build(ctx: AppContext, shared) -> None:
     knobs = [targets, rank, alpha, dropout, lr, steps, batch, seed]
     trainings = {"concurrency_limit": ctx.settings.lora_trainings, "concurrency_id": "lora_train"}  # others queue
     training = train_button.click(
-        on_gpu(with_fine_tunes(train), duration=120), [shared.state, data_choice, pasted, *knobs, probes],
+        on_gpu(bind(train, ctx, fine_tunes), duration=120), [shared.state, data_choice, pasted, *knobs, probes],
         [session_state, train_status, loss_plot, mode], api_name="lora_train", **trainings,
     )  # fmt: skip
     stop_button.click(bind(stopped, ctx), session_state, [train_status, loss_plot], cancels=[training],
@@ -405,11 +397,11 @@ def build(ctx: AppContext, shared) -> None:
     mode.input(bind(set_mode, ctx), [session_state, mode, probes], mode_note, api_name="lora_mode")
     download_button.click(bind(download, ctx), session_state, [download_file, upload_note], api_name="lora_download")
     upload_file.upload(
-        with_fine_tunes(upload), [shared.state, upload_file, data_choice, pasted], [session_state, upload_note, loss_plot],
+        bind(upload, ctx, fine_tunes), [shared.state, upload_file, data_choice, pasted], [session_state, upload_note, loss_plot],
         api_name="lora_upload",
     )  # fmt: skip
-    full_button.click(with_fine_tunes(full_compare), [session_state, probes], report_table,
+    full_button.click(bind(full_compare, ctx, fine_tunes), [session_state, probes], report_table,
                       api_name="lora_full_finetune", **trainings)  # fmt: skip
     root = gr.context.Context.root_block  # the app being built: free the fine-tune when its browser tab closes
     if root is not None:
-        root.unload(with_fine_tunes(unloaded))
+        root.unload(bind(unloaded, ctx, fine_tunes))

@@ -22,7 +22,7 @@ from explorer.plots.retrieval import (
     share_lines,
 )
 from explorer.plots.text import message_figure, shorten
-from explorer.ui.context import AppContext, bind, guarded, md_escape, shown_name, warning
+from explorer.ui.context import AppContext, bind, guarded, layer_slider, md_escape, shown_name, warning
 from explorer.ui.stops import StopRequests
 
 EXPLANATION = """**Retrieval-augmented generation**: embed every passage and the question, find the nearest \
@@ -36,10 +36,6 @@ INDEXES = IndexCache()  # built indexes of every session, by model, documents, c
 TABLE_COLUMNS = ["fused rank", "embedding rank", "BM25 rank", "document", "passage"]
 SET_CHOICES = [("the invented town's facts", "facts"), ("public-domain passages", "public domain"),
                ("both", "both"), ("only my text", "none")]  # fmt: skip
-
-
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
 
 
 def _paths(uploads) -> list[str]:
@@ -171,8 +167,7 @@ def layer_range(ctx: AppContext, selection):
     """The embedding layer's slider spans the model's layers, starting at its last."""
     if selection is None:
         return gr.update()
-    n = ctx.model(selection).spec.n_layers
-    return gr.update(maximum=n, value=n)
+    return layer_slider(ctx.model(selection).spec.n_layers)  # 0 is the token embeddings
 
 
 def build(ctx: AppContext, shared) -> None:
@@ -227,4 +222,4 @@ def build(ctx: AppContext, shared) -> None:
                                 [answer_note, pair_plot, lines_plot, heat_plot], api_name="retrieval_answer", **heavy)  # fmt: skip
     attributed = run_attribution.click(bind(attribution_view, ctx), [*inputs, passages_n, method, answer_n],
                                        [attribution_note, attribution_plot], api_name="retrieval_attribution", **heavy)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[searched, asked, answered, attributed], api_name="retrieval_stop")
+    stop.click(STOPS.stop, None, None, cancels=[searched, asked, answered, attributed], api_name="retrieval_stop")

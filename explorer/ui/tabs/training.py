@@ -32,10 +32,6 @@ SCORE = {"next_token": "induction", "masked": "previous_token", "span": "previou
 AXIS_TITLES = {"parameters": "non-embedding parameters", "tokens": "training tokens", "compute": "compute, 6·N·D FLOPs"}
 
 
-def request_stop(request: gr.Request):
-    STOPS.stop(request)
-
-
 def _run_views(record, objective: str):
     s = record.settings
     name = dict((v, k) for k, v in OBJECTIVES)[objective]
@@ -215,7 +211,7 @@ def build(ctx: AppContext, shared) -> None:
     axis.change(bind(scaling_view, ctx), [axis, mine], [scaling_note, scaling_figure], api_name=False)
     tuned = tune_button.click(on_gpu(bind(tune, ctx), duration=120), [shared.state, loss, beta, tune_steps], [tune_note, tune_curves, tune_bars],
                               api_name="training_preferences", **one_each)  # fmt: skip
-    stop.click(request_stop, None, None, cancels=[trained, fitted, tuned], api_name="training_stop")
+    stop.click(STOPS.stop, None, None, cancels=[trained, fitted, tuned], api_name="training_stop")
     root = gr.context.Context.root_block  # the app being built: free the opened model when its browser tab closes
     if root is not None:
         root.unload(bind(unloaded, ctx))
