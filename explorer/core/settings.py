@@ -16,6 +16,7 @@ variable                    default                                 field
                             ``~/.cache/llm-explorer``
 ``EXPLORER_CACHE_MB``       500                                     ``cache_mb``
 ``EXPLORER_WARMUP``         1                                       ``warmup``
+``EXPLORER_TRACE_MB``       320                                     ``trace_mb``
 ``EXPLORER_LORA_MAX_MB``    1024                                    ``lora_max_mb``
 ``EXPLORER_LORA_TOTAL_MB``  4096                                    ``lora_total_mb``
 ``EXPLORER_LORA_TRAININGS`` 2                                       ``lora_trainings``
@@ -63,6 +64,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))  # projections, numba's code
     cache_mb: float = 500  # disk the projection cache may use
     warmup: bool = True  # compile UMAP's code in the background at start-up
+    trace_mb: float = 320  # a kept trace larger than this keeps top-k logits and some layers (GPT-2-small: 262)
     lora_max_mb: float = 1024  # the largest model one session may copy for LoRA
     lora_total_mb: float = 4096  # what all sessions' LoRA copies may hold together
     lora_trainings: int = 2  # LoRA trainings that run at once; others queue
@@ -78,6 +80,10 @@ class Settings:
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_mb * MB)
+
+    @property
+    def trace_bytes(self) -> int:
+        return int(self.trace_mb * MB)
 
     @property
     def lora_max_bytes(self) -> int:
@@ -144,6 +150,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_CACHE_DIR": ("cache_dir", _folder),
     "EXPLORER_CACHE_MB": ("cache_mb", _number("megabytes")),
     "EXPLORER_WARMUP": ("warmup", _flag),
+    "EXPLORER_TRACE_MB": ("trace_mb", _number("megabytes")),
     "EXPLORER_LORA_MAX_MB": ("lora_max_mb", _number("megabytes")),
     "EXPLORER_LORA_TOTAL_MB": ("lora_total_mb", _number("megabytes")),
     "EXPLORER_LORA_TRAININGS": ("lora_trainings", _number("trainings at once", whole=True, minimum=1)),
