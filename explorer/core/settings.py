@@ -23,6 +23,7 @@ variable                    default                                 field
 ``EXPLORER_LORA_TTL_S``     7200                                    ``lora_ttl_s``
 ``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
 ``EXPLORER_ANALYTICS``      off                                     ``analytics``
+``EXPLORER_NDIF_API_KEY``   none                                    ``ndif_api_key`` (never shown)
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
 ==========================  ======================================  ==================================
 """
@@ -72,6 +73,7 @@ class Settings:
     lora_per_client: int = 16  # fine-tunes one client address may hold at once
     analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
+    ndif_api_key: str = field(default="", repr=False)  # catalogue models marked "remote": "ndif" run on NDIF
 
     @property
     def pool_bytes(self) -> int:
@@ -141,6 +143,11 @@ def _device(name: str, raw: str) -> str:
     return raw
 
 
+def _secret(name: str, raw: str) -> str:
+    """A key kept as it is: never echoed in an error, never in ``repr(settings)`` (the field has ``repr=False``)."""
+    return raw
+
+
 # variable -> (field, parser). Every variable the explorer reads is here, and nowhere else.
 VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_DEVICE": ("device", _device),
@@ -157,6 +164,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_LORA_TTL_S": ("lora_ttl_s", _number("seconds", minimum=1)),
     "EXPLORER_LORA_PER_CLIENT": ("lora_per_client", _number("fine-tunes per client", whole=True, minimum=1)),
     "EXPLORER_ANALYTICS": ("analytics", _flag),
+    "EXPLORER_NDIF_API_KEY": ("ndif_api_key", _secret),
     "HF_HUB_OFFLINE": ("hub_offline", _flag),
 }
 
