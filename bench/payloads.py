@@ -10,6 +10,9 @@ serializes it as gradio would (``fig.to_json()`` for figures, JSON for component
 and the generation-attention view (32 tokens generated after a 480-token prompt). Goal: <= 1 MB each.
 ``--umap`` adds the whole-vocabulary map of a 50,257 x 768 matrix: the first map (PCA) and the full UMAP
 computed in the background and cached (goal: first map <= 10 s).
+Last, the trace itself at 512 tokens: its bytes whole (what the default ``EXPLORER_TRACE_MB`` keeps for this
+size) and bounded under a smaller limit (top-k logits, a few layers; another layer computed again), and the
+projected bytes of a Llama-3-8B-shaped trace whole and bounded under the default limit.
 
     python bench/payloads.py [--umap]
 """
@@ -135,6 +138,42 @@ def payloads(folder: Path) -> None:
         seconds = time.perf_counter() - t0
         size = size_of(out)
         print(f"{name:<40}{size:>12,}{size / 2**20:>8.2f}{'yes' if size <= GOAL else 'NO':>9}{seconds:>9.2f}")
+    trace_sizes(lm, text, trace)
+
+
+BOUNDED_MB = 64  # a limit below GPT-2-small's 512-token trace, to measure the bounded form on it
+
+
+def trace_sizes(lm, text: str, full) -> None:
+    """A trace's bytes whole and bounded; the top-k probabilities of both; what a dropped layer costs."""
+    import torch
+
+    from explorer.core.run import run
+    from explorer.core.settings import settings
+
+    limit = settings().trace_bytes
+    t0 = time.perf_counter()
+    small = run(lm, text, keep_bytes=BOUNDED_MB * 2**20)
+    bounded_s = time.perf_counter() - t0
+    kept = small.meta["bounded"]["layers"]["self"]
+    dropped = next(i for i in range(small.n_layers) if i not in kept)
+    t0 = time.perf_counter()
+    again = small.attn(dropped, 3)
+    refetch_s = time.perf_counter() - t0
+    probs = torch.softmax(torch.from_numpy(np.array(full.logits)), -1).numpy()
+    error = np.abs(np.take_along_axis(probs, small.logits.ids, 1) - small.logits.probs()).max()
+    print(f"trace at {len(full.tokens['input'])} tokens: whole {full.nbytes / 2**20:.0f} MB "
+          f"(kept whole under the default EXPLORER_TRACE_MB={limit / 2**20:.0f}: {full.nbytes <= limit}); "
+          f"bounded under {BOUNDED_MB} MB: {small.nbytes / 2**20:.1f} MB in {bounded_s:.1f} s "
+          f"(top {small.logits.k} logits, attention layers {kept}; largest top-k probability error {error:.1e}); "
+          f"layer {dropped} computed again in {refetch_s:.1f} s, equal: {np.allclose(again, full.attn(dropped, 3))}")  # fmt: skip
+    layers, heads, width, vocab, tokens = 32, 32, 4096, 128_256, 512  # Llama-3-8B's shape
+    per_layer = 4 * (heads * tokens**2 + tokens * width)
+    whole = 4 * (layers * heads * tokens**2 + (layers + 1) * tokens * width + tokens * vocab)
+    top = tokens * (8 * 50 + 8)
+    slots = (limit - top) // per_layer
+    print(f"Llama-3-8B-shaped trace at {tokens} tokens (projected): whole {whole / 2**20:,.0f} MB; bounded under "
+          f"{limit / 2**20:.0f} MB: {(top + slots * per_layer) / 2**20:.0f} MB ({slots} of {layers} layers, top 50 logits)")  # fmt: skip
 
 
 def vocabulary_map() -> None:

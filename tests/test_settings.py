@@ -91,6 +91,8 @@ def test_defaults_match_the_readme_table():
             assert cell.startswith("`cuda` if available") and value == ""  # "" picks at load time
         elif name == "EXPLORER_MODELS_DIR":
             assert cell == "`models/`" and value == BUNDLED_MODELS and (BUNDLED_MODELS / "catalogue.json").is_file()
+        elif name == "EXPLORER_NDIF_API_KEY":
+            assert cell == "none" and value == ""  # a secret has no default
         elif name == "EXPLORER_CACHE_DIR":
             assert cell.startswith("`$XDG_CACHE_HOME/llm-explorer`") and value.name == "llm-explorer"
         else:

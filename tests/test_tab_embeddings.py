@@ -53,6 +53,32 @@ def test_a_umap_not_computed_yet_waits_for_the_project_button(app, gpt2):
     assert message(fig) == "Press Project for UMAP."
 
 
+def test_the_whole_vocabulary_umap_is_a_first_map_at_once_then_the_full_one(app, gpt2, monkeypatch):
+    from explorer.analysis.embeddings import projections
+
+    monkeypatch.setattr(projections, "UMAP_EPOCHS", 5)  # the layout's epochs only: a test-sized UMAP
+    args = (gpt2, "umap", 3, "all", 200, "", "")
+    vocabulary = len(emb.embedding_table(app.model(gpt2)).matrix)
+    note, fig = tab.draw_map(app, *args, compute=False)  # on a new analysis: the first map, nothing started
+    assert note.startswith("**PCA** of all") and "press **Project** to compute the full **UMAP**" in note
+    assert tab.staged_projections().running == 0
+    note, fig = tab.draw_map(app, *args)  # Project: the first map now, the UMAP in the background
+    assert note.startswith(f"**PCA** of all {vocabulary:,} tokens") and "being computed in the background" in note
+    assert "% done" in note and len(fig.data[0].x) == vocabulary and "first map; UMAP to come" in title(fig)
+    timer = tab.map_timer(app, *args)
+    polled = tab.poll_map(app, *args)
+    assert timer.active or not polled[2].active  # the timer runs while the map is pending
+    if polled[2].active:
+        assert "being computed" in polled[0] and polled[1] is not None and not hasattr(polled[1], "data")
+    tab.staged_projections().wait()
+    note, fig, timer = tab.poll_map(app, *args)  # the next tick draws the full map and stops the timer
+    assert not timer.active and note.startswith(f"**UMAP** of all {vocabulary:,} tokens") and "first map" not in note
+    assert len(fig.data[0].x) == vocabulary and fig.data[0].z is not None and "UMAP 3D" in title(fig)
+    note, _ = tab.draw_map(app, *args)
+    assert note.startswith("**UMAP**") and "from the memory cache" in note
+    assert tab.poll_map(app, gpt2, "pca", 3, "all", 200, "", "")[2].active is False  # nothing to wait for
+
+
 def test_the_map_refuses_bad_inputs_with_a_sentence(app, gpt2):
     note, fig = tab.draw_map(app, None, "pca", 2, "frequent", 200, "", "")
     assert note == "⚠️ Analyze a text first\\." and message(fig) == "Analyze a text first."

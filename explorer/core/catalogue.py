@@ -25,6 +25,7 @@ class CatalogueEntry:
     heads: int
     description: str
     bundled: bool = False
+    remote: str = ""  # "ndif": too large for any machine of ours, run on NDIF through nnsight (its own key)
 
     @property
     def location(self) -> str:
@@ -68,6 +69,14 @@ def is_downloaded(hub_id: str) -> bool:
         return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
     except Exception:  # a malformed id: not downloaded
         return False
+
+
+def remote_entry(name: str) -> CatalogueEntry | None:
+    """The catalogue entry of a model that runs elsewhere (``"remote": "ndif"``), by key or hub id; else None."""
+    for entry in catalogue().values():
+        if entry.remote and name in (entry.key, entry.source):
+            return entry
+    return None
 
 
 def bundled_keys() -> list[str]:

@@ -27,7 +27,7 @@ from transformers import (
 from transformers.models.auto import modeling_auto
 from transformers.utils import logging as hf_logging
 
-from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, tokenizer_catalogue
+from explorer.core.catalogue import bundled_keys, catalogue, hosted_mode, remote_entry, tokenizer_catalogue
 from explorer.core.errors import ModelLoadError
 from explorer.core.family import FamilyAdapter
 from explorer.core.memory import INDEX, CheckpointSize, checkpoint_size, hub_checkpoint_size, human_bytes
@@ -280,6 +280,11 @@ def load(name: str, device: torch.device | None = None, max_bytes: int | None = 
     With ``max_bytes`` (the pool's bound), a checkpoint whose headers say it needs more is refused before
     any weight is read.
     """
+    remote = remote_entry((name or "").strip())
+    if remote is not None:  # runs on NDIF: no weights here (explorer.core.nnsight_backend)
+        from explorer.core.nnsight_backend import remote_model
+
+        return remote_model(remote)
     source = resolve(name)
     if source.kind in ("folder", "bundled"):
         folder = Path(source.location)

@@ -16,12 +16,14 @@ variable                    default                                 field
                             ``~/.cache/llm-explorer``
 ``EXPLORER_CACHE_MB``       500                                     ``cache_mb``
 ``EXPLORER_WARMUP``         1                                       ``warmup``
+``EXPLORER_TRACE_MB``       320                                     ``trace_mb``
 ``EXPLORER_LORA_MAX_MB``    1024                                    ``lora_max_mb``
 ``EXPLORER_LORA_TOTAL_MB``  4096                                    ``lora_total_mb``
 ``EXPLORER_LORA_TRAININGS`` 2                                       ``lora_trainings``
 ``EXPLORER_LORA_TTL_S``     7200                                    ``lora_ttl_s``
 ``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
 ``EXPLORER_ANALYTICS``      off                                     ``analytics``
+``EXPLORER_NDIF_API_KEY``   none                                    ``ndif_api_key`` (never shown)
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
 ==========================  ======================================  ==================================
 """
@@ -63,6 +65,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))  # projections, numba's code
     cache_mb: float = 500  # disk the projection cache may use
     warmup: bool = True  # compile UMAP's code in the background at start-up
+    trace_mb: float = 320  # a kept trace larger than this keeps top-k logits and some layers (GPT-2-small: 262)
     lora_max_mb: float = 1024  # the largest model one session may copy for LoRA
     lora_total_mb: float = 4096  # what all sessions' LoRA copies may hold together
     lora_trainings: int = 2  # LoRA trainings that run at once; others queue
@@ -70,6 +73,7 @@ class Settings:
     lora_per_client: int = 16  # fine-tunes one client address may hold at once
     analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
+    ndif_api_key: str = field(default="", repr=False)  # catalogue models marked "remote": "ndif" run on NDIF
 
     @property
     def pool_bytes(self) -> int:
@@ -78,6 +82,10 @@ class Settings:
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_mb * MB)
+
+    @property
+    def trace_bytes(self) -> int:
+        return int(self.trace_mb * MB)
 
     @property
     def lora_max_bytes(self) -> int:
@@ -135,6 +143,11 @@ def _device(name: str, raw: str) -> str:
     return raw
 
 
+def _secret(name: str, raw: str) -> str:
+    """A key kept as it is: never echoed in an error, never in ``repr(settings)`` (the field has ``repr=False``)."""
+    return raw
+
+
 # variable -> (field, parser). Every variable the explorer reads is here, and nowhere else.
 VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_DEVICE": ("device", _device),
@@ -144,12 +157,14 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_CACHE_DIR": ("cache_dir", _folder),
     "EXPLORER_CACHE_MB": ("cache_mb", _number("megabytes")),
     "EXPLORER_WARMUP": ("warmup", _flag),
+    "EXPLORER_TRACE_MB": ("trace_mb", _number("megabytes")),
     "EXPLORER_LORA_MAX_MB": ("lora_max_mb", _number("megabytes")),
     "EXPLORER_LORA_TOTAL_MB": ("lora_total_mb", _number("megabytes")),
     "EXPLORER_LORA_TRAININGS": ("lora_trainings", _number("trainings at once", whole=True, minimum=1)),
     "EXPLORER_LORA_TTL_S": ("lora_ttl_s", _number("seconds", minimum=1)),
     "EXPLORER_LORA_PER_CLIENT": ("lora_per_client", _number("fine-tunes per client", whole=True, minimum=1)),
     "EXPLORER_ANALYTICS": ("analytics", _flag),
+    "EXPLORER_NDIF_API_KEY": ("ndif_api_key", _secret),
     "HF_HUB_OFFLINE": ("hub_offline", _flag),
 }
 

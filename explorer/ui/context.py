@@ -98,13 +98,16 @@ class AppContext:
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, key) of every catalogue model: bundled first; hub models marked when they need a network
-        this machine does not have."""
+        this machine does not have; models that run on NDIF marked so."""
         keys = bundled_keys()
-        hub = [k for k in catalogue() if k not in keys]
+        entries = catalogue()
+        hub = [k for k in entries if k not in keys and not entries[k].remote]
         online = not hub or hub_reachable()
-        return [(k, k) for k in keys] + [
-            (k if online or is_downloaded(catalogue()[k].source) else f"{k} (needs a network)", k) for k in hub
-        ]
+        return (
+            [(k, k) for k in keys]
+            + [(k if online or is_downloaded(entries[k].source) else f"{k} (needs a network)", k) for k in hub]
+            + [(f"{k} (runs on NDIF)", k) for k in entries if entries[k].remote]
+        )
 
     @property
     def hosted(self) -> bool:

@@ -1,7 +1,9 @@
 """The token map: which rows of the embedding table to project, their projection, and where a text's
 tokens (and one searched token) land on it.
 
-A projection covers a subset of the vocabulary (the most frequent tokens, a word list, or all of it).
+A projection covers a subset of the vocabulary (the most frequent tokens, a word list, or all of it). The whole
+vocabulary's UMAP or t-SNE takes minutes on a real-size model: given a ``StagedProjections``, the map of
+``all`` tokens is a first map (PCA) at once, the full one computed in the background (``TokenMap.pending``).
 Tokens outside the subset are still placed: PCA projects them with its fitted axes; UMAP and t-SNE,
 which have no such axes, put each at the mean position of its 5 most cosine-similar projected tokens.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from explorer.analysis.embeddings import space as emb
 from explorer.analysis.embeddings.projections import Progress, Projection, ProjectionCache
+from explorer.analysis.embeddings.staged import FIRST_METHOD, StagedProjections
 from explorer.analysis.tokens.texts import sample_texts
 
 MIN_FREQUENT = 10
@@ -85,6 +88,9 @@ class TokenMap:
     ``labels``: one per projected row. ``marked``: (coords (m, dims), labels) of the text's tokens.
     ``focus``: (coords (dims,), label) of the searched token, or None. ``outside``: how many of the text's
     tokens are not in the subset. ``width``: the embedding width d.
+    A staged whole-vocabulary map: ``projection.method`` differs from ``method`` (the first map is shown);
+    ``pending`` while the full one is computed in the background (``fraction`` done, doing ``message``);
+    ``error``: why the last background computation failed.
     """
 
     subset: TokenSubset
@@ -94,6 +100,16 @@ class TokenMap:
     focus: tuple[np.ndarray, str] | None
     outside: int
     width: int
+    method: str = ""
+    pending: bool = False
+    fraction: float = 1.0
+    message: str = ""
+    error: str = ""
+
+    @property
+    def first(self) -> bool:
+        """Whether this is the first map of a whole-vocabulary projection still to come (or not started)."""
+        return self.projection is not None and self.projection.method != self.method
 
 
 def token_map(
@@ -108,22 +124,31 @@ def token_map(
     search: str = "",
     compute: bool = True,
     progress: Progress | None = None,
+    staged: StagedProjections | None = None,
 ) -> TokenMap:
     """Project the chosen tokens of ``lm``'s table (from ``cache`` when it has them) and place ``text_tokens``
     (a trace's ``Token`` list; special ones and those past the first 64 are left out) and ``search`` on the map.
 
     PCA is always computed (it is fast); with ``compute=False`` UMAP and t-SNE are only read from the cache.
+    With ``staged``, the UMAP or t-SNE of ``all`` tokens is staged: the cached full map, else the first map
+    (PCA) with the full one started in the background (``compute``) or just reported when running.
     """
     table = emb.embedding_table(lm)
     chosen = token_subset(lm, subset, n, words)
     shipped = [Path(lm.spec.source) / "projections"] if lm.spec.bundled else []
-    projection = cache.get(
-        table.matrix, chosen.ids, method, int(dims), table.matrix_id, shipped, progress,
-        compute=compute or method == "pca",
-    )  # fmt: skip
+    status = {}
+    if staged is not None and subset == "all" and method != FIRST_METHOD:
+        view = staged.get(table.matrix, chosen.ids, method, int(dims), table.matrix_id, shipped, start=compute)
+        projection = view.shown
+        status = {"pending": view.pending, "fraction": view.fraction, "message": view.message, "error": view.error}
+    else:
+        projection = cache.get(
+            table.matrix, chosen.ids, method, int(dims), table.matrix_id, shipped, progress,
+            compute=compute or method == "pca",
+        )  # fmt: skip
     width = table.matrix.shape[1]
     if projection is None:
-        return TokenMap(chosen, None, [], None, None, 0, width)
+        return TokenMap(chosen, None, [], None, None, 0, width, method)
     tokens = [t for t in text_tokens if not t.special][: emb.MAX_CONTEXT_TOKENS]
     marked = (place_tokens(table, projection, [t.id for t in tokens]), [t.display for t in tokens])
     focus = None
@@ -133,4 +158,4 @@ def token_map(
     projected = set(projection.ids.tolist())
     outside = sum(t.id not in projected for t in tokens)
     labels = [table.labels[i] for i in projection.ids]
-    return TokenMap(chosen, projection, labels, marked, focus, outside, width)
+    return TokenMap(chosen, projection, labels, marked, focus, outside, width, method, **status)

@@ -54,12 +54,17 @@ def previous_token_scores(weights: np.ndarray, causal: bool) -> np.ndarray:
     return head_statistics(weights, causal=causal)["previous_token"]
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's inputs go: the device of its first parameter (the embeddings)."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def attention_on(model: torch.nn.Module, ids: np.ndarray, is_encoder_decoder: bool) -> np.ndarray:
     """The primary stream's self-attention on ``ids``: (L, H, T, T), float32 numpy."""
-    x = torch.from_numpy(np.asarray(ids))[None]
+    x = torch.from_numpy(np.asarray(ids))[None].to(device_of(model))
     if is_encoder_decoder:
-        start = torch.tensor([[model.config.decoder_start_token_id]])
+        start = torch.tensor([[model.config.decoder_start_token_id]], device=x.device)
         out = model(input_ids=x, decoder_input_ids=start, output_attentions=True)
         maps = out.encoder_attentions
     else:
@@ -70,21 +75,21 @@ def attention_on(model: torch.nn.Module, ids: np.ndarray, is_encoder_decoder: bo
 @torch.no_grad()
 def continue_prompt(model, tokenizer, prompt: str, generator: torch.Generator, n_new: int = SAMPLE_TOKENS) -> str:
     """``n_new`` tokens sampled after ``prompt`` at ``TEMPERATURE`` from ``generator``; the continuation only."""
-    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device_of(model))
     limit = model.config.n_positions
     new = []
     for _ in range(n_new):
-        logits = model(input_ids=ids[:, -limit:]).logits[0, -1]
+        logits = model(input_ids=ids[:, -limit:]).logits[0, -1].float().cpu()  # the generator draws on the CPU
         token = torch.multinomial(torch.softmax(logits / TEMPERATURE, dim=-1), 1, generator=generator)
         new.append(int(token))
-        ids = torch.cat([ids, token[None]], dim=1)
+        ids = torch.cat([ids, token[None].to(ids.device)], dim=1)
     return tokenizer.decode(new)
 
 
 @torch.no_grad()
 def fill_mask(model, tokenizer, prompt: str, top: int = 3) -> str:
     """The ``top`` most likely fillers of the first [MASK], e.g. ``"made / said / saw"``."""
-    enc = tokenizer(prompt, return_tensors="pt")
+    enc = tokenizer(prompt, return_tensors="pt").to(device_of(model))
     where = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero()
     if not len(where):
         return ""
@@ -95,15 +100,15 @@ def fill_mask(model, tokenizer, prompt: str, top: int = 3) -> str:
 @torch.no_grad()
 def fill_span(model, tokenizer, prompt: str, n_new: int = 8) -> str:
     """The encoder-decoder's greedy output for a prompt with a sentinel (its spans, sentinels shown)."""
-    enc = tokenizer(prompt, return_tensors="pt")
-    out = torch.tensor([[model.config.decoder_start_token_id]])
+    enc = tokenizer(prompt, return_tensors="pt").to(device_of(model))
+    out = torch.tensor([[model.config.decoder_start_token_id]], device=enc["input_ids"].device)
     for _ in range(n_new):
         logits = model(**enc, decoder_input_ids=out).logits[0, -1]
         token = logits.argmax()
         out = torch.cat([out, token.view(1, 1)], dim=1)
         if int(token) == tokenizer.eos_token_id:
             break
-    return tokenizer.decode(out[0, 1:], skip_special_tokens=False).replace("</s>", "").strip()
+    return tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=False).replace("</s>", "").strip()
 
 
 def samples(objective: str, model, tokenizer, seed: int) -> list[tuple[str, str]]:

@@ -2,7 +2,9 @@
 how context moves a token's vector through the layers, and how position is encoded.
 
 Projections are cached per model (memory and disk); a background thread compiles UMAP's numba code
-when the tab is built, so the first UMAP a user asks for does not pay for compilation.
+when the tab is built, so the first UMAP a user asks for does not pay for compilation. The UMAP or t-SNE
+of the whole vocabulary is staged: a first map (PCA) at once, the full one computed in the background for
+every session; a timer re-polls (every few seconds, only while one is pending) and draws it when ready.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from explorer.analysis.embeddings.projections import (
     warm_up_in_background,
 )
 from explorer.analysis.embeddings.space import PositionView, position_view
+from explorer.analysis.embeddings.staged import StagedProjections
 from explorer.analysis.embeddings.token_map import TokenMap, token_map
 from explorer.core.errors import InputError
 from explorer.core.run import check_text
@@ -87,6 +90,15 @@ def projection_cache() -> ProjectionCache:
     return ProjectionCache()
 
 
+@cache
+def staged_projections() -> StagedProjections:
+    """The process's background projections (the whole vocabulary's UMAP), one job per map for every session."""
+    return StagedProjections(projection_cache())
+
+
+POLL_S = 3  # seconds between checks of a whole-vocabulary map computed in the background
+
+
 def model_of(ctx: AppContext, selection: Selection | None):
     if selection is None:
         raise InputError("Analyze a text first.")
@@ -104,7 +116,23 @@ def map_note(key: str, found: TokenMap, method: str) -> str:
         note += f" {found.outside} of the text's tokens are not in the subset: each sits at the mean of its 5 nearest."
     if method == "umap" and p.source == "computed" and not is_warm():
         note += " (UMAP compiled its code during this call; later ones are faster.)"
-    return note
+    return note + staged_note(found)
+
+
+def staged_note(found: TokenMap) -> str:
+    """What a first map of the whole vocabulary says about the full one: coming (how far), failed, or not started."""
+    if not found.first:
+        return ""
+    name = METHODS.get(found.method, found.method)
+    if found.pending:
+        doing = f", {md_escape(found.message)}" if found.message else ""
+        return (
+            f" This is a first map: the full **{name}** of {found.subset.what} is being computed in the background "
+            f"({found.fraction:.0%} done{doing}) and replaces it here when ready (or press **Project** again)."
+        )
+    if found.error:
+        return f" The full {name} failed ({md_escape(found.error)}); press **Project** to try again."
+    return f" This is a first map: press **Project** to compute the full **{name}** in the background (minutes)."
 
 
 @guarded(lambda msg: (warning(msg), message_figure(msg)))
@@ -126,16 +154,52 @@ def draw_map(  # gradio injects the progress tracker
     with STOPS.running(request) as should_stop:  # a closed browser tab ends a UMAP at its next epoch
         found = token_map(
             lm, tokens, projection_cache(), method_v, int(dims_v), subset_v, n_v, list_v, search_v,
-            compute=compute, progress=stopping(progress, should_stop),
+            compute=compute, progress=stopping(progress, should_stop), staged=staged_projections(),
         )  # fmt: skip
-    name = METHODS.get(method_v, method_v)
+    return map_outputs(lm.spec.key, selection, found, method_v, int(dims_v))
+
+
+def map_outputs(key: str, selection: Selection, found: TokenMap, method: str, dims: int):
+    """The map's note and figure (a prompt to press Project when nothing is computed yet)."""
+    name = METHODS.get(method, method)
     if found.projection is None:
         what = found.subset.what
         return f"Press **Project** to compute the {name} of {what}.", message_figure(f"Press Project for {name}.")
     p = found.projection
-    title = f"{name} {int(dims_v)}D · {found.subset.what} · red: the tokens of {about(selection)}"
+    shown = METHODS.get(p.method, p.method) + (f" (first map; {name} to come)" if found.first else "")
+    title = f"{shown} {dims}D · {found.subset.what} · red: the tokens of {about(selection)}"
     figure = plots.token_map(p.coords, found.labels, p.ids, title, found.marked, found.focus)
-    return map_note(lm.spec.key, found, method_v), figure
+    return map_note(key, found, p.method), figure
+
+
+def staged_map(ctx: AppContext, selection, method_v, dims_v, subset_v, n_v, list_v, search_v) -> TokenMap | None:
+    """The whole vocabulary's staged map as it stands (nothing started), or None for any other map."""
+    if selection is None or subset_v != "all" or method_v == "pca":
+        return None
+    lm = model_of(ctx, selection)
+    tokens = next(iter(ctx.trace(selection).tokens.values()))
+    return token_map(lm, tokens, projection_cache(), method_v, int(dims_v), subset_v, n_v, list_v, search_v,
+                     compute=False, staged=staged_projections())  # fmt: skip
+
+
+@guarded(lambda msg: gr.Timer(active=False))
+def map_timer(ctx: AppContext, selection, method_v, dims_v, subset_v, n_v, list_v, search_v):
+    """After Project: the timer runs while a whole-vocabulary map is computed in the background."""
+    found = staged_map(ctx, selection, method_v, dims_v, subset_v, n_v, list_v, search_v)
+    return gr.Timer(active=bool(found and found.pending))
+
+
+@guarded(lambda msg: (warning(msg), gr.skip(), gr.Timer(active=False)))
+def poll_map(ctx: AppContext, selection, method_v, dims_v, subset_v, n_v, list_v, search_v):
+    """A timer tick: while the full map is pending only the note's progress changes; when it is ready it is
+    drawn and the timer stops."""
+    found = staged_map(ctx, selection, method_v, dims_v, subset_v, n_v, list_v, search_v)
+    if found is None:
+        return gr.skip(), gr.skip(), gr.Timer(active=False)
+    note, figure = map_outputs(model_of(ctx, selection).spec.key, selection, found, method_v, int(dims_v))
+    if found.pending:
+        return note, gr.skip(), gr.Timer(active=True)
+    return note, figure, gr.Timer(active=False)
 
 
 @guarded(lambda msg: (warning(msg), []))
@@ -280,6 +344,7 @@ def build(ctx: AppContext, shared) -> None:
                 gr.Markdown(FREQUENT_NOTE)
                 map_note = gr.Markdown()
                 map_plot = gr.Plot(label="Token embeddings, projected")
+                map_poll = gr.Timer(POLL_S, active=False)  # only while a whole-vocabulary map is pending
             with gr.Tab("Neighbours & arithmetic") as neighbours_tab:
                 with gr.Row():
                     word = gr.Textbox("king", label="Token", scale=2)
@@ -337,7 +402,10 @@ def build(ctx: AppContext, shared) -> None:
     refreshed = [*map_out, layer, *layer_out]
     shared.on_analyzed(bind(refresh, ctx), [shared.state, active, *map_in[1:], layer, layer_dims], refreshed)
     projecting = {"concurrency_limit": 1, "concurrency_id": "projection"}
-    project_button.click(drawn_map, map_in, map_out, api_name="embedding_map", **projecting)
+    project_button.click(drawn_map, map_in, map_out, api_name="embedding_map", **projecting).then(
+        bind(map_timer, ctx), map_in, map_poll, api_name=False
+    )
+    map_poll.tick(bind(poll_map, ctx), map_in, [*map_out, map_poll], api_name=False, queue=False)
     search.submit(drawn_map, map_in, map_out, api_name=False, **projecting)
     map_tab.select(bind(open_map, ctx), map_in, [*map_out, active], api_name=False, **projecting)
     neighbours_in, neighbours_out = [shared.state, word, k], [neighbours_note, neighbours_table]
