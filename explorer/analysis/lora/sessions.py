@@ -54,7 +54,7 @@ class SessionBudget:
             others = sum(b for o, b in self._held.items() if o != owner)
             if others + nbytes > self.max_bytes:
                 raise InputError(
-                    f"The server already holds {others / 2**20:,.0f} MB of private model copies (fine-tunes and "
+                    f"The server already holds {others / 2**20:,.0f} MB of other sessions' private model copies (fine-tunes and "
                     f"quantized models; limit {self.max_bytes / 2**20:,.0f} MB); try again in a few minutes or pick "
                     "a smaller model."
                 )
