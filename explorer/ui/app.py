@@ -165,8 +165,8 @@ def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
     visible = gr.State(tab_ids[0])  # the top-level tab on screen
     drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
     tickets = [gr.Number(visible=False) for _ in tab_ids]  # outside gr.Tabs: nothing there but tabs
-    for tab_id, fn, inputs, outputs, _ in shared._listeners:
-        tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=False)
+    for tab_id, fn, inputs, outputs, api_name in shared._listeners:  # a named one is also an API endpoint
+        tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=api_name)
     notices = [notice for notice, _ in shared._requirements]
 
     def after_analysis(tab_v, selection, drawn_v):  # drawn already (a link's tab opened first): not twice
@@ -293,11 +293,6 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 return gr.skip(), failed(user_message(err), previous)
             notes = [n for n in (binary_note(text_value), binary_note(target_value or "", "target text")) if n]
             return selection, summary(ctx, selection) + "".join(f" ℹ️ {md_escape(n)}" for n in notes)
-
-        api_only = gr.Button(visible=False)  # the views' named endpoints, for gradio_client users: never gated
-        for _, fn, inputs, outputs, api_name in shared._listeners:
-            if api_name:
-                api_only.click(fn, inputs, outputs, api_name=api_name)
 
         # An analysis is one forward pass, and a cache hit when the text was seen: its own queue, so it never
         # waits behind long decoding or attribution work ("model_run"); re-plots use the default limit.
