@@ -19,9 +19,10 @@ def test_large_catalogue_models_are_marked_and_listed_as_running_on_ndif():
     remote = [k for k, e in catalogue().items() if e.remote == "ndif"]
     assert remote and all(not catalogue()[k].bundled for k in remote)
     assert remote_entry(catalogue()[remote[0]].source).key == remote[0] and remote_entry("tiny-gpt2") is None
-    choices = AppContext().model_choices()
-    assert (f"{remote[0]} (runs on NDIF)", remote[0]) in choices
-    assert ("tiny-gpt2", "tiny-gpt2") in choices
+    keyless = AppContext(settings=Settings(ndif_api_key="")).model_choices()
+    assert (f"{remote[0]} (needs an NDIF key)", remote[0]) in keyless and ("tiny-gpt2", "tiny-gpt2") in keyless
+    keyed = AppContext(settings=Settings(ndif_api_key=KEY)).model_choices()
+    assert (f"{remote[0]} (runs on NDIF)", remote[0]) in keyed and not any(KEY in label for label, _ in keyed)
 
 
 def test_without_the_key_an_ndif_model_gets_one_sentence_saying_what_to_set():

@@ -98,7 +98,7 @@ class AppContext:
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, key) of every catalogue model: bundled first; hub models marked when they need a network
-        this machine does not have; models that run on NDIF marked so."""
+        this machine does not have; models that run on NDIF marked so, or as needing a key this server lacks."""
         keys = bundled_keys()
         entries = catalogue()
         hub = [k for k in entries if k not in keys and not entries[k].remote]
@@ -106,7 +106,11 @@ class AppContext:
         return (
             [(k, k) for k in keys]
             + [(k if online or is_downloaded(entries[k].source) else f"{k} (needs a network)", k) for k in hub]
-            + [(f"{k} (runs on NDIF)", k) for k in entries if entries[k].remote]
+            + [
+                (f"{k} ({'runs on NDIF' if self.settings.ndif_api_key else 'needs an NDIF key'})", k)
+                for k in entries
+                if entries[k].remote
+            ]  # fmt: skip
         )
 
     @property
