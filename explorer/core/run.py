@@ -138,7 +138,7 @@ class Refetch:
             device = next(model.parameters()).device
             out = (self._forward or model)(**{k: v.to(device) for k, v in self._inputs.items()},
                                            output_attentions=True, output_hidden_states=True)  # fmt: skip
-            layer = frozen(to_host(getattr(out, self._fields[name])[index][0]))
+            layer = to_host(getattr(out, self._fields[name])[index][0])
         with self._lock:
             self._recent[(name, index)] = layer
             while len(self._recent) > self._keep:
@@ -151,11 +151,6 @@ class Refetch:
 
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())
-
-
-def frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
 
 
 def _projected_bytes(attentions: dict, hidden: dict, logits) -> int:

@@ -186,7 +186,7 @@ class KeptLayers:
             return self.kept[index]
         if self.refetch is None:
             raise LayerNotKept(f"Layer {index} is not kept for this large model; pick one of {self._kept_list()}.")
-        return self.refetch(self.name, index)
+        return _freeze(self.refetch(self.name, index))  # read-only like every array of a trace
 
     def _kept_list(self) -> str:
         return ", ".join(str(i) for i in sorted(self.kept)) or "none"
