@@ -60,6 +60,7 @@ def test_a_layer_not_kept_is_computed_again_and_equals_the_full_traces(tiny, nam
         for i in range(layers.shape[0]):
             assert np.allclose(layers[i], full.attentions[kind][i], atol=1e-6), (kind, i)
         assert np.allclose(small.attn(dropped[0], 1, kind), full.attn(dropped[0], 1, kind), atol=1e-6)
+        assert not layers[dropped[0]].flags.writeable  # read-only like every array of a trace
     for stream, layers in small.hidden.items():
         assert np.allclose(layers[0], full.hidden[stream][0], atol=1e-5)
     view = one_head(small, small.kinds[0], 0, 0, "weights")
