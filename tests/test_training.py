@@ -104,3 +104,33 @@ def test_draft_shape_is_a_small_tied_decoder_on_the_given_tokenizer():
     assert draft.lm_head.weight.data_ptr() == draft.transformer.wte.weight.data_ptr()
     assert draft.config.resid_pdrop == 0.0 and recipes.recipe_for("decoder", "draft").dropout == 0.0
     assert recipes.recipe_for("decoder") is recipes.RECIPES["decoder"]
+
+
+def test_adafactor_moves_each_weight_by_its_own_scale_where_adamw_moves_all_alike():
+    """T5 starts its embeddings at std 1 and its queries far smaller: AdamW's first step moves both by about
+    the learning rate, so the queries by a far larger share of their size; Adafactor, the encoder-
+    decoder recipe's optimizer, moves each by about the same share of its own size."""
+    import copy as copying
+
+    from tests.tiny_models import build
+
+    model, _ = build("t5")  # its queries start at std 0.06, its embeddings at 1
+    tok_ids = torch.randint(5, model.config.vocab_size, (4, 12))
+    batch = {"input_ids": tok_ids, "attention_mask": torch.ones_like(tok_ids), "labels": tok_ids.flip(1)}
+    shares = {}
+    for optimizer in ("adamw", "adafactor"):
+        copy = copying.deepcopy(model)
+        weights = {"embeddings": copy.shared.weight, "queries": copy.encoder.block[0].layer[0].SelfAttention.q.weight}
+        before = {k: w.detach().clone() for k, w in weights.items()}
+        recipe = recipes.Recipe("encoder_decoder", "Unigram", lr=1e-2, warmup=0, dropout=0.0, optimizer=optimizer)
+        recipes.train(copy, lambda rng: batch, 1, recipe, lambda line: None)
+        used = batch["input_ids"].unique()  # the embedding rows the step touched
+        shares[optimizer] = {
+            k: ((w[used] - before[k][used]).norm() / before[k][used].norm()).item()
+            if k == "embeddings"
+            else ((w - before[k]).norm() / before[k].norm()).item()
+            for k, w in weights.items()
+        }
+    adamw, ada = shares["adamw"], shares["adafactor"]
+    assert adamw["queries"] / adamw["embeddings"] > 8  # AdamW: the small weights move far more, relatively
+    assert ada["queries"] / ada["embeddings"] < 2  # Adafactor: alike

@@ -144,17 +144,18 @@ def main(argv=None) -> None:
         final_train_loss=float(np.mean(losses[-50:])) if losses else previous.get("final_train_loss", float("nan")),
         tokenizer=recipe.tokenizer_kind,
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
-        sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, stopped_early=previous.get("stopped_early", False),
+        sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
                 *([{"steps": steps_run, "lr": recipe.lr, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip
     tokenizer_from = args.tokenizer_from or previous.get("tokenizer_from")
-    if tokenizer_from:  # a draft: its target's tokenizer, and the target's figures to compare with
-        metrics["tokenizer_from"] = str(tokenizer_from)
-        metrics["draft_for"] = Path(tokenizer_from).name
     metrics["shape"] = args.shape if not args.resume else previous.get("shape", args.shape)
+    if tokenizer_from:
+        metrics["tokenizer_from"] = str(tokenizer_from)
+    if tokenizer_from and metrics["shape"] == "draft":  # its target's tokenizer, and the target's figures
+        metrics["draft_for"] = Path(tokenizer_from).name
     metrics["weights_dtype"] = "float16" if half else "float32"
     metrics["modern_passes"] = recipes.MODERN_PASSES
     metrics["tokens_per_word_modern"] = tokens_per_word(tokenizer, MODERN_SAMPLE.read_text(encoding="utf-8"))

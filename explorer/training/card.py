@@ -85,6 +85,8 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
     return out
 
 
+OPTIMIZERS = {"adamw": "AdamW", "adafactor": "Adafactor (steps relative to each weight's scale)"}
+
 DESCRIPTIONS = {
     "decoder": ("GPT-2-architecture decoder", "causal language modelling (next-token prediction)", "GPT2LMHeadModel"),
     "encoder": (
@@ -178,7 +180,8 @@ def write_card(
     commands = "\n".join(
         f"    python -m explorer.training --family {family} --steps {st['steps']}"
         + (f" --resume --lr {st['lr']}" if i else first)
-        + (f" --shape draft --tokenizer-from {metrics['tokenizer_from']}" if draft_for and not i else "")
+        + (" --shape draft" if draft_for and not i else "")
+        + (f" --tokenizer-from {metrics['tokenizer_from']}" if metrics.get("tokenizer_from") and not i else "")
         + f" --out models/{out.name}"
         for i, st in enumerate(stages)
     )
@@ -221,11 +224,11 @@ tags: [llm-explorer, {family}]
 {commands}
 
 - Architecture: `{cls}`, {n_params / 1e6:.2f} M parameters stored as {metrics.get("weights_dtype", "float32")}, hidden size {getattr(cfg, "hidden_size", None) or cfg.d_model}, vocabulary {len(tokenizer):,}
-- Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus"}
+- Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus" + (f" (the one in `{metrics['tokenizer_from']}`, reused)" if metrics.get("tokenizer_from") else "")}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
 - Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
-  {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, AdamW, peak lr {metrics["lr"]},
+  {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {metrics["lr"]},
   {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
 
