@@ -111,7 +111,8 @@ def _figure(family: str, m: dict | None) -> str:
     if family == "encoder":
         return f"top-5 {m['top5_accuracy']:.1%}, top-1 {m['top1_accuracy']:.1%}"
     gap = m["unigram_baseline_loss"] - m["held_out_loss"]
-    return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f} under)"
+    blanked = f"; input blanked {m['input_blanked_loss']:.2f}" if "input_blanked_loss" in m else ""
+    return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f} under{blanked})"
 
 
 def compared_with(family: str, metrics: dict, models: Path | None = None) -> tuple[str, dict]:
@@ -141,7 +142,8 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         "decoder": "Bits per byte: cross-entropy of the next token over the UTF-8 bytes of the text (lower is better).",
         "encoder": "Fill-mask: 15% of tokens replaced by [MASK]; is the right one the first, or among the first five, guesses?",
         "encoder_decoder": "Span infill: T5 span corruption (15% noise, mean span 3), loss per target token beside a "
-        "unigram model of the training targets that ignores the input.",
+        "unigram model of the training targets that ignores the input, and beside the same model with its input "
+        "blanked (all padding): the gap between the two says how much the decoder reads its encoder.",
     }[family]
     lines += ["", unit]
     if family != "decoder":

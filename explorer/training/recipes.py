@@ -297,17 +297,20 @@ def span_infill_loss(
     model, tokenizer, train_stream, docs: list[str], seq_len: int = SEQ_LEN, seed: int = 1234, passes: int = 1,
     unigram_logp: np.ndarray | None = None,
 ):  # fmt: skip
-    """Held-out span-corruption loss per target token, beside a unigram baseline.
+    """Held-out span-corruption loss per target token, beside a unigram baseline and beside the same
+    model with its input blanked.
 
     The baseline predicts every target token from its frequency among training targets, ignoring
-    the input: what a model that learned nothing about context would score. ``passes`` > 1 corrupts
-    the same text again with other random spans (for a short text).
+    the input: what a model that learned nothing about context would score. With the input blanked
+    (every encoder token replaced by padding) only the decoder's own guesses are left: a model whose
+    loss barely moves then has learned to ignore its encoder. ``passes`` > 1 corrupts the same text
+    again with other random spans (for a short text).
     """
     rng = np.random.default_rng(seed)
     if unigram_logp is None:
         unigram_logp = unigram_log_probs(tokenizer, train_stream, seq_len, seed)
     stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
-    nll = base_nll = 0.0
+    nll = base_nll = blank_nll = 0.0
     n = 0
     for _ in range(passes):
         for start in range(0, max(1, len(stream) - seq_len), seq_len):
@@ -315,12 +318,15 @@ def span_infill_loss(
             # A stream exactly one window long: the window drawn is always this one.
             batch = objectives.span_corruption_batch(windows[0], 1, min(seq_len, len(windows[0])), rng, tokenizer)
             out = model(**{k: v.to(model.device) for k, v in batch.items()})
+            blanked = {**batch, "input_ids": torch.full_like(batch["input_ids"], tokenizer.pad_token_id)}
             labels = batch["labels"][0]
             k = int((labels != -100).sum())
             nll += out.loss.item() * k
+            blank_nll += model(**{key: v.to(model.device) for key, v in blanked.items()}).loss.item() * k
             base_nll += -unigram_logp[labels[labels != -100].numpy()].sum()
             n += k
-    return {"held_out_loss": nll / n, "unigram_baseline_loss": base_nll / n, "target_tokens": n}
+    return {"held_out_loss": nll / n, "unigram_baseline_loss": base_nll / n, "input_blanked_loss": blank_nll / n,
+            "target_tokens": n}  # fmt: skip
 
 
 # Passes over the short modern sample, so a figure rests on a few thousand masked or target tokens.
