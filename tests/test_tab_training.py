@@ -1,5 +1,7 @@
 """The Training tab's handlers, called directly (no server): tiny runs on the bundled texts and model."""
 
+import re
+
 import pytest
 
 from explorer.ui.context import AppContext, Selection
@@ -40,6 +42,16 @@ def test_preference_tuning_widens_the_margin_on_a_private_copy(ctx):
     assert len(figure_dict(curves)["data"]) == 3 and len(figure_dict(bars)["data"]) == 2
     after = ctx.model(selection).model.state_dict()
     assert all((before[k] == after[k]).all() for k in before)
+
+
+def test_a_dpo_run_that_lowers_both_answers_says_so_and_points_to_dpo_nll(ctx):
+    selection = Selection("tiny-gpt2", "x")
+    dpo_note = tab.tune(ctx, selection, "dpo", 0.1, 30, None)[0]  # the tab's default steps
+    chosen = re.search(r"chosen log π (-?[\d.]+) → (-?[\d.]+)", dpo_note)
+    assert float(chosen[2]) < float(chosen[1]) and "Both answers became less likely" in dpo_note
+    nll_note, curves, _ = tab.tune(ctx, selection, "dpo+nll", 0.1, 5, None)  # it holds the chosen answer up:
+    assert "Both answers" not in nll_note  # tests/test_preferences.py measures that
+    assert "DPO+NLL" in figure_dict(curves)["layout"]["title"]["text"]
 
 
 @pytest.mark.parametrize(

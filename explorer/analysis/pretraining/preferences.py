@@ -36,7 +36,7 @@ from explorer.core.loading import LoadedModel
 from explorer.core.memory import to_host
 
 PREFERENCES_DIR = Path(__file__).resolve().parents[3] / "assets" / "preferences"
-LOSSES = ("dpo", "ipo")
+LOSSES = ("dpo", "ipo", "dpo+nll")
 TOP_K = 5
 
 
@@ -63,19 +63,27 @@ def bundled_preferences(name: str = "polite") -> PreferenceSet:
 # ---------------------------------------------------------------- the losses
 
 
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> torch.Tensor:
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, chosen_tokens=None) -> torch.Tensor:
     """Per-pair DPO loss −log σ(β · ((π_w − ref_w) − (π_l − ref_l))) from sequence log-probabilities (B,)."""
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return -F.logsigmoid(beta * margin)
 
 
-def ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> torch.Tensor:
+def ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, chosen_tokens=None) -> torch.Tensor:
     """Per-pair IPO loss ((π_w − ref_w) − (π_l − ref_l) − 1/(2β))² (B,)."""
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return (margin - 1 / (2 * beta)) ** 2
 
 
-LOSS_FUNCTIONS = {"dpo": dpo_loss, "ipo": ipo_loss}
+def dpo_nll_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, chosen_tokens) -> torch.Tensor:
+    """DPO plus the chosen answer's negative log-likelihood per token (B,), as in Pang et al. 2024 (RPO).
+
+    DPO only widens the gap between the answers, and often does it by lowering both; the NLL term holds the
+    chosen answer's likelihood up. ``chosen_tokens`` (B,) counts each chosen answer's tokens."""
+    return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) - policy_chosen / chosen_tokens
+
+
+LOSS_FUNCTIONS = {"dpo": dpo_loss, "ipo": ipo_loss, "dpo+nll": dpo_nll_loss}
 
 
 def answer_log_probs(model, tokenizer, prompts: list[str], answers: list[str]) -> torch.Tensor:
@@ -179,6 +187,8 @@ class PreferenceRun:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.lock = threading.Lock()
         prompts, chosen, rejected = (list(c) for c in zip(*self.data.pairs, strict=True))
+        counts = [len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in chosen]
+        self.chosen_tokens = torch.tensor(counts, dtype=torch.float32)
         with torch.no_grad(), self.peft.disable_adapter():
             self.ref_chosen = answer_log_probs(self.peft, self.tokenizer, prompts, chosen)
             self.ref_rejected = answer_log_probs(self.peft, self.tokenizer, prompts, rejected)
@@ -207,7 +217,8 @@ class PreferenceRun:
         chosen = answer_log_probs(self.peft, self.tokenizer, prompts, [pairs[i][1] for i in pick])
         rejected = answer_log_probs(self.peft, self.tokenizer, prompts, [pairs[i][2] for i in pick])
         ref_w, ref_l = self.ref_chosen[pick], self.ref_rejected[pick]
-        loss = LOSS_FUNCTIONS[self.settings.loss](chosen, rejected, ref_w, ref_l, self.settings.beta).mean()
+        lengths = self.chosen_tokens[pick].to(chosen.device)
+        loss = LOSS_FUNCTIONS[self.settings.loss](chosen, rejected, ref_w, ref_l, self.settings.beta, lengths).mean()
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

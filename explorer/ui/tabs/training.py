@@ -30,6 +30,7 @@ OBJECTIVES = [("next token (decoder)", "next_token"), ("masked tokens (encoder)"
               ("span corruption (encoder-decoder)", "span")]  # fmt: skip
 SCORE = {"next_token": "induction", "masked": "previous_token", "span": "previous_token"}
 AXIS_TITLES = {"parameters": "non-embedding parameters", "tokens": "training tokens", "compute": "compute, 6·N·D FLOPs"}
+LOSS_LABELS = {"dpo": "DPO", "ipo": "IPO", "dpo+nll": "DPO + NLL"}
 
 
 def _run_views(record, objective: str):
@@ -156,6 +157,11 @@ def tune(ctx: AppContext, selection, loss, beta, steps, request: gr.Request, pro
         f"rejected {record.rejected_logp[0]:.1f} → {record.rejected_logp[-1]:.1f}. Polite words' share of the "
         f"polite and rude next words on held-out prompts: {shares}. The shared model is unchanged."
     )
+    if loss == "dpo" and record.chosen_logp[-1] < record.chosen_logp[0]:
+        note += (
+            " Both answers became less likely: DPO only widens their gap, and often does it by pushing both down."
+            " **DPO + NLL** also trains on the chosen answer and holds its likelihood up."
+        )
     return note, curves, bars
 
 
@@ -192,7 +198,7 @@ def build(ctx: AppContext, shared) -> None:
             with gr.Tab("Preferences"):
                 shared.requires(FINE_TUNE)
                 with gr.Row():
-                    loss = gr.Radio(list(preferences.LOSSES), value="dpo", label="Loss")
+                    loss = gr.Radio([(LOSS_LABELS[k], k) for k in preferences.LOSSES], value="dpo", label="Loss")
                     beta = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="β")
                     tune_steps = gr.Slider(5, 100, value=30, step=5, label="Steps")
                     tune_button = gr.Button("Tune to the preference (private copy)", variant="primary")
