@@ -78,10 +78,21 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
             words = [f"{tokenizer.decode([i])} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())]
             out.append({"prompt": prompt, "output": ", ".join(words)})
     else:
-        for prompt in T5_PROMPTS:
-            enc = tokenizer(prompt, return_tensors="pt")
-            gen = model.generate(**enc, max_new_tokens=12, num_beams=4)
-            out.append({"prompt": prompt, "output": tokenizer.decode(gen[0], skip_special_tokens=False)})
+        # The span after <extra_id_0>: its likeliest first tokens, and beam search's whole span (ended where the
+        # model opens the next span, <extra_id_1>, as the input has only one).
+        first, second = tokenizer.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_1>"])
+        with torch.no_grad():
+            for prompt in T5_PROMPTS:
+                enc = tokenizer(prompt, return_tensors="pt")
+                start = torch.tensor([[model.config.decoder_start_token_id, first]])
+                top = model(**enc, decoder_input_ids=start).logits[0, -1].softmax(-1).topk(5)
+                words = [
+                    f"{tokenizer.decode([i])!r} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())
+                ]
+                gen = model.generate(**enc, decoder_input_ids=start, max_new_tokens=8, num_beams=4,
+                                     eos_token_id=[tokenizer.eos_token_id, second])  # fmt: skip
+                span = tokenizer.decode(gen[0, 2:], skip_special_tokens=True).strip()
+                out.append({"prompt": prompt, "output": f"{span!r}; first word: {', '.join(words)}"})
     return out
 
 
