@@ -330,3 +330,18 @@ class RunCache:
 
     def __len__(self) -> int:
         return len(self._traces)
+
+
+def use_torch_threads(threads: int) -> int:
+    """Give each model run ``threads`` intra-op threads (``EXPLORER_TORCH_THREADS``; 0 leaves torch's default, one
+    per core); returns the number a run now uses. Called once at start-up, before gradio's worker threads start:
+    each takes the number set here.
+
+    A server runs several requests at once, each in its own thread with its own team of intra-op threads: with
+    torch's default, two decoding comparisons and an analysis on 2 cores were 6 busy threads, and every team
+    waited for its slowest member while the cores were shared (``bench/load.py --real --compare``). One thread
+    per run lets concurrent runs share the cores instead.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
