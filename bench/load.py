@@ -19,7 +19,19 @@ takes a list (``10,30``): each class size runs in turn on the same server, and t
 re-plots (``/attention``) stay under 1 s p95 is named. The machine is shared: the load average is printed
 beside every figure, and the figures are noisy.
 
-    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real]
+Where a request's time goes: the server is ``explorer.ui.timings`` (the app, each queued event's timings
+written down), so each endpoint's row also shows, at p95, the client's request to join gradio's queue
+(``join``), the wait in the queue, the handler (and its thread's CPU time), the rest of the event (reading
+inputs, writing the figure) and the answer's way back (``back``); below it, how many server threads were
+runnable at once (sampled from ``/proc``), the CPUs the server used and the torch threads each handler ran with.
+
+``--compare`` runs the same classes against two servers in turn, "before" (``BEFORE``: the defaults, torch's
+own threads per model run and two long model runs at once) and "after" (``AFTER``: the candidate fix,
+``EXPLORER_TORCH_THREADS=1``, ``EXPLORER_MODEL_RUNS=1``; it did not help where it was measured, so it is not
+the default: docs/scaling.md), ``--repeats`` times interleaved, and prints every run's p50/p95 with the load
+average, then the ratio after/before of the p95s.
+
+    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real] [--compare] [--no-heavy]
 
 Client-side HTTP timeouts are 120 s: a slow answer counts as latency; an error is a failed or ⚠️ answer.
 """
@@ -27,9 +39,6 @@ Client-side HTTP timeouts are 120 s: a slow answer counts as latency; an error i
 from __future__ import annotations
 
 import argparse
-import contextvars
-import functools
-import inspect
 import json
 import os
 import random
@@ -57,7 +66,7 @@ TEXTS = [
 MODELS = ["tiny-gpt2"] * 4 + ["tiny-t5"]  # most classes start with the decoder
 GENERATES = {"tiny-gpt2", "tiny-t5"}  # models whose sessions also sample and decode (encoders do not)
 REPLOT_GOAL = 1.0  # seconds, p95 of /attention
-# --compare: the server before the fix (torch's own threads per run, two long model runs at once) and after it
+# --compare: the defaults (torch's own threads per run, two long model runs at once) and the candidate fix
 BEFORE = {"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "2"}
 AFTER = {"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "1"}
 KNOBS = (0, 1.0, 0.0, 1.0, False)  # top-k, top-p, min-p, repetition penalty, greedy
@@ -70,72 +79,15 @@ def free_port() -> int:
 
 
 def start_server(port: int, timings: Path, **variables: str) -> subprocess.Popen:
-    """The app (as ``app.py`` builds it) in a subprocess, each event's timings written to ``timings``."""
+    """The app (as ``app.py`` builds it) in a subprocess, each event's timings written to ``timings``
+    (``explorer.ui.timings``), with ``variables`` in its environment."""
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
-    env.update(variables, LOAD_TIMINGS=str(timings))
+    env.update(variables)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "explorer.ui.timings", str(timings)], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-
-
-def serve() -> None:
-    """``--serve``: the app exactly as ``app.py`` serves it, plus one JSON line per finished event in
-    ``$LOAD_TIMINGS``: its wait in gradio's queue, the whole event, the handler's wall and CPU time (the
-    thread's own), the torch threads it ran with, and the run cache's misses so far."""
-    sys.path.insert(0, str(ROOT))
-    import explorer  # noqa: F401  (OpenMP's passive waiting before torch loads)
-    from explorer.core.settings import settings
-
-    settings()
-    import gradio.queueing
-    import torch
-
-    from explorer.ui.app import build_app, launch
-    from explorer.ui.context import AppContext
-
-    out, lock = open(os.environ["LOAD_TIMINGS"], "a", buffering=1), threading.Lock()
-    current = contextvars.ContextVar("load_event")  # the event's row; gradio's worker threads copy the context
-    ctx = AppContext()
-    demo = build_app(ctx)
-
-    def timed(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            wall, cpu = time.perf_counter(), time.thread_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                row = current.get(None)
-                if row is not None:
-                    row.update(handler=time.perf_counter() - wall, cpu=time.thread_time() - cpu,
-                               torch_threads=torch.get_num_threads())  # fmt: skip
-
-        return wrapper
-
-    for block_fn in demo.fns.values():
-        fn = block_fn.fn
-        if fn is not None and not inspect.isgeneratorfunction(fn) and not inspect.iscoroutinefunction(fn):
-            block_fn.fn = timed(fn)
-
-    process_events = gradio.queueing.Queue.process_events
-
-    async def process_events_timed(self, events, batch, begin_time, fn):
-        waited = time.monotonic() - events[0].enqueue_time
-        row = {"endpoint": f"/{fn.api_name}", "queue": waited, "group": str(fn.concurrency_id),
-               "session": events[0].session_hash, "joined": time.time() - waited}  # fmt: skip
-        current.set(row)
-        t0 = time.perf_counter()
-        try:
-            await process_events(self, events, batch, begin_time, fn)
-        finally:
-            row.update(event=time.perf_counter() - t0, misses=ctx.cache.misses, hits=ctx.cache.hits, done=time.time())
-            with lock:
-                out.write(json.dumps(row) + "\n")
-
-    gradio.queueing.Queue.process_events = process_events_timed
-    launch(demo)
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
@@ -468,10 +420,7 @@ def main() -> None:
     parser.add_argument("--no-heavy", dest="heavy", action="store_false", help="skip re-plots beside heavy work")
     parser.add_argument("--compare", action="store_true", help="before and after the fix, interleaved")
     parser.add_argument("--repeats", type=int, default=2, help="--compare: runs of each side")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server side of the bench
     args = parser.parse_args()
-    if args.serve:
-        return serve()
     classes = [int(n) for n in str(args.users).split(",")]
     if args.real:
         use_real_size_models()

@@ -1,8 +1,8 @@
 """Capacity settings: each model run's torch threads, and how much long model work runs at once.
 
-``EXPLORER_TORCH_THREADS`` and ``EXPLORER_MODEL_RUNS`` come from ``bench/load.py --real --compare`` (docs/scaling.md):
-on a 2-CPU server a class's concurrent requests each ran a team of intra-op threads, and two long decoding
-comparisons at once took both cores from every re-plot.
+``EXPLORER_TORCH_THREADS`` and ``EXPLORER_MODEL_RUNS`` are what ``bench/load.py --real --compare`` switches
+(docs/scaling.md, "Capacity per replica"): a server runs a class's requests at once, each model run with its own
+team of intra-op threads, and the long ones (decoding comparisons, attribution...) share one queue.
 """
 
 import dataclasses
@@ -17,11 +17,11 @@ from explorer.core.settings import Settings, SettingsError, settings
 from explorer.ui.context import AppContext
 
 
-def test_the_settings_default_to_one_thread_per_run_and_one_long_run():
+def test_the_settings_default_to_torchs_threads_and_two_long_runs():
     defaults = Settings.from_env({})
-    assert defaults.torch_threads == 1 and defaults.model_runs == 1
-    got = Settings.from_env({"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "3"})
-    assert got.torch_threads == 0 and got.model_runs == 3
+    assert defaults.torch_threads == 0 and defaults.model_runs == 2
+    got = Settings.from_env({"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "3"})
+    assert got.torch_threads == 1 and got.model_runs == 3
 
 
 @pytest.mark.parametrize(

@@ -337,10 +337,9 @@ def use_torch_threads(threads: int) -> int:
     per core); returns the number a run now uses. Called once at start-up, before gradio's worker threads start:
     each takes the number set here.
 
-    A server runs several requests at once, each in its own thread with its own team of intra-op threads: with
-    torch's default, two decoding comparisons and an analysis on 2 cores were 6 busy threads, and every team
-    waited for its slowest member while the cores were shared (``bench/load.py --real --compare``). One thread
-    per run lets concurrent runs share the cores instead.
+    A server runs several requests at once, each in its own thread with its own team of intra-op threads (torch's
+    default: one per core each). ``bench/load.py --real --compare`` measures the default against one thread per
+    run (``docs/scaling.md``, "Capacity per replica").
     """
     if threads > 0:
         torch.set_num_threads(threads)

@@ -22,8 +22,8 @@ variable                    default                                 field
 ``EXPLORER_LORA_TRAININGS`` 2                                       ``lora_trainings``
 ``EXPLORER_LORA_TTL_S``     7200                                    ``lora_ttl_s``
 ``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
-``EXPLORER_TORCH_THREADS``  1 (0: torch's own, one per core)       ``torch_threads``
-``EXPLORER_MODEL_RUNS``     1                                       ``model_runs``
+``EXPLORER_TORCH_THREADS``  0 (torch's own: one per core)          ``torch_threads``
+``EXPLORER_MODEL_RUNS``     2                                       ``model_runs``
 ``EXPLORER_ANALYTICS``      off                                     ``analytics``
 ``EXPLORER_NDIF_API_KEY``   none                                    ``ndif_api_key`` (never shown)
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
@@ -73,8 +73,8 @@ class Settings:
     lora_trainings: int = 2  # LoRA trainings that run at once; others queue
     lora_ttl_s: float = 7200  # a session's fine-tune is freed this long after it was last replaced
     lora_per_client: int = 16  # fine-tunes one client address may hold at once
-    torch_threads: int = 1  # intra-op threads of each model run (0: torch's default, one per core); see run.py
-    model_runs: int = 1  # long model work (decoding comparisons, attribution, interventions...) at once; others queue
+    torch_threads: int = 0  # intra-op threads of each model run (0: torch's default, one per core); see run.py
+    model_runs: int = 2  # long model work (decoding comparisons, attribution, interventions...) at once; others queue
     analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
     ndif_api_key: str = field(default="", repr=False)  # catalogue models marked "remote": "ndif" run on NDIF
