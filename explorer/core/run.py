@@ -330,3 +330,17 @@ class RunCache:
 
     def __len__(self) -> int:
         return len(self._traces)
+
+
+def use_torch_threads(threads: int) -> int:
+    """Give each model run ``threads`` intra-op threads (``EXPLORER_TORCH_THREADS``; 0 leaves torch's default, one
+    per core); returns the number a run now uses. Called once at start-up, before gradio's worker threads start:
+    each takes the number set here.
+
+    A server runs several requests at once, each in its own thread with its own team of intra-op threads (torch's
+    default: one per core each). ``bench/load.py --real --compare`` measures the default against one thread per
+    run (``docs/scaling.md``, "Capacity per replica").
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

@@ -22,6 +22,8 @@ variable                    default                                 field
 ``EXPLORER_LORA_TRAININGS`` 2                                       ``lora_trainings``
 ``EXPLORER_LORA_TTL_S``     7200                                    ``lora_ttl_s``
 ``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
+``EXPLORER_TORCH_THREADS``  0 (torch's own: one per core)          ``torch_threads``
+``EXPLORER_MODEL_RUNS``     2                                       ``model_runs``
 ``EXPLORER_ANALYTICS``      off                                     ``analytics``
 ``EXPLORER_NDIF_API_KEY``   none                                    ``ndif_api_key`` (never shown)
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
@@ -71,6 +73,8 @@ class Settings:
     lora_trainings: int = 2  # LoRA trainings that run at once; others queue
     lora_ttl_s: float = 7200  # a session's fine-tune is freed this long after it was last replaced
     lora_per_client: int = 16  # fine-tunes one client address may hold at once
+    torch_threads: int = 0  # intra-op threads of each model run (0: torch's default, one per core); see run.py
+    model_runs: int = 2  # long model work (decoding comparisons, attribution, interventions...) at once; others queue
     analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
     ndif_api_key: str = field(default="", repr=False)  # catalogue models marked "remote": "ndif" run on NDIF
@@ -163,6 +167,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_LORA_TRAININGS": ("lora_trainings", _number("trainings at once", whole=True, minimum=1)),
     "EXPLORER_LORA_TTL_S": ("lora_ttl_s", _number("seconds", minimum=1)),
     "EXPLORER_LORA_PER_CLIENT": ("lora_per_client", _number("fine-tunes per client", whole=True, minimum=1)),
+    "EXPLORER_TORCH_THREADS": ("torch_threads", _number("threads", whole=True)),
+    "EXPLORER_MODEL_RUNS": ("model_runs", _number("model runs at once", whole=True, minimum=1)),
     "EXPLORER_ANALYTICS": ("analytics", _flag),
     "EXPLORER_NDIF_API_KEY": ("ndif_api_key", _secret),
     "HF_HUB_OFFLINE": ("hub_offline", _flag),

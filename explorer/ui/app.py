@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.analysis.lora.files import MAX_FILE_BYTES
-from explorer.core.run import binary_note, check_text
+from explorer.core.run import binary_note, check_text, use_torch_threads
 from explorer.core.settings import settings
 from explorer.core.spec import FAMILY_NAMES
 from explorer.plots.text import shorten
@@ -335,6 +335,7 @@ def preload_figures() -> str:
 def launch(demo: gr.Blocks, **kwargs) -> None:
     """Serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT decide where (default 127.0.0.1:7860)."""
     kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+    use_torch_threads(settings().torch_threads)  # each model run's intra-op threads (EXPLORER_TORCH_THREADS)
     demo.queue(default_concurrency_limit=8).launch(
         theme=THEME, css=CSS, js=EXACT_MODEL_JS, head=preload_figures(), **kwargs
     )

@@ -318,12 +318,12 @@ def build(ctx: AppContext, shared) -> None:
         button.click(bind(handler, ctx), step_inputs, step_outputs, api_name=handler.__name__)
     writing = write_button.click(
         bind(write, ctx), [shared.state, write_tokens, seed, *knobs], [written, write_stats_note], api_name="write",
-        concurrency_limit=2, concurrency_id="model_run",
+        concurrency_limit=ctx.settings.model_runs, concurrency_id="model_run",
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[writing], api_name=False)
     compare_inputs = [shared.state, new_tokens, n_samples, beams, length_penalty, seed, *knobs]
     run_strategies.click(
         bind(compare, ctx), compare_inputs, [strategies_table, tree_plot], api_name="strategies",
-        concurrency_limit=2, concurrency_id="model_run",
+        concurrency_limit=ctx.settings.model_runs, concurrency_id="model_run",
     )  # fmt: skip
     lens_tab.select(bind(show_lens, ctx), shared.state, lens_plot, api_name="logit_lens")

@@ -419,7 +419,7 @@ def build(ctx: AppContext, shared) -> None:
         control.change(layers_of, layer_in, layer_out, api_name=False, trigger_mode="always_last")
     compare_in = [shared.state, text_a, text_b, follow, layer_dims]
     compare_out = [compare_note, drift_plot, pair_plot]
-    model_run = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+    model_run = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     compare_button.click(compare, compare_in, compare_out, api_name="compare_contexts", **model_run)
     compare_tab.select(showing("compare", compare), compare_in, [*compare_out, active], api_name=False, **model_run)
     position_in, position_out = [shared.state, n_positions], [position_note, position_plot, sinusoid_plot]

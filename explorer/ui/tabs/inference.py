@@ -277,7 +277,7 @@ def build(ctx: AppContext, shared) -> None:
                 speedup = gr.Plot(label="Speed-up")
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state, kind], [layers, kind], api_name=False)
-    heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+    heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     quant = run_quant.click(bind(quantize_view, ctx, copies), [shared.state, names, shown],
                             [quant_note, table, sizes, errors, histogram, pair, matrix], api_name="inference_quantize",
                             **heavy)  # fmt: skip

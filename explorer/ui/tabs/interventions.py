@@ -327,7 +327,7 @@ def build(ctx: AppContext, shared) -> None:
 
     pickers = [parts, kind, stream, steer_layer, head_layer]
     shared.on_analyzed(bind(options, ctx), [shared.state], pickers, api_name="interventions_options")
-    heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+    heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     ablate_outputs = [ablate_note, bars, attn_clean, attn_ablated, lens_clean, lens_ablated]
     ablate_inputs = [shared.state, parts, mode, reference, answer]
     one = run_ablate.click(

@@ -213,7 +213,7 @@ def build(ctx: AppContext, shared) -> None:
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state], [layer], api_name=False)
     inputs = [shared.state, set_name, pasted, uploads, size, overlap, unit, layer, question, k]
-    heavy = {"concurrency_limit": 2, "concurrency_id": "model_run"}
+    heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     searched = run_search.click(bind(search_view, ctx), inputs, [note, table, bars, ranks, passage_plot],
                                 api_name="retrieval_search", **heavy)  # fmt: skip
     asked = question.submit(bind(search_view, ctx), inputs, [note, table, bars, ranks, passage_plot],
