@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/tokenize.py
 	$(PY) bench/tokens_per_word.py
 	$(PY) bench/decoding.py
+	$(PY) bench/class_strategies.py
 	$(PY) bench/embeddings.py
 	$(PY) bench/kv_cache.py
 	$(PY) bench/lora.py

@@ -11,7 +11,7 @@ from explorer.analysis.decoding.generate import greedy, sample, stream_progress
 from explorer.analysis.decoding.logit_lens import top_token_grid
 from explorer.analysis.decoding.sampling import DecodingSettings
 from explorer.analysis.decoding.stepwise import StepHistory
-from explorer.analysis.decoding.strategies import compare_strategies
+from explorer.analysis.decoding.strategies import StrategyRow, compare_strategies
 from explorer.core.errors import InputError
 from explorer.core.loading import load
 from explorer.core.run import run
@@ -174,3 +174,40 @@ def test_logit_and_prediction_bars():
     assert fig.data[0].name == "p(token | both sides)" and list(fig.data[0].y) == [0.7, 0.2]
     with pytest.raises(ValueError):
         prediction_bars(["x", "y"], [0.7, 0.2, 0.1], "p")
+
+
+def test_a_repeated_comparison_reuses_each_part_and_reruns_only_what_changed(tiny_dir):
+    """A class runs one comparison many times: the model runs for the first; a new seed reruns only the
+    samples; another text, or another model, runs everything again."""
+    import gc
+    import weakref
+
+    from explorer.core.loading import load
+
+    lm = load(str(tiny_dir["gpt2"]))
+    forwards = []
+    hook = lm.model.register_forward_hook(lambda *_: forwards.append(1))
+    settings = DecodingSettings(top_k=10)
+    try:
+        first = compare_strategies(lm, TEXT, settings, 6, 2, 3, 1.0, seed=5)
+        alone = len(forwards)
+        again = compare_strategies(lm, TEXT, settings, 6, 2, 3, 1.0, seed=5)
+        assert alone > 0 and len(forwards) == alone and again.rows == first.rows and again.tree == first.tree
+        reseeded = compare_strategies(lm, TEXT, settings, 6, 2, 3, 1.0, seed=6)
+        sampling = len(forwards) - alone
+        assert 0 < sampling < alone and reseeded.rows[0] == first.rows[0] and reseeded.rows[3:] == first.rows[3:]
+        assert reseeded.rows[1:3] == [
+            StrategyRow(f"sample {i + 1}", s.text, s.logprob, s.finished)
+            for i, s in enumerate(sample(lm, lm.tokenizer(TEXT)["input_ids"], settings, 2, 6, 6))
+        ]
+        before = len(forwards)
+        compare_strategies(lm, TEXT + " And", settings, 6, 2, 3, 1.0, seed=5)
+        assert len(forwards) - before >= alone - 2  # a new prompt: all three parts run (the samples' loop above)
+    finally:
+        hook.remove()
+    other = load(str(tiny_dir["llama"]))  # another model keeps its own results
+    assert compare_strategies(other, TEXT, settings, 6, 2, 3, 1.0, seed=5).rows != first.rows
+    model = weakref.ref(lm.model)
+    del lm
+    gc.collect()
+    assert model() is None  # the results are freed with their model

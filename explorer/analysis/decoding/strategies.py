@@ -1,12 +1,21 @@
-"""Greedy decoding, sampling and beam search side by side on one prompt: the strategies view's numbers."""
+"""Greedy decoding, sampling and beam search side by side on one prompt: the strategies view's numbers.
+
+A class runs the same comparison many times (one text on the projector, the same defaults), and each part is
+fixed by its inputs: greedy and beam search by the prompt and their settings, the samples by those and the
+seed. So each part is kept per loaded model (a few hundred results, freed with the model), and a request that
+finds one, or arrives while another computes it, does not run the model again.
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 from explorer.analysis.decoding.beam_search import BeamResult, beam_search
 from explorer.analysis.decoding.generate import greedy, sample
 from explorer.analysis.decoding.sampling import DecodingSettings
+from explorer.core.cache import BoundedCache
 from explorer.core.loading import LoadedModel
 from explorer.core.tokens import token_label
 
@@ -41,6 +50,18 @@ def beam_tree_nodes(lm: LoadedModel, result: BeamResult) -> list[dict]:
     ]  # fmt: skip
 
 
+RESULTS_PER_MODEL = 256  # parts of comparisons (a few KB each) kept per loaded model
+_results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> BoundedCache of parts
+_results_lock = threading.Lock()
+
+
+def _kept(lm: LoadedModel) -> BoundedCache:
+    with _results_lock:
+        if lm not in _results:
+            _results[lm] = BoundedCache(None, max_items=RESULTS_PER_MODEL)
+        return _results[lm]
+
+
 def compare_strategies(
     lm: LoadedModel,
     text: str,
@@ -53,12 +74,15 @@ def compare_strategies(
 ) -> StrategyComparison:
     """Continue ``text`` by ``new_tokens`` tokens three ways: greedy, ``n_samples`` samples drawn with
     ``settings`` (seeded), and beam search of width ``num_beams``."""
-    prompt = lm.tokenizer(text)["input_ids"]
-    g = greedy(lm, prompt, new_tokens)
+    prompt = tuple(lm.tokenizer(text)["input_ids"])
+    kept = _kept(lm)
+    g = kept.get(("greedy", prompt, new_tokens), lambda: greedy(lm, list(prompt), new_tokens))
     rows = [StrategyRow("greedy", g.text, g.logprob, g.finished)]
-    sampled = sample(lm, prompt, settings, n_samples, new_tokens, seed)
+    sampled = kept.get(("sample", prompt, settings, n_samples, new_tokens, seed),
+                       lambda: sample(lm, list(prompt), settings, n_samples, new_tokens, seed))  # fmt: skip
     rows += [StrategyRow(f"sample {i + 1}", s.text, s.logprob, s.finished) for i, s in enumerate(sampled)]
-    result = beam_search(lm, prompt, num_beams, new_tokens, length_penalty)
+    result = kept.get(("beam", prompt, num_beams, new_tokens, length_penalty),
+                      lambda: beam_search(lm, list(prompt), num_beams, new_tokens, length_penalty))  # fmt: skip
     rows += [
         StrategyRow(f"beam {i + 1} (score {h.score:.3f})", h.text, h.logprob, True)
         for i, h in enumerate(result.finished[:num_beams])
