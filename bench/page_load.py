@@ -6,7 +6,9 @@ Starts ``app.py`` (bundled models) on loopback in a subprocess and times, over `
 3. ``/?tab=attention``: navigation -> the attention heatmap is drawn (the first figure of the lesson path);
 and, as a baseline measured in the same run, a bare page of the same server (``/config``) fetched in the
 browser, so the ratio separates our work from the machine's speed. The first page of a run also loads the
-model (cold); later ones find it in the pool (warm); both are printed.
+model (cold); later ones find it in the pool (warm); both are printed. The page's main-thread CPU time up to
+the same moment (Chromium's ``ThreadTime`` metric) is printed too: on a machine shared with other work it
+moves much less than the wall-clock time, since waiting for a CPU is not counted.
 
     python bench/page_load.py [--runs 5]
 """
@@ -53,11 +55,16 @@ def start_app(port: int) -> tuple[subprocess.Popen, float]:
             time.sleep(0.1)
 
 
-def timed(page, url: str, ready) -> float:
+def timed(page, url: str, ready) -> tuple[float, float]:
+    """Seconds from navigation to ``ready``, and the page's main-thread CPU seconds by then."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
     start = time.perf_counter()
     page.goto(url)
     ready(page)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return elapsed, metrics.get("ThreadTime", float("nan"))
 
 
 def analysed(page) -> None:
@@ -82,6 +89,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     times: dict[str, list[float]] = {"bare page (/config)": [], "/ -> analysis on screen": [],
                                      "/?tab=attention -> first figure": []}  # fmt: skip
+    cpu: dict[str, list[float]] = {name: [] for name in times}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"))
@@ -90,7 +98,9 @@ def main() -> None:
                                           ("/ -> analysis on screen", "", analysed),
                                           ("/?tab=attention -> first figure", "?tab=attention", figure_drawn)):  # fmt: skip
                     context = browser.new_context(viewport={"width": 1280, "height": 720})
-                    times[name].append(timed(context.new_page(), url + path, ready))
+                    elapsed, thread = timed(context.new_page(), url + path, ready)
+                    times[name].append(elapsed)
+                    cpu[name].append(thread)
                     context.close()
             browser.close()
     finally:
@@ -98,10 +108,11 @@ def main() -> None:
         proc.wait(timeout=30)
     base = statistics.median(times["bare page (/config)"])
     print(f"app start (process -> server answers): {started:.2f} s")
-    print(f"{'':34} {'cold (1st)':>10} {'warm median':>12} {'× bare page':>12}")
+    print(f"{'':34} {'cold (1st)':>10} {'warm median':>12} {'× bare page':>12} {'main-thread CPU':>16}")
     for name, values in times.items():
         warm = statistics.median(values[1:] or values)
-        print(f"{name:34} {values[0]:>9.2f}s {warm:>11.2f}s {warm / base:>11.1f}×")
+        thread = statistics.median(cpu[name][1:] or cpu[name])
+        print(f"{name:34} {values[0]:>9.2f}s {warm:>11.2f}s {warm / base:>11.1f}× {thread:>15.2f}s")
 
 
 if __name__ == "__main__":

@@ -201,47 +201,6 @@ def test_a_component_between_tabs_and_tab_is_refused_at_build_time():
             check_tabs_hold_only_tabs(tabs, types.ModuleType("stray"))
 
 
-def test_an_analysis_starts_one_routing_event_and_only_the_screens_views(ctx):
-    """Every event costs the browser work across the whole page: after an analysis one event decides which
-    tab draws, and each tab's views hang off that tab's own ticket (were: every tab's views, most skipping)."""
-    from explorer.ui.app import build_app
-
-    config = build_app(ctx).get_config_file()
-    deps = config["dependencies"]
-    types = {c["id"]: c["type"] for c in config["components"]}
-    analyze = next(d for d in deps if d["api_name"] == "analyze")
-    followers = [d for d in deps if d["trigger_after"] == analyze["id"]]
-    assert len(followers) == 1 and not followers[0]["queue"]
-    tickets = set(followers[0]["outputs"]) & {i for i, t in types.items() if t == "number"}
-    assert len(tickets) == 11  # one per tab
-    views = [d for d in deps if any(target in tickets for target, _ in d["targets"])]
-    assert views and all(event == "change" for d in views for _, event in d["targets"])
-    opened = [d for d in deps if any(types.get(t) == "tabitem" and e == "select" for t, e in d["targets"])
-              and tickets <= set(d["outputs"])]  # fmt: skip
-    assert len(opened) == 11 and not [f for f in deps if f["trigger_after"] in {d["id"] for d in opened}]
-
-
-def test_only_the_tab_on_screen_draws_and_only_when_behind():
-    from explorer.ui.app import views_to_draw
-    from explorer.ui.context import Selection
-
-    tabs = ["tokens", "attention", "lora"]
-    a, b = Selection("tiny-gpt2", "one"), Selection("tiny-gpt2", "two")
-    fresh, drawn = views_to_draw(tabs, "attention", a, {"tokens": a})
-    assert isinstance(fresh[1], int) and fresh[0] == fresh[2] == gr_skip() and drawn == {"tokens": a, "attention": a}
-    again, same = views_to_draw(tabs, "attention", a, drawn)
-    assert again == [gr_skip()] * 3 and same == gr_skip()  # already drawn for this analysis
-    later, drawn = views_to_draw(tabs, "attention", b, drawn)
-    assert later[1] != fresh[1] and drawn["attention"] == b  # a new ticket: its change draws the views
-    assert views_to_draw(tabs, "tokens", None, {})[0] == [gr_skip()] * 3  # nothing analysed yet
-
-
-def gr_skip():
-    import gradio as gr
-
-    return gr.skip()
-
-
 def test_the_page_preloads_gradios_plotly_bundle():
     """The first figure does not wait for 4.6 MB of JavaScript to be fetched when it mounts."""
     from pathlib import Path

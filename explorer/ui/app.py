@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import json
 import os
 from pathlib import Path
 
@@ -138,54 +138,61 @@ def requirement_notices(ctx: AppContext, selection: Selection | None, requiremen
     return updates
 
 
-def views_to_draw(tab_ids: list, tab_v, selection, drawn_v) -> tuple[list, dict]:
-    """Which tab's views to draw now: the one on screen, if they were drawn for another analysis (or never).
-
-    Returns a new ticket for that tab (its views hang off its ticket's change) and skips for the others, and
-    what each tab was last drawn for.
-    """
-    drawn_v = dict(drawn_v or {})
-    if selection is None or tab_v not in tab_ids or drawn_v.get(tab_v) == selection:
-        return [gr.skip()] * len(tab_ids), gr.skip()
-    drawn_v[tab_v] = selection
-    return [next(_TICKETS) if t == tab_v else gr.skip() for t in tab_ids], drawn_v
+def tab_notices(ctx: AppContext, requirements: list, selection: Selection | None):
+    """One tab's requirement notices, when its views are drawn (``requirements``: the tab's part of the list)."""
+    updates = requirement_notices(ctx, selection, requirements)
+    return updates[0] if len(updates) == 1 else updates
 
 
-_TICKETS = itertools.count(1)
+def route_after_analysis_js(tab_ids: list) -> str:
+    """The browser's part after an analysis changed the selection: count it, and give the tab on screen that
+    count as its new ticket (its views hang off the ticket's change). ``undefined`` leaves an output as it is."""
+    return f"""(tab, analysis, ...tickets) => {{
+        const count = (analysis || 0) + 1, on_screen = {json.dumps(tab_ids)}.indexOf(tab);
+        return [count, ...tickets.map((_, i) => (i === on_screen ? count : undefined))];
+    }}"""
+
+
+def route_opened_js(tab_ids: list, tab_id) -> str:
+    """The browser's part when a tab opens: it is now on screen, and its views are drawn if they are behind the
+    latest analysis (none yet: nothing to draw)."""
+    return f"""(analysis, ...tickets) => {{
+        const mine = {json.dumps(tab_ids.index(tab_id))};
+        return [{json.dumps(tab_id)}, ...tickets.map((t, i) => (i === mine && analysis > 0 && t !== analysis ? analysis : undefined))];
+    }}"""
 
 
 def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
     """How views follow an analysis: only the tab on screen draws, the others when they are opened.
 
-    Every event costs the browser work across the whole page (gradio updates every component's loading
-    status), so an analysis starts one small routing event and the views of one tab, not every tab's views
-    to have most of them skip. Returns the state naming the tab on screen, and ``then_views(event)``.
+    Every event the server answers costs the browser work across the whole page (gradio updates the loading
+    status of every component any event has touched), so the routing runs in the browser: a changed selection
+    (the state's change) counts an analysis and gives the tab on screen that count as its ticket; opening a tab
+    gives it the count if its ticket is behind. Each tab's views, and its requirement notices, hang off its
+    ticket's change: the one event the server answers. Returns the hidden box naming the tab on screen.
     """
     tab_ids = [t.id for t in tab_blocks]
-    visible = gr.State(tab_ids[0])  # the top-level tab on screen
-    drawn = gr.State({})  # tab id -> the Selection its views were last drawn for
-    tickets = [gr.Number(visible=False) for _ in tab_ids]  # outside gr.Tabs: nothing there but tabs
+    visible = gr.Textbox(tab_ids[0], visible=False)  # the top-level tab on screen (outside gr.Tabs, like these)
+    analysis = gr.Number(0, visible=False, precision=0)  # analyses so far (selection changes), counted in the browser
+    tickets = [gr.Number(0, visible=False, precision=0) for _ in tab_ids]  # the analysis each tab's views show
     for tab_id, fn, inputs, outputs, api_name in shared._listeners:  # a named one is also an API endpoint
         tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=api_name)
-    notices = [notice for notice, _ in shared._requirements]
+    for tab, ticket in zip(tab_blocks, tickets):
+        inside = set(map(id, descendants(tab)))
+        requirements = [r for r in shared._requirements if id(r[0]) in inside]
+        if requirements:
+            notices = [notice for notice, _ in requirements]
+            ticket.change(bind(tab_notices, ctx, requirements), shared.state, notices, api_name=False, queue=False,
+                          show_progress="hidden")  # fmt: skip
+    shared.state.change(None, [visible, analysis, *tickets], [analysis, *tickets], js=route_after_analysis_js(tab_ids))
+    for tab in tab_blocks:
+        tab.select(None, [analysis, *tickets], [visible, *tickets], js=route_opened_js(tab_ids, tab.id))
+    return visible
 
-    def after_analysis(tab_v, selection, drawn_v):  # drawn already (a link's tab opened first): not twice
-        fresh, drawn_v = views_to_draw(tab_ids, tab_v, selection, drawn_v)
-        return *fresh, drawn_v, *requirement_notices(ctx, selection, shared._requirements)
 
-    def opened(tab_id, selection, drawn_v):
-        fresh, drawn_v = views_to_draw(tab_ids, tab_id, selection, drawn_v)
-        return tab_id, *fresh, drawn_v
-
-    for tab in tab_blocks:  # opening a tab draws its views if they are behind the current analysis
-        tab.select(bind(opened, tab.id), [shared.state, drawn], [visible, *tickets, drawn], api_name=False,
-                   queue=False, show_progress="hidden")  # fmt: skip
-
-    def then_views(event) -> None:
-        event.then(after_analysis, [visible, shared.state, drawn], [*tickets, drawn, *notices], api_name=False,
-                   queue=False, show_progress="hidden")  # fmt: skip
-
-    return visible, then_views
+def then_views(event) -> None:
+    """Nothing to chain: views follow an analysis through the state's change (``wire_views``), so no event the
+    server answers comes after one. (Kept so the analysis events' lines, with their queue settings, stay as they are.)"""
 
 
 def failed(message: str, previous: Selection | None) -> str:
@@ -269,7 +276,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             tab_blocks = build_tabs(ctx, shared, tabs)
         shell = {"model": model, "text": text, "target": target, "large": large, "presenter": presenter}
-        visible, then_views = wire_views(ctx, shared, tab_blocks)
+        visible = wire_views(ctx, shared, tab_blocks)
         restored = wire_share_link(demo, make_link, link, shell, tabs, tab_blocks, visible)
         demo.unload(stop_session)  # a tab closed or its connection lost: its long work stops as on Stop
         for block in demo.blocks.values():

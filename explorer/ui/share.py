@@ -8,6 +8,7 @@ settings that differ from their defaults. Unknown keys and values that do not fi
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlencode
 
@@ -159,17 +160,25 @@ def wire_share_link(
         build_link, [base, current, *shell.values(), *settings.values()], link, js=copy_js, api_name=False
     ).then(None, link, None, js="(url) => { navigator.clipboard?.writeText(url).catch(() => {}); }")
 
+    payload = gr.Textbox(visible=False)  # the link's settings as JSON, handed to the browser (below)
+
     def on_load(request: gr.Request):
         query = dict(request.query_params) if request is not None else {}
         restored = restore(query, shell, settings, tab_ids)
         model = restored[list(shell).index("model")] if "model" in shell else None
         model = shell["model"].value if model is None or isinstance(model, dict) else model
         offset = len(shell) + 1
+        chosen = {}
         for i, key in enumerate(settings):
             value = restored[offset + i]
-            if not isinstance(value, dict) and not fits_model(key, value, model):
-                restored[offset + i] = gr.skip()  # the view's own default for this model applies
+            if not isinstance(value, dict) and fits_model(key, value, model):  # else the view's own default
+                chosen[key] = value
         selected = query.get("tab") if query.get("tab") in tab_ids else gr.skip()
-        return [*restored, selected]
+        return [*restored[:offset], selected, json.dumps(chosen)]
 
-    return demo.load(on_load, None, [*shell.values(), tabs, *settings.values(), current], api_name=False)
+    # Gradio updates the loading status of every component a server event has touched, on every later event:
+    # the settings (a hundred) are set in the browser from one JSON value, not as outputs of the server's event.
+    keys = json.dumps(list(settings))
+    put_settings = f"(chosen) => {{ const got = JSON.parse(chosen || '{{}}'); return {keys}.map((k) => got[k]); }}"
+    loaded = demo.load(on_load, None, [*shell.values(), tabs, current, payload], api_name=False)
+    return loaded.then(None, payload, list(settings.values()), js=put_settings, api_name=False)

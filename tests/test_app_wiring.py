@@ -1,0 +1,100 @@
+"""How the page's events are wired: what the server answers after a page load, an analysis and a tab opened.
+
+Every event the server answers costs the browser work across the whole page (gradio updates the loading status
+of every component any such event has touched), so the routing between them runs in the browser. These tests
+read the app's config (no server) and run its routing functions with node where node is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+
+import gradio as gr
+import pytest
+
+
+@cache
+def app() -> gr.Blocks:
+    from explorer.ui.app import build_app
+    from explorer.ui.context import AppContext
+
+    return build_app(AppContext())
+
+
+@cache
+def config() -> dict:
+    return app().get_config_file()
+
+
+def deps_on(event: str, component_type: str) -> list[dict]:
+    types = {c["id"]: c["type"] for c in config()["components"]}
+    return [d for d in config()["dependencies"] if any(types.get(t) == component_type and e == event
+                                                      for t, e in d["targets"])]  # fmt: skip
+
+
+def tickets() -> set[int]:
+    """The hidden numbers each tab's views hang off (the state's change writes the count of analyses, then them)."""
+    (route,) = deps_on("change", "state")
+    return set(route["outputs"][1:])
+
+
+def test_an_analysis_is_followed_by_no_server_event_but_the_views_of_the_tab_on_screen():
+    deps = config()["dependencies"]
+    analyses = {d["id"] for d in deps if app().fns[d["id"]].name == "analyze"}
+    assert len(analyses) >= 3  # the button and boxes, a link's load, the presets and the Training tab's opener
+    assert not [d for d in deps if d["trigger_after"] in analyses]  # was: a routing event the server answered
+    (route,) = deps_on("change", "state")  # a changed selection: counted, and the tab on screen given the count
+    assert not route["backend_fn"] and route["js"] and len(tickets()) == 11
+    opened = deps_on("select", "tabitem")
+    top_level = [d for d in opened if tickets() <= set(d["outputs"])]
+    assert len(top_level) == 11 and not any(d["backend_fn"] for d in top_level)  # opening a tab: in the browser
+    drawing = [d for d in deps if any(t in tickets() for t, _ in d["targets"])]
+    assert drawing and all(e == "change" and d["backend_fn"] for d in drawing for _, e in d["targets"])
+
+
+def test_a_link_is_restored_by_one_small_server_event_and_its_settings_in_the_browser():
+    from explorer.ui.share import tab_settings
+
+    deps = config()["dependencies"]
+    (load,) = [d for d in deps if ("load" in [e for _, e in d["targets"]])]
+    assert load["backend_fn"] and len(load["outputs"]) <= 10  # was every setting of every tab (108)
+    (put,) = [d for d in deps if d["trigger_after"] == load["id"]]
+    assert not put["backend_fn"] and len(put["outputs"]) > 50  # the settings: set by the browser from one value
+    analyze = [d for d in deps if d["trigger_after"] == put["id"]]
+    assert len(analyze) == 1 and app().fns[analyze[0]["id"]].name == "analyze"  # it reads the restored settings
+    (top,) = [b for b in app().blocks.values() if isinstance(b, gr.Tabs) and isinstance(b.parent, gr.Blocks)]
+    settings = {k: v._id for t in top.children for k, v in tab_settings(t).items()}
+    assert set(put["outputs"]) == set(settings.values())
+
+
+def node_run(js: str, *args) -> list:
+    script = f"const f = {js};\nconsole.log(JSON.stringify(f(...{json.dumps(args)})));"
+    out = subprocess.run([shutil.which("node"), "-e", script], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.replace("undefined", "null"))
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the browser's routing functions")
+def test_the_tab_on_screen_draws_after_an_analysis_and_another_when_opened_behind_it():
+    from explorer.ui.app import route_after_analysis_js, route_opened_js
+
+    tabs = ["tokens", "attention", "lora"]
+    after, open_attention = route_after_analysis_js(tabs), route_opened_js(tabs, "attention")
+    assert node_run(open_attention, 0, 0, 0, 0) == ["attention", None, None, None]  # nothing analysed: no drawing
+    count, *drawn = node_run(after, "attention", 0, 0, 0, 0)  # a link's tab, opened before its analysis ended
+    assert count == 1 and drawn == [None, 1, None]  # ... draws once the analysis is in
+    assert node_run(open_attention, 1, 0, 1, 0) == ["attention", None, None, None]  # already drawn: not twice
+    count, *drawn = node_run(after, "tokens", 1, 0, 1, 0)  # a new analysis while Tokens is on screen
+    assert count == 2 and drawn == [2, None, None]
+    assert node_run(open_attention, 2, 2, 1, 0) == ["attention", None, 2, None]  # Attention is behind: it draws
+
+
+def test_each_tabs_notices_follow_its_own_views():
+    """A tab's "cannot serve" notices are decided when its views are drawn, not for every tab after each analysis."""
+    types = {c["id"]: c for c in config()["components"]}
+    notices = {i for i, c in types.items() if "explorer-requires" in (c["props"].get("elem_classes") or [])}
+    updated = [d for d in config()["dependencies"] if set(d["outputs"]) & notices]
+    assert {n for d in updated for n in d["outputs"]} == notices
+    assert all(len(d["targets"]) == 1 and d["targets"][0][0] in tickets() for d in updated)
