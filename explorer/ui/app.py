@@ -190,11 +190,6 @@ def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
     return visible
 
 
-def then_views(event) -> None:
-    """Nothing to chain: views follow an analysis through the state's change (``wire_views``), so no event the
-    server answers comes after one. (Kept so the analysis events' lines, with their queue settings, stay as they are.)"""
-
-
 def failed(message: str, previous: Selection | None) -> str:
     """The status line after an analysis failed: why, and what the views below still show (their titles say it too)."""
     line = warning(message)
@@ -321,14 +316,14 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         # model.input, not .change: a share link sets the model on load and analyzes once (below), not twice at once
         triggers = [button.click, text.submit, target.submit, model.input]
         inputs = [model, text, target, state]
-        then_views(gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model))
+        gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model)
         # On page load: restore what a share link holds, then analyze.
-        then_views(restored.then(analyze, inputs, [state, status], api_name=False, **run_model))
+        restored.then(analyze, inputs, [state, status], api_name=False, **run_model)
         for opener in shared._openers:  # e.g. the Training tab opening its model: analyzed like a picked model
-            then_views(opener.then(analyze, inputs, [state, status], api_name=False, **run_model))
+            opener.then(analyze, inputs, [state, status], api_name=False, **run_model)
         for preset, preset_text in shared._presets:
             chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
-            then_views(chosen.then(analyze, inputs, [state, status], api_name=False, **run_model))
+            chosen.then(analyze, inputs, [state, status], api_name=False, **run_model)
     return refuse_bad_inputs(demo)  # every event's inputs checked once, before any handler
 
 
