@@ -2,18 +2,14 @@
 
 Every event the server answers costs the browser work across the whole page (gradio updates the loading status
 of every component any such event has touched), so the routing between them runs in the browser. These tests
-read the app's config (no server) and run its routing functions with node where node is installed.
+read the app's config (no server); tests/browser/test_routing.py runs the routing functions in Chromium.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from functools import cache
 
 import gradio as gr
-import pytest
 
 
 @cache
@@ -70,27 +66,6 @@ def test_a_link_is_restored_by_one_small_server_event_and_its_settings_in_the_br
     assert set(put["outputs"]) == set(settings.values())
 
 
-def node_run(js: str, *args) -> list:
-    script = f"const f = {js};\nconsole.log(JSON.stringify(f(...{json.dumps(args)})));"
-    out = subprocess.run([shutil.which("node"), "-e", script], capture_output=True, text=True, check=True).stdout
-    return json.loads(out.replace("undefined", "null"))
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the browser's routing functions")
-def test_the_tab_on_screen_draws_after_an_analysis_and_another_when_opened_behind_it():
-    from explorer.ui.app import route_after_analysis_js, route_opened_js
-
-    tabs = ["tokens", "attention", "lora"]
-    after, open_attention = route_after_analysis_js(tabs), route_opened_js(tabs, "attention")
-    assert node_run(open_attention, 0, 0, 0, 0) == ["attention", None, None, None]  # nothing analysed: no drawing
-    count, *drawn = node_run(after, "attention", 0, 0, 0, 0)  # a link's tab, opened before its analysis ended
-    assert count == 1 and drawn == [None, 1, None]  # ... draws once the analysis is in
-    assert node_run(open_attention, 1, 0, 1, 0) == ["attention", None, None, None]  # already drawn: not twice
-    count, *drawn = node_run(after, "tokens", 1, 0, 1, 0)  # a new analysis while Tokens is on screen
-    assert count == 2 and drawn == [2, None, None]
-    assert node_run(open_attention, 2, 2, 1, 0) == ["attention", None, 2, None]  # Attention is behind: it draws
-
-
 def test_each_tabs_notices_follow_its_own_views():
     """A tab's "cannot serve" notices are decided when its views are drawn, not for every tab after each analysis."""
     types = {c["id"]: c for c in config()["components"]}
@@ -98,3 +73,13 @@ def test_each_tabs_notices_follow_its_own_views():
     updated = [d for d in config()["dependencies"] if set(d["outputs"]) & notices]
     assert {n for d in updated for n in d["outputs"]} == notices
     assert all(len(d["targets"]) == 1 and d["targets"][0][0] in tickets() for d in updated)
+
+
+def test_the_settings_checked_against_the_model_are_keys_a_link_carries():
+    """``fits_model`` checks a link's attention kind and layer against the model it opens; a label change that
+    renames their keys would silently turn the check off (it did: the kind's key was its long label's slug)."""
+    from explorer.ui.share import MODEL_SETTINGS, tab_settings
+
+    (top,) = [b for b in app().blocks.values() if isinstance(b, gr.Tabs) and isinstance(b.parent, gr.Blocks)]
+    keys = {k for t in top.children for k in tab_settings(t)}
+    assert set(MODEL_SETTINGS) <= keys

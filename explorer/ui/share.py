@@ -91,11 +91,12 @@ def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> lis
 # Settings whose valid values depend on the model: checked against the catalogue entry of the model the
 # link opens, and left out where the model is not in the catalogue (its shape is known only once loaded).
 MODEL_KINDS = {"decoder": {"self"}, "encoder": {"self"}, "encoder_decoder": {"encoder_self", "decoder_self", "cross"}}
+MODEL_SETTINGS = ("attention.attention_kind", "attention.layer")  # the share keys checked against the model
 
 
 def fits_model(key: str, value, model) -> bool:
     """Whether a restored setting makes sense for ``model`` (settings that do not depend on it always do)."""
-    if key not in ("attention.attention_kind", "attention.layer"):
+    if key not in MODEL_SETTINGS:
         return True
     entry = catalogue().get(str(model)) if model is not None else None
     if entry is None:

@@ -203,7 +203,8 @@ def build(ctx: AppContext, shared) -> None:
             kind = gr.Radio(
                 [(name, k) for k, name in KIND_NAMES.items()],
                 value="self",
-                label="Attention kind (one the model lacks shows its first; the title says which)",
+                label="Attention kind",
+                info="one the model lacks shows its first; the title says which",
                 scale=3,
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
