@@ -33,7 +33,8 @@ weights that sum to 1, and the token's output is the weighted mix of the **value
 look ahead: a **mask** sets future scores to −∞, so its grid is empty above the diagonal. Each layer has \
 several **heads**, each free to learn its own pattern (the previous token, the first token, the same \
 word...). T5 adds **cross-attention**: target tokens looking at the source. Try the preset below and \
-look for the head where *it* attends to *tiger*."""
+look for the head where *it* attends to *tiger*. An attention kind the model lacks shows its first one (the \
+title says which)."""
 TIGER = "The tiger jumped out of a tree to get a drink because it was thirsty."
 VALUES = {
     "weights": "attention weights (after softmax)",
@@ -204,7 +205,6 @@ def build(ctx: AppContext, shared) -> None:
                 [(name, k) for k, name in KIND_NAMES.items()],
                 value="self",
                 label="Attention kind",
-                info="one the model lacks shows its first; the title says which",
                 scale=3,
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
