@@ -193,12 +193,3 @@ def test_a_generation_step_of_a_generating_trace(app, gpt2):
     assert found.weights.shape == (prompt + 4, prompt + 4) and found.labels == trace.labels("input")
     np.testing.assert_allclose(found.weights[-1].sum(), 1.0, atol=1e-5)
     assert generation_step(app.trace(gpt2), 0, 0, 1) is None  # nothing generated
-
-
-def test_a_statistic_with_no_value_for_cross_attention_says_why(app, t5):
-    """ "Previous token" and "distance" compare a query's position with a key's: cross-attention's queries and
-    keys are two texts, so every head's value is missing; the figure was an empty grid."""
-    fig, rows = tab.draw_statistics(app, t5, "cross", "previous_token")
-    assert "no value for cross-attention" in message(fig) and rows
-    fig, _ = tab.draw_statistics(app, t5, "cross", "entropy")  # defined: drawn
-    assert fig.data and np.isfinite(heatmap(fig)).any()

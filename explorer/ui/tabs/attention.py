@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import gradio as gr
-import numpy as np
 import plotly.graph_objects as go
 
 from explorer.analysis.attention.heads import STAT_COLUMNS, STATISTICS
@@ -115,10 +114,6 @@ def draw_statistics(ctx: AppContext, selection, kind_v, statistic_v):
         return message_figure("Analyze a text first."), []
     stats = head_statistics_of(ctx.trace(selection), kind_v)
     title = f"{KIND_NAMES[stats.kind]} · {about(selection)}"
-    if np.isnan(stats.values[statistic_v]).all():  # e.g. "previous token" where queries and keys are two texts
-        why = "its queries and keys are different texts, so positions do not line up" if stats.kind == "cross" else ""
-        return message_figure(f"“{statistic_v}” has no value for {KIND_NAMES[stats.kind]}{': ' + why if why else ''}. "
-                              "Pick another statistic."), stats.rows  # fmt: skip
     fig = statistic_heatmap(stats.values[statistic_v], statistic_v, STATISTICS[statistic_v], title)
     return fig, stats.rows
 
