@@ -1,6 +1,7 @@
 """The training recipe's parts that need no corpus: warm start across tokenizers, the time budget,
 documents, deduplication and the held-out split (tiny random-weight models, real tokenizers)."""
 
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -134,3 +135,21 @@ def test_adafactor_moves_each_weight_by_its_own_scale_where_adamw_moves_all_alik
     adamw, ada = shares["adamw"], shares["adafactor"]
     assert adamw["queries"] / adamw["embeddings"] > 8  # AdamW: the small weights move far more, relatively
     assert ada["queries"] / ada["embeddings"] < 2  # Adafactor: alike
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
+def test_set_dropout_turns_off_every_dropout_of_a_loaded_model_and_its_config_says_so(kind):
+    """A resumed stage with ``--dropout 0`` must train without dropout: a model in training mode then
+    gives the same output twice. T5's attention keeps its rate as a float, not a Dropout module."""
+    from tests.tiny_models import build
+
+    model, _ = build(kind)
+    ids = torch.randint(5, model.config.vocab_size, (2, 10))
+    inputs = {"input_ids": ids, **({"decoder_input_ids": ids} if kind == "t5" else {})}
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(**inputs).logits, model(**inputs).logits)  # dropout on: two draws differ
+    recipes.set_dropout(model, 0.0)
+    assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+    fields = [f for f in recipes._DROPOUT_FIELDS if hasattr(model.config, f)]
+    assert fields and all(getattr(model.config, f) == 0.0 for f in fields)

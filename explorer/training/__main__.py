@@ -96,6 +96,8 @@ def main(argv=None) -> None:
     if args.resume:
         previous = previous_run(args.out, recipe)
         tokenizer, model = recipes.load_trained(args.family, args.out)
+        if args.dropout is not None:
+            recipes.set_dropout(model, args.dropout)
         if args.steps:  # a continued stage needs only a short warm-up
             recipe = dataclasses.replace(recipe, warmup=min(recipe.warmup, 50))
         log(f"resuming from {args.out} after {previous['steps']} steps")
@@ -138,6 +140,10 @@ def main(argv=None) -> None:
         model.half().float()
     metrics = recipes.evaluate(args.family, model, tokenizer, corpus, stream)
     log(f"held-out: {metrics}")
+    if args.resume and not steps_run:  # only re-evaluated: the figures of the run that trained it
+        kept = {k: previous[k] for k in ("batch", "lr", "warmup", "dropout") if k in previous}
+        recipe = dataclasses.replace(recipe, **kept)
+        args.threads = previous.get("threads", args.threads)
     metrics.update(
         steps=steps_run + previous.get("steps", 0), batch=recipe.batch, seq_len=recipe.seq_len, lr=recipe.lr,
         threads=args.threads, wall_time_s=round(wall + previous.get("wall_time_s", 0), 1),
@@ -146,7 +152,7 @@ def main(argv=None) -> None:
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
         stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
-                *([{"steps": steps_run, "lr": recipe.lr, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
+                *([{"steps": steps_run, "lr": recipe.lr, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip

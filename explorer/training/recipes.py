@@ -148,9 +148,26 @@ def build_model(
     config = T5Config(
         vocab_size=len(tokenizer), d_model=256, d_kv=64, d_ff=1024, num_layers=3, num_decoder_layers=3,
         num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=dropout,
     )  # fmt: skip
     return T5ForConditionalGeneration(config)
+
+
+_DROPOUT_FIELDS = ("dropout_rate", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
+                   "attention_probs_dropout_prob")  # fmt: skip
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of a loaded model set to ``p``, in its config too (so a resumed stage can train
+    without it and the saved config says so). T5's attention keeps its rate as a plain float."""
+    for name in _DROPOUT_FIELDS:
+        if hasattr(model.config, name):
+            setattr(model.config, name, p)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = p
 
 
 def load_trained(family: str, folder: Path):
