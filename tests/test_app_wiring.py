@@ -59,7 +59,7 @@ def test_a_link_is_restored_by_one_small_server_event_and_its_settings_in_the_br
     assert load["backend_fn"] and len(load["outputs"]) <= 10  # was every setting of every tab (108)
     (put,) = [d for d in deps if d["trigger_after"] == load["id"]]
     assert not put["backend_fn"] and len(put["outputs"]) > 50  # the settings: set by the browser from one value
-    analyze = [d for d in deps if d["trigger_after"] == put["id"]]
+    analyze = [d for d in deps if d["trigger_after"] == put["id"] and d["backend_fn"]]
     assert len(analyze) == 1 and app().fns[analyze[0]["id"]].name == "analyze"  # it reads the restored settings
     (top,) = [b for b in app().blocks.values() if isinstance(b, gr.Tabs) and isinstance(b.parent, gr.Blocks)]
     settings = {k: v._id for t in top.children for k, v in tab_settings(t).items()}
@@ -83,3 +83,17 @@ def test_the_settings_checked_against_the_model_are_keys_a_link_carries():
     (top,) = [b for b in app().blocks.values() if isinstance(b, gr.Tabs) and isinstance(b.parent, gr.Blocks)]
     keys = {k for t in top.children for k in tab_settings(t)}
     assert set(MODEL_SETTINGS) <= keys
+
+
+def test_the_figure_bundle_is_evaluated_in_the_browser_while_a_links_first_analysis_runs():
+    """Plotly's bundle (half a second of script) is imported, in the browser, as the first analysis is sent,
+    when the tab on screen has a figure: every figure carries the class the script looks for."""
+    from explorer.ui.app import WARM_FIGURES_JS
+
+    deps = config()["dependencies"]
+    (load,) = [d for d in deps if ("load" in [e for _, e in d["targets"]])]
+    (put,) = [d for d in deps if d["trigger_after"] == load["id"]]
+    (warm,) = [d for d in deps if d["trigger_after"] == put["id"] and d["js"] == WARM_FIGURES_JS]
+    assert not warm["backend_fn"] and "PlotlyPlot-" in warm["js"] and ".explorer-figure" in warm["js"]
+    plots = [c for c in config()["components"] if c["type"] == "plot"]
+    assert plots and all("explorer-figure" in c["props"]["elem_classes"] for c in plots)

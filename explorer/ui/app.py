@@ -100,6 +100,14 @@ EXACT_MODEL_JS = """() => {
     e.target.blur();
   }, true);
 }"""
+# Plotly's bundle costs about half a second of script evaluation when the first figure mounts. When the tab on
+# screen shows a figure, evaluate it while the page's first analysis runs on the server, not after it returns;
+# a tab without one (the first, Tokens) is left alone. The same URL as gradio's own import: evaluated once.
+WARM_FIGURES_JS = """() => {
+  const bundle = document.querySelector('link[rel=modulepreload][href*="PlotlyPlot-"]');
+  const figure = [...document.querySelectorAll('.explorer-figure')].some((el) => el.offsetParent);
+  if (bundle && figure) setTimeout(() => import(bundle.href).catch(() => {}), 20);
+}"""
 THEME = gr.themes.Soft()
 # Uploads: the only files the app takes are LoRA adapters (kilobytes to a few MB; at most 64 MB is read);
 # gradio refuses a larger body while it streams in (HTTP 413, "File exceeds maximum allowed size").
@@ -277,6 +285,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         for block in demo.blocks.values():
             if isinstance(block, gr.Plot):  # every figure's own title names it; gradio's label would cover it
                 block.show_label = False
+                classes = [block.elem_classes] if isinstance(block.elem_classes, str) else block.elem_classes or []
+                block.elem_classes = [*classes, "explorer-figure"]
 
         @on_gpu  # a GPU for the model run on a ZeroGPU Space; the function itself elsewhere
         def analyze(
@@ -319,6 +329,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model)
         # On page load: restore what a share link holds, then analyze.
         restored.then(analyze, inputs, [state, status], api_name=False, **run_model)
+        restored.then(None, js=WARM_FIGURES_JS, api_name=False)
         for opener in shared._openers:  # e.g. the Training tab opening its model: analyzed like a picked model
             opener.then(analyze, inputs, [state, status], api_name=False, **run_model)
         for preset, preset_text in shared._presets:
