@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -208,15 +209,26 @@ def failed(message: str, previous: Selection | None) -> str:
     return line
 
 
+def then_analyze(analyze, inputs: list, outputs: list, options: dict, event) -> None:
+    event.then(analyze, inputs, outputs, api_name=False, **options)
+
+
+def lesson_extras(shared: Shared, note: str, presets: dict[str, str]) -> None:
+    """A tab's lesson note and its teaching presets, made when their accordion is opened."""
+    gr.Markdown(note)
+    with gr.Row():
+        for label, preset_text in presets.items():
+            shared.preset_button(label, preset_text)
+
+
 def classroom_extras(tab: gr.Tab, shared: Shared) -> None:
-    """Below a tab's own views: its lesson note with teaching presets, and the export of its figures."""
+    """Below a tab's own views: its lesson note with teaching presets, and the export of its figures. Both are
+    made when opened (``gr.render``), not with the page: each component and event on the page costs the browser
+    work for every other at page load, and these were a fifth of the page's components and events."""
     note, presets = lesson_note(tab.id), lesson_presets(tab.id)
     if note or presets:
-        with gr.Accordion("Lesson notes and examples", open=False):
-            gr.Markdown(note or "")
-            with gr.Row():
-                for label, preset_text in presets.items():
-                    shared.preset_button(label, preset_text)
+        with gr.Accordion("Lesson notes and examples", open=False) as notes:
+            gr.render(triggers=[notes.expand])(partial(lesson_extras, shared, note or "", presets))
     plots = [b for b in descendants(tab) if isinstance(b, gr.Plot)]
     export_panel(plots, tab.label or str(tab.id))
 
@@ -330,11 +342,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         # On page load: restore what a share link holds, then analyze.
         restored.then(analyze, inputs, [state, status], api_name=False, **run_model)
         restored.then(None, js=WARM_FIGURES_JS, api_name=False)
-        for opener in shared._openers:  # e.g. the Training tab opening its model: analyzed like a picked model
-            opener.then(analyze, inputs, [state, status], api_name=False, **run_model)
-        for preset, preset_text in shared._presets:
-            chosen = preset.click(lambda t=preset_text: t, None, text, api_name=False)
-            chosen.then(analyze, inputs, [state, status], api_name=False, **run_model)
+        # e.g. the presets, the Training tab opening its model: analyzed like a picked model
+        shared.analysis_ready(partial(then_analyze, analyze, inputs, [state, status], run_model))
     return refuse_bad_inputs(demo)  # every event's inputs checked once, before any handler
 
 

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import gradio as gr
@@ -156,19 +156,24 @@ def _stem(label: str) -> str:
 
 
 def export_panel(plots: list[gr.Plot], tab_name: str) -> None:
-    """An "Export" accordion for a tab's figures: pick one, download it as HTML, CSV or JSON."""
+    """An "Export" accordion for a tab's figures: pick one, download it as HTML, CSV or JSON. Its controls are
+    made when it is opened (``gr.render``): every tab has one, and the page loads faster without them."""
     if not plots:
         return
+    with gr.Accordion("Export a figure (HTML) or its numbers (CSV, JSON)", open=False) as panel:
+        gr.render(triggers=[panel.expand])(partial(export_controls, plots, tab_name))
+
+
+def export_controls(plots: list[gr.Plot], tab_name: str) -> None:
     labels = [p.label or f"figure {i + 1}" for i, p in enumerate(plots)]
-    with gr.Accordion("Export a figure (HTML) or its numbers (CSV, JSON)", open=False):
-        gr.Markdown("PNG: the camera button above each figure. Interactive HTML and the numbers behind it:")
-        with gr.Row():
-            which = gr.Dropdown(
-                [(label, i) for i, label in enumerate(labels)], value=0, label="Figure", visible=len(plots) > 1,
-                elem_classes="explorer-export-choice",
-            )  # fmt: skip
-            buttons = {fmt: gr.Button(text, size="sm") for fmt, text in FORMATS.items()}
-        file = gr.File(label="Download", interactive=False, elem_classes="explorer-export-file")
+    gr.Markdown("PNG: the camera button above each figure. Interactive HTML and the numbers behind it:")
+    with gr.Row():
+        which = gr.Dropdown(
+            [(label, i) for i, label in enumerate(labels)], value=0, label="Figure", visible=len(plots) > 1,
+            elem_classes="explorer-export-choice",
+        )  # fmt: skip
+        buttons = {fmt: gr.Button(text, size="sm") for fmt, text in FORMATS.items()}
+    file = gr.File(label="Download", interactive=False, elem_classes="explorer-export-file")
 
     # Send only the chosen figure to the server, not every figure of the tab.
     only_chosen = "(choice, ...plots) => [choice, ...plots.map((p, i) => (i === choice ? p : null))]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -16,9 +17,9 @@ class Shared:
     text: gr.Textbox
     status: gr.Markdown
     _listeners: list = field(default_factory=list)
-    _presets: list = field(default_factory=list)
     _requirements: list = field(default_factory=list)
-    _openers: list = field(default_factory=list)
+    _openers: list = field(default_factory=list)  # events waiting for the app's analysis
+    _analyze: Callable | None = None
     building: str | None = None  # the id of the tab being built (set by the app around each tab's build)
 
     def on_analyzed(self, fn, inputs, outputs, api_name: str | bool = False) -> None:
@@ -29,13 +30,28 @@ class Shared:
     def preset_button(self, label: str, text: str) -> gr.Button:
         """A button that puts ``text`` in the text box and analyzes it."""
         button = gr.Button(label, size="sm", variant="secondary")
-        self._presets.append((button, text))
+        self.analyze_after(button.click(lambda: text, None, self.text, api_name=False))
         return button
 
     def opens_model(self, event) -> None:
         """``event`` puts a model's name in the model picker: the app then analyzes the text with it and redraws
         the views, as if the user had picked it (e.g. the Training tab opening the model it trained)."""
-        self._openers.append(event)
+        self.analyze_after(event)
+
+    def analyze_after(self, event) -> None:
+        """Analyze once ``event`` has put a model or text in place. Events made while the page is built wait for
+        the app's analysis to exist; events of parts rendered later (a lesson's presets) are chained at once."""
+        if self._analyze is not None:
+            self._analyze(event)
+        else:
+            self._openers.append(event)
+
+    def analysis_ready(self, then_analyze) -> None:
+        """The app's analysis exists: ``then_analyze(event)`` chains it after an event."""
+        self._analyze = then_analyze
+        for event in self._openers:
+            then_analyze(event)
+        self._openers.clear()
 
     def requires(self, *capabilities: str) -> gr.Markdown:
         """A line at this place of the tab, shown only while the current model cannot do what the tab needs:

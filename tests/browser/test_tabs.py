@@ -171,3 +171,22 @@ def test_export_the_attention_numbers_as_csv(open_page):
     tokens = int(len(rows) ** 0.5)
     assert len(rows) == tokens * tokens > 9, "one row per query and key of the one-head figure"
     assert rows[0].startswith("0,,The,The,")  # first query and key: the first token
+
+
+def test_a_lesson_preset_puts_its_text_in_the_box_and_analyzes_it(open_page):
+    """The lesson notes and their presets are made when their accordion is opened, not with the page."""
+    page = open_page()
+    panel = panel_of(page, "Attention")
+    wait_for_figure(page, panel)
+    assert panel.get_by_role("button", name="The trophy doesn't fit in the suitcase…").count() == 0  # not yet made
+    panel.get_by_text("Lesson notes and examples").click()
+    panel.get_by_text("Lesson: attention.").first.wait_for()  # the note, rendered on opening
+    panel.get_by_role("button", name="The trophy doesn't fit in the suitcase…").click()
+    page.wait_for_function(
+        '() => [...document.querySelectorAll("textarea")].some((t) => t.value.includes("brown suitcase"))'
+    )
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].some((el) => el.offsetParent
+            && (el.layout?.title?.text || '').includes('trophy'))""",
+        timeout=PLOT_TIMEOUT,
+    )
