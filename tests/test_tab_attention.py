@@ -193,3 +193,14 @@ def test_a_generation_step_of_a_generating_trace(app, gpt2):
     assert found.weights.shape == (prompt + 4, prompt + 4) and found.labels == trace.labels("input")
     np.testing.assert_allclose(found.weights[-1].sum(), 1.0, atol=1e-5)
     assert generation_step(app.trace(gpt2), 0, 0, 1) is None  # nothing generated
+
+
+def test_a_statistic_with_no_value_for_cross_attention_draws_one_that_has_and_says_why(app, t5):
+    """ "Previous token", "distance" and "self" compare a query's position with a key's: cross-attention's queries
+    and keys are two texts, so every head's value is missing. The figure was an empty grid without a word."""
+    fig, rows = tab.draw_statistics(app, t5, "cross", "previous_token")
+    assert np.isfinite(heatmap(fig)).all() and rows
+    title = fig.layout.title.text
+    assert "“previous_token” has no value here" in title and "two texts" in title and "entropy" in title
+    fig, _ = tab.draw_statistics(app, t5, "self", "previous_token")  # defined for self-attention: drawn as asked
+    assert np.isfinite(heatmap(fig)).all() and "no value" not in fig.layout.title.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import gradio as gr
+import numpy as np
 import plotly.graph_objects as go
 
 from explorer.analysis.attention.heads import STAT_COLUMNS, STATISTICS
@@ -114,7 +115,11 @@ def draw_statistics(ctx: AppContext, selection, kind_v, statistic_v):
         return message_figure("Analyze a text first."), []
     stats = head_statistics_of(ctx.trace(selection), kind_v)
     title = f"{KIND_NAMES[stats.kind]} · {about(selection)}"
-    fig = statistic_heatmap(stats.values[statistic_v], statistic_v, STATISTICS[statistic_v], title)
+    shown = statistic_v
+    if np.isnan(stats.values[statistic_v]).all():  # "previous token" compares positions: cross-attention has two texts
+        shown = next(name for name in STATISTICS if not np.isnan(stats.values[name]).all())
+        title = f"“{statistic_v}” has no value here (queries and keys are two texts), so {shown} · {title}"
+    fig = statistic_heatmap(stats.values[shown], shown, STATISTICS[shown], title)
     return fig, stats.rows
 
 
