@@ -131,3 +131,26 @@ def test_the_projection_memory_tier_is_byte_bounded(tmp_path):
         cache.get(x, np.arange(start, start + 100), "pca", 2)
     assert len(cache._memory) == 2 and cache._memory.nbytes <= cache._memory.max_bytes
     assert cache.computed == 4
+
+
+def test_a_value_per_object_is_made_once_and_freed_with_its_object():
+    """A loaded model's tables and caches (``PerObject``) live exactly as long as the model: kept while the pool
+    holds it, gone when it is dropped, so a dropped model's memory is never held by them."""
+    import gc
+    import weakref
+
+    from explorer.core.cache import PerObject
+    from tests.tiny_models import build
+
+    made = []
+    per_model = PerObject(lambda model: made.append(1) or np.zeros(1000))
+    model, _ = build("gpt2")
+    first = per_model(model)
+    assert per_model(model) is first and len(made) == 1  # made once
+    other, _ = build("gpt2")
+    assert per_model(other) is not first and len(made) == 2  # per object
+    value = weakref.ref(first)
+    del model, first
+    gc.collect()
+    assert value() is None  # freed with its model
+    assert per_model([1]).shape == (1000,) and len(made) == 3  # a list cannot be kept weakly: made each time

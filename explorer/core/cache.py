@@ -20,6 +20,7 @@ all hold values that are costly to make and large to keep. Each is a ``BoundedCa
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -138,3 +139,37 @@ class BoundedCache(Generic[V]):
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._items
+
+
+class PerObject(Generic[V]):
+    """A value per live object (a loaded model, a tokenizer), made once by ``make(obj)`` and freed with the
+    object: a loaded model's tables, rankings and caches live exactly as long as the pool keeps the model.
+
+    ``make`` runs outside the lock (it may take a while); two threads asking at once for a new object may
+    both make it, and both get the first value stored. An object that cannot be weakly referenced gets a
+    fresh value each time (nothing is kept).
+
+        >>> import types
+        >>> lengths = PerObject(lambda obj: len(obj.name))
+        >>> model = types.SimpleNamespace(name="tiny")
+        >>> lengths(model)
+        4
+    """
+
+    def __init__(self, make: Callable[[object], V]):
+        self._make = make
+        self._values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, obj) -> V:
+        with self._lock:
+            try:
+                return self._values[obj]
+            except (KeyError, TypeError):  # TypeError: not weakly referenceable
+                pass
+        value = self._make(obj)
+        with self._lock:
+            try:
+                return self._values.setdefault(obj, value)
+            except TypeError:
+                return value

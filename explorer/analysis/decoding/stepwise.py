@@ -26,6 +26,7 @@ from explorer.analysis.decoding.generate import (
     shared_prefix,
 )
 from explorer.analysis.decoding.sampling import DecodingSettings, entropy_bits, transform
+from explorer.core.cache import PerObject
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.run import check_text
@@ -76,16 +77,12 @@ class PrefixCache:
             busy.release()
 
 
-_PREFIX_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> PrefixCache
-_PREFIX_CACHES_LOCK = threading.Lock()
+_PREFIX_CACHES: PerObject[PrefixCache] = PerObject(PrefixCache)
 
 
 def prefix_cache(lm: LoadedModel) -> PrefixCache:
     """The step caches of ``lm``: they live as long as the loaded model does (the pool's entry)."""
-    with _PREFIX_CACHES_LOCK:
-        if lm not in _PREFIX_CACHES:
-            _PREFIX_CACHES[lm] = PrefixCache(lm)
-        return _PREFIX_CACHES[lm]
+    return _PREFIX_CACHES(lm)
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,12 @@ finds one, or arrives while another computes it, does not run the model again.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 
 from explorer.analysis.decoding.beam_search import BeamResult, beam_search
 from explorer.analysis.decoding.generate import greedy, sample
 from explorer.analysis.decoding.sampling import DecodingSettings
-from explorer.core.cache import BoundedCache
+from explorer.core.cache import BoundedCache, PerObject
 from explorer.core.loading import LoadedModel
 from explorer.core.tokens import token_label
 
@@ -51,15 +49,7 @@ def beam_tree_nodes(lm: LoadedModel, result: BeamResult) -> list[dict]:
 
 
 RESULTS_PER_MODEL = 256  # parts of comparisons (a few KB each) kept per loaded model
-_results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> BoundedCache of parts
-_results_lock = threading.Lock()
-
-
-def _kept(lm: LoadedModel) -> BoundedCache:
-    with _results_lock:
-        if lm not in _results:
-            _results[lm] = BoundedCache(None, max_items=RESULTS_PER_MODEL)
-        return _results[lm]
+_kept: PerObject[BoundedCache] = PerObject(lambda lm: BoundedCache(None, max_items=RESULTS_PER_MODEL))
 
 
 def compare_strategies(

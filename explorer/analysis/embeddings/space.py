@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
-import weakref
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from explorer.analysis.embeddings.projections import fingerprint, pca
+from explorer.core.cache import PerObject
 from explorer.core.errors import InputError
 from explorer.core.memory import to_host
 from explorer.core.tokens import display_piece, is_byte_level
@@ -56,10 +55,6 @@ class EmbeddingTable:
         return len(self.labels)
 
 
-_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> its table, freed with it
-_tables_lock = threading.Lock()
-
-
 def input_embeddings(lm) -> np.ndarray:
     """The model's input embedding matrix as a read-only numpy view (no copy on CPU), rows cut to the tokenizer."""
     weight = lm.model.get_input_embeddings().weight.detach()
@@ -69,21 +64,18 @@ def input_embeddings(lm) -> np.ndarray:
     return matrix
 
 
-def embedding_table(lm) -> EmbeddingTable:
-    """The table of a loaded model, built once per model (labels and fingerprint included) and kept as
-    long as the model is (the pool decides), so it never holds on to a model the pool has dropped."""
-    with _tables_lock:
-        if lm in _tables:
-            return _tables[lm]
+def _build_table(lm) -> EmbeddingTable:
     matrix = input_embeddings(lm)
     special = frozenset(int(i) for i in lm.tokenizer.all_special_ids)
     byte_level = is_byte_level(lm.tokenizer)
     pieces = lm.tokenizer.convert_ids_to_tokens(list(range(len(matrix))))
     labels = tuple(display_piece(str(p), byte_level, i in special) for i, p in enumerate(pieces))
-    table = EmbeddingTable(matrix, labels, special, fingerprint(matrix))
-    with _tables_lock:
-        _tables[lm] = table
-    return table
+    return EmbeddingTable(matrix, labels, special, fingerprint(matrix))
+
+
+# The table of a loaded model, built once per model (labels and fingerprint included) and kept as long as the
+# model is (the pool decides), so it never holds on to a model the pool has dropped.
+embedding_table: PerObject[EmbeddingTable] = PerObject(_build_table)
 
 
 # ----------------------------------------------------------------------------------------------------------

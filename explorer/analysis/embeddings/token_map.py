@@ -10,8 +10,6 @@ which have no such axes, put each at the mean position of its 5 most cosine-simi
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,24 +19,19 @@ from explorer.analysis.embeddings import space as emb
 from explorer.analysis.embeddings.projections import Progress, Projection, ProjectionCache
 from explorer.analysis.embeddings.staged import FIRST_METHOD, StagedProjections
 from explorer.analysis.tokens.texts import sample_texts
+from explorer.core.cache import PerObject
 
 MIN_FREQUENT = 10
 
-_rankings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedModel -> ids by frequency
-_rankings_lock = threading.Lock()
 
-
-def frequency_ranking(lm) -> np.ndarray:
-    """Every non-special token id of a loaded model's table, most frequent in the bundled sample texts first
-    (then the lowest ids); counted once per model and kept as long as the model is."""
-    with _rankings_lock:
-        if lm in _rankings:
-            return _rankings[lm]
+def _rank_by_frequency(lm) -> np.ndarray:
     table = emb.embedding_table(lm)
-    ranked = emb.frequent_ids(lm.tokenizer, list(sample_texts().values()), len(table), len(table), table.special)
-    with _rankings_lock:
-        _rankings[lm] = ranked
-    return ranked
+    return emb.frequent_ids(lm.tokenizer, list(sample_texts().values()), len(table), len(table), table.special)
+
+
+# Every non-special token id of a loaded model's table, most frequent in the bundled sample texts first (then the
+# lowest ids); counted once per model and kept as long as the model is.
+frequency_ranking: PerObject[np.ndarray] = PerObject(_rank_by_frequency)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from explorer.core.cache import PerObject
 from explorer.core.errors import InputError
 from explorer.core.limits import MAX_BPE_TRAINING_CHARS
 
@@ -75,22 +75,13 @@ class _Tables:
     model: dict  # the other settings: ignore_merges, continuing_subword_prefix, ...
 
 
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _bpe_tables(tokenizer) -> _Tables:
-    try:
-        return _TABLES[tokenizer]
-    except (KeyError, TypeError):  # TypeError: not weak-referenceable, so never cached
-        pass
+def _read_tables(tokenizer) -> _Tables:
     model = _bpe_model(tokenizer)
     ranks = {pair: rank for rank, pair in enumerate(_merge_list(model))}  # a pair listed twice keeps its last rank
-    tables = _Tables(ranks, model.pop("vocab"), {k: v for k, v in model.items() if k != "merges"})
-    try:
-        _TABLES[tokenizer] = tables
-    except TypeError:
-        pass
-    return tables
+    return _Tables(ranks, model.pop("vocab"), {k: v for k, v in model.items() if k != "merges"})
+
+
+_bpe_tables: PerObject[_Tables] = PerObject(_read_tables)  # per tokenizer, freed with it
 
 
 def merge_ranks(tokenizer) -> dict[Pair, int]:
