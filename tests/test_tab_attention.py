@@ -16,7 +16,7 @@ from explorer.analysis.attention.views import (
     pick,
     token_links_of,
 )
-from explorer.ui.context import AppContext, Selection
+from explorer.ui.context import AppContext, Selection, bind
 from explorer.ui.tabs import attention as tab
 from tests.plotly_json import message, title
 
@@ -204,3 +204,13 @@ def test_a_statistic_with_no_value_for_cross_attention_draws_one_that_has_and_sa
     assert "“previous_token” has no value here" in title and "two texts" in title and "entropy" in title
     fig, _ = tab.draw_statistics(app, t5, "self", "previous_token")  # defined for self-attention: drawn as asked
     assert np.isfinite(heatmap(fig)).all() and "no value" not in fig.layout.title.text
+
+
+def test_a_sub_tab_selected_before_any_analysis_draws_nothing(app, gpt2):
+    """Gradio selects the first sub-tab as the page mounts, before the first analysis returns: a throwaway figure
+    then cost the first real one a plotly render. Selected after an analysis, it draws and is remembered."""
+    select = tab.showing("head", bind(tab.draw_head, app))
+    skipped = select(None, "self", 0, 0, "weights")
+    assert skipped == (SKIP, SKIP)
+    fig, active = select(gpt2, "self", 0, 0, "weights")
+    assert active == "head" and heatmap(fig).shape[0] > 1

@@ -191,10 +191,14 @@ def on_screen(view: str, fn, n_outputs: int):
 
 
 def showing(view: str, fn):
-    """``fn`` for a sub-tab's select event: draw it and remember it is on screen."""
+    """``fn`` for a sub-tab's select event: draw it and remember it is on screen. Gradio selects the first
+    sub-tab as the page mounts, before the first analysis has returned: nothing is drawn then (a throwaway
+    figure, replaced a moment later, cost the page's first figure a plotly render)."""
 
-    def select(*args):
-        out = fn(*args)
+    def select(selection, *args):
+        if selection is None:
+            return (gr.skip(),) * (VIEW_OUTPUTS[view] + 1)
+        out = fn(selection, *args)
         return (*out, view) if isinstance(out, tuple) else (out, view)
 
     return select
