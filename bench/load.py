@@ -25,13 +25,18 @@ written down), so each endpoint's row also shows, at p95, the client's request t
 inputs, writing the figure) and the answer's way back (``back``); below it, how many server threads were
 runnable at once (sampled from ``/proc``), the CPUs the server used and the torch threads each handler ran with.
 
-``--compare`` runs the same classes against two servers in turn, "before" (``BEFORE``: the defaults, torch's
-own threads per model run and two long model runs at once) and "after" (``AFTER``: the candidate fix,
-``EXPLORER_TORCH_THREADS=1``, ``EXPLORER_MODEL_RUNS=1``; it did not help where it was measured, so it is not
-the default: docs/scaling.md), ``--repeats`` times interleaved, and prints every run's p50/p95 with the load
-average, then the ratio after/before of the p95s.
+``--compare`` runs the same classes against two servers in turn, "before" and "after" a fix (``COMPARISONS``),
+``--repeats`` times interleaved, and prints every run's p50/p95 with the load average, then the ratio
+after/before of the p95s. ``--compare replots`` (the default): re-plots through gradio's queue
+(``EXPLORER_UNQUEUED_REPLOTS=0``) against re-plots as one HTTP request each (``1``, the default setting).
+``--compare threads``: the defaults against one torch thread per model run and one long model run at once
+(``EXPLORER_TORCH_THREADS=1``, ``EXPLORER_MODEL_RUNS=1``; it did not help where it was measured: docs/scaling.md).
 
-    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real] [--compare] [--no-heavy]
+An endpoint the app serves outside gradio's queue (``queue=False``) is called as the browser calls it, one POST
+to ``/gradio_api/run/<name>`` in the simulated user's session (gradio_client would join the queue with it).
+
+    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real] [--compare [replots|threads]]
+                         [--no-heavy]
 
 Client-side HTTP timeouts are 120 s: a slow answer counts as latency; an error is a failed or ⚠️ answer.
 """
@@ -52,6 +57,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
 import psutil
 from gradio_client import Client
 
@@ -66,9 +72,12 @@ TEXTS = [
 MODELS = ["tiny-gpt2"] * 4 + ["tiny-t5"]  # most classes start with the decoder
 GENERATES = {"tiny-gpt2", "tiny-t5"}  # models whose sessions also sample and decode (encoders do not)
 REPLOT_GOAL = 1.0  # seconds, p95 of /attention
-# --compare: the defaults (torch's own threads per run, two long model runs at once) and the candidate fix
-BEFORE = {"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "2"}
-AFTER = {"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "1"}
+# --compare NAME: (before, after) server environments
+COMPARISONS = {
+    "replots": ({"EXPLORER_UNQUEUED_REPLOTS": "0"}, {"EXPLORER_UNQUEUED_REPLOTS": "1"}),
+    "threads": ({"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "2"},
+                {"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "1"}),
+}  # fmt: skip
 KNOBS = (0, 1.0, 0.0, 1.0, False)  # top-k, top-p, min-p, repetition penalty, greedy
 
 
@@ -91,8 +100,6 @@ def start_server(port: int, timings: Path, **variables: str) -> subprocess.Popen
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    import httpx
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
@@ -176,7 +183,7 @@ class Recorder:
             time.sleep(random.uniform(0.5, 1.5) * self.think)  # a student reads the last answer
         t0, sent = time.perf_counter(), time.time()
         try:
-            result = client.predict(*args, api_name=endpoint)
+            result = predict(client, endpoint, *args)
         except Exception as err:  # every failure counts, whatever its kind
             with self.lock:
                 self.errors.append(f"{endpoint}: {type(err).__name__}: {err}"[:300])
@@ -189,6 +196,31 @@ class Recorder:
             if "⚠️" in shown:
                 self.messages.append(f"{endpoint}: {shown[:160]}")
         return result
+
+
+def unqueued(client: Client, endpoint: str) -> int | None:
+    """The function index of ``endpoint`` when the app serves it outside gradio's queue (``queue=False``), else None."""
+    fn_index = client._infer_fn_index(endpoint, None)
+    dependency = next(d for i, d in enumerate(client.config["dependencies"]) if d.get("id", i) == fn_index)
+    return fn_index if dependency.get("queue") is False else None
+
+
+def predict(client: Client, endpoint: str, *args):
+    """What the browser does: an unqueued event is one POST to ``/gradio_api/run/<name>`` (gradio_client would
+    join the queue with it anyway), in the session of ``client``; any other event goes through gradio_client."""
+    fn_index = unqueued(client, endpoint)
+    if fn_index is None:
+        return client.predict(*args, api_name=endpoint)
+    http = getattr(client, "bench_http", None)
+    if http is None:  # one connection per simulated browser, kept alive as a browser keeps it
+        http = client.bench_http = httpx.Client(timeout=120)
+    data = client.endpoints[fn_index].insert_empty_state(*args)
+    body = {"data": list(data), "fn_index": fn_index, "session_hash": client.session_hash, "event_data": None}
+    answer = http.post(f"{client.src_prefixed}run{endpoint}", json=body)
+    payload = answer.json()
+    if answer.status_code != 200:
+        raise RuntimeError(f"HTTP {answer.status_code}: {payload.get('error') or payload}")
+    return payload["data"]
 
 
 def session(client: Client, rec: Recorder, rng: random.Random) -> None:
@@ -418,7 +450,8 @@ def main() -> None:
     parser.add_argument("--arrival", type=float, default=10.0, help="users arrive within this many seconds")
     parser.add_argument("--real", action="store_true", help="GPT-2-small- and BERT-base-shaped models")
     parser.add_argument("--no-heavy", dest="heavy", action="store_false", help="skip re-plots beside heavy work")
-    parser.add_argument("--compare", action="store_true", help="before and after the fix, interleaved")
+    parser.add_argument("--compare", nargs="?", const="replots", choices=sorted(COMPARISONS),
+                        help="before and after a fix, interleaved (default: replots)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=2, help="--compare: runs of each side")
     args = parser.parse_args()
     classes = [int(n) for n in str(args.users).split(",")]
@@ -426,10 +459,11 @@ def main() -> None:
         use_real_size_models()
     print(f"models: {', '.join(sorted(set(MODELS)))}")
     if args.compare:
+        before, after = COMPARISONS[args.compare]
         results = []
         for k in range(args.repeats):  # interleaved: before, after, before, after (the machine's load drifts)
-            results.append(measure(args, classes, BEFORE, f"before {k + 1}"))
-            results.append(measure(args, classes, AFTER, f"after {k + 1}"))
+            results.append(measure(args, classes, before, f"before {k + 1}"))
+            results.append(measure(args, classes, after, f"after {k + 1}"))
         compare_table(results, classes)
         return
     result = measure(args, classes, {}, "as configured")
