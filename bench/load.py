@@ -1,7 +1,8 @@
 """A classroom at once: 30 simulated students on one app, each doing a realistic session.
 
 Starts the app (``app.py``, bundled models) on loopback at a free port in a subprocess, then:
-1. baseline: one user alone runs the session once (per-endpoint latency with no contention);
+1. baseline: one user alone runs the session once (per-endpoint latency with no contention), then re-plots
+   60 times in a row: the CPU time one re-plot costs the server and the client (little affected by other load);
 2. load: ``--users`` threads, each with its own ``gradio_client`` session, arrive within ``--arrival``
    seconds and run ``--rounds`` sessions, pausing ``--think`` seconds (on average) between requests:
    analyze a text, change the attention head three times, look at the next-token distribution under
@@ -282,6 +283,26 @@ def replots_during_heavy_work(url: str, replots: int = 20) -> tuple[Recorder, Re
     return heavy, light
 
 
+def replot_cost(url: str, pid: int, replots: int = 60) -> dict:
+    """One session alone re-plotting ``replots`` times in a row: wall p50, and the CPU time each re-plot cost the
+    server process (all its threads) and this client. CPU time is what a class shares: it hardly depends on
+    the machine's other load, where the wall time does."""
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+    predict(client, "/analyze", MODELS[0], TEXTS[0], "")
+    predict(client, "/attention", "self", 0, 0, "weights")  # the first figure of the trace
+    server, me = psutil.Process(pid), psutil.Process()
+    server_cpu, my_cpu, walls = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2]), []
+    for i in range(replots):
+        t0 = time.perf_counter()
+        predict(client, "/attention", "self", i % 4, (i // 4) % 4, "weights")
+        walls.append(time.perf_counter() - t0)
+    return {
+        "wall": percentile(walls, 50),
+        "server_cpu": (sum(server.cpu_times()[:2]) - server_cpu) / replots,
+        "client_cpu": (sum(me.cpu_times()[:2]) - my_cpu) / replots,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -382,6 +403,10 @@ def measure(args, classes: list[int], variables: dict[str, str], label: str) -> 
         print(f"\n== {label}: {', '.join(f'{k}={v}' for k, v in variables.items()) or 'defaults'}; {load_average()}")
         print("alone (p50 ms): " + ", ".join(f"{e} {ms(t, 50)}" for e, t in alone.latency.items()))
         results["alone"] = {e: percentile(t, 50) for e, t in alone.latency.items()}
+        cost = results["replot"] = replot_cost(url, server.pid)
+        _, offset = read_timings(timings, offset)
+        print(f"one re-plot alone, 60 in a row: p50 {cost['wall'] * 1000:.0f} ms; CPU per re-plot: server "
+              f"{cost['server_cpu'] * 1000:.1f} ms, this client {cost['client_cpu'] * 1000:.1f} ms")  # fmt: skip
         for users in classes:
             loaded, mark, mine = Recorder(args.think), threads.mark(), sum(psutil.Process().cpu_times()[:2])
             wall = run_users(url, users, args.rounds, loaded, args.arrival)
@@ -437,9 +462,11 @@ def compare_table(results: list[dict], classes: list[int]) -> None:
         runs = [r for r in results if r["label"].startswith(side)]
         alone = {e: ", ".join(f"{r['alone'][e] * 1000:.0f}" for r in runs) for e in ("/attention", "/analyze")}
         peaks = ", ".join(f"{r['peak_mb']:,.0f}" for r in runs)
+        cost = "; ".join(f"p50 {r['replot']['wall'] * 1000:.0f} ms, server CPU {r['replot']['server_cpu'] * 1000:.1f} "
+                         f"ms, client CPU {r['replot']['client_cpu'] * 1000:.1f} ms" for r in runs)  # fmt: skip
         print(f"largest class with re-plots under {REPLOT_GOAL:g} s p95, {side}: "
               f"{', '.join(largest_fine(r) for r in runs)}; alone p50 /attention {alone['/attention']} ms, "
-              f"/analyze {alone['/analyze']} ms; peak memory {peaks} MB")  # fmt: skip
+              f"/analyze {alone['/analyze']} ms; peak memory {peaks} MB; one re-plot alone: {cost}")  # fmt: skip
 
 
 def main() -> None:

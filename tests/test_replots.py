@@ -43,7 +43,7 @@ def head_plot_events(config: dict, components: dict) -> list[dict]:
     """Events that draw the one-head figure when one of its controls changes (kind, layer, head, values)."""
     (head_plot,) = [i for i, c in components.items() if c["type"] == "plot" and c["props"].get("label") == "One head"]
     return [
-        d for d in config["dependencies"] if head_plot in d["outputs"] and [e for _, e in d["targets"]] == ["change"]
+        d for d in config["dependencies"] if d["outputs"] == [head_plot] and [e for _, e in d["targets"]] == ["change"]
     ]
 
 
