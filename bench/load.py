@@ -1,7 +1,8 @@
 """A classroom at once: 30 simulated students on one app, each doing a realistic session.
 
 Starts the app (``app.py``, bundled models) on loopback at a free port in a subprocess, then:
-1. baseline: one user alone runs the session once (per-endpoint latency with no contention);
+1. baseline: one user alone runs the session once (per-endpoint latency with no contention), then re-plots
+   60 times in a row: the CPU time one re-plot costs the server and the client (little affected by other load);
 2. load: ``--users`` threads, each with its own ``gradio_client`` session, arrive within ``--arrival``
    seconds and run ``--rounds`` sessions, pausing ``--think`` seconds (on average) between requests:
    analyze a text, change the attention head three times, look at the next-token distribution under
@@ -25,13 +26,18 @@ written down), so each endpoint's row also shows, at p95, the client's request t
 inputs, writing the figure) and the answer's way back (``back``); below it, how many server threads were
 runnable at once (sampled from ``/proc``), the CPUs the server used and the torch threads each handler ran with.
 
-``--compare`` runs the same classes against two servers in turn, "before" (``BEFORE``: the defaults, torch's
-own threads per model run and two long model runs at once) and "after" (``AFTER``: the candidate fix,
-``EXPLORER_TORCH_THREADS=1``, ``EXPLORER_MODEL_RUNS=1``; it did not help where it was measured, so it is not
-the default: docs/scaling.md), ``--repeats`` times interleaved, and prints every run's p50/p95 with the load
-average, then the ratio after/before of the p95s.
+``--compare`` runs the same classes against two servers in turn, "before" and "after" a fix (``COMPARISONS``),
+``--repeats`` times interleaved, and prints every run's p50/p95 with the load average, then the ratio
+after/before of the p95s. ``--compare replots`` (the default): re-plots through gradio's queue
+(``EXPLORER_UNQUEUED_REPLOTS=0``) against re-plots as one HTTP request each (``1``, the default setting).
+``--compare threads``: the defaults against one torch thread per model run and one long model run at once
+(``EXPLORER_TORCH_THREADS=1``, ``EXPLORER_MODEL_RUNS=1``; it did not help where it was measured: docs/scaling.md).
 
-    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real] [--compare] [--no-heavy]
+An endpoint the app serves outside gradio's queue (``queue=False``) is called as the browser calls it, one POST
+to ``/gradio_api/run/<name>`` in the simulated user's session (gradio_client would join the queue with it).
+
+    python bench/load.py [--users 30] [--rounds 1] [--think 1.0] [--arrival 10] [--real] [--compare [replots|threads]]
+                         [--no-heavy]
 
 Client-side HTTP timeouts are 120 s: a slow answer counts as latency; an error is a failed or ⚠️ answer.
 """
@@ -52,6 +58,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
 import psutil
 from gradio_client import Client
 
@@ -66,9 +73,12 @@ TEXTS = [
 MODELS = ["tiny-gpt2"] * 4 + ["tiny-t5"]  # most classes start with the decoder
 GENERATES = {"tiny-gpt2", "tiny-t5"}  # models whose sessions also sample and decode (encoders do not)
 REPLOT_GOAL = 1.0  # seconds, p95 of /attention
-# --compare: the defaults (torch's own threads per run, two long model runs at once) and the candidate fix
-BEFORE = {"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "2"}
-AFTER = {"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "1"}
+# --compare NAME: (before, after) server environments
+COMPARISONS = {
+    "replots": ({"EXPLORER_UNQUEUED_REPLOTS": "0"}, {"EXPLORER_UNQUEUED_REPLOTS": "1"}),
+    "threads": ({"EXPLORER_TORCH_THREADS": "0", "EXPLORER_MODEL_RUNS": "2"},
+                {"EXPLORER_TORCH_THREADS": "1", "EXPLORER_MODEL_RUNS": "1"}),
+}  # fmt: skip
 KNOBS = (0, 1.0, 0.0, 1.0, False)  # top-k, top-p, min-p, repetition penalty, greedy
 
 
@@ -91,8 +101,6 @@ def start_server(port: int, timings: Path, **variables: str) -> subprocess.Popen
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    import httpx
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
@@ -176,7 +184,7 @@ class Recorder:
             time.sleep(random.uniform(0.5, 1.5) * self.think)  # a student reads the last answer
         t0, sent = time.perf_counter(), time.time()
         try:
-            result = client.predict(*args, api_name=endpoint)
+            result = predict(client, endpoint, *args)
         except Exception as err:  # every failure counts, whatever its kind
             with self.lock:
                 self.errors.append(f"{endpoint}: {type(err).__name__}: {err}"[:300])
@@ -189,6 +197,31 @@ class Recorder:
             if "⚠️" in shown:
                 self.messages.append(f"{endpoint}: {shown[:160]}")
         return result
+
+
+def unqueued(client: Client, endpoint: str) -> int | None:
+    """The function index of ``endpoint`` when the app serves it outside gradio's queue (``queue=False``), else None."""
+    fn_index = client._infer_fn_index(endpoint, None)
+    dependency = next(d for i, d in enumerate(client.config["dependencies"]) if d.get("id", i) == fn_index)
+    return fn_index if dependency.get("queue") is False else None
+
+
+def predict(client: Client, endpoint: str, *args):
+    """What the browser does: an unqueued event is one POST to ``/gradio_api/run/<name>`` (gradio_client would
+    join the queue with it anyway), in the session of ``client``; any other event goes through gradio_client."""
+    fn_index = unqueued(client, endpoint)
+    if fn_index is None:
+        return client.predict(*args, api_name=endpoint)
+    http = getattr(client, "bench_http", None)
+    if http is None:  # one connection per simulated browser, kept alive as a browser keeps it
+        http = client.bench_http = httpx.Client(timeout=120)
+    data = client.endpoints[fn_index].insert_empty_state(*args)
+    body = {"data": list(data), "fn_index": fn_index, "session_hash": client.session_hash, "event_data": None}
+    answer = http.post(f"{client.src_prefixed}run{endpoint}", json=body)
+    payload = answer.json()
+    if answer.status_code != 200:
+        raise RuntimeError(f"HTTP {answer.status_code}: {payload.get('error') or payload}")
+    return payload["data"]
 
 
 def session(client: Client, rec: Recorder, rng: random.Random) -> None:
@@ -248,6 +281,26 @@ def replots_during_heavy_work(url: str, replots: int = 20) -> tuple[Recorder, Re
     for t in threads:
         t.join()
     return heavy, light
+
+
+def replot_cost(url: str, pid: int, replots: int = 60) -> dict:
+    """One session alone re-plotting ``replots`` times in a row: wall p50, and the CPU time each re-plot cost the
+    server process (all its threads) and this client. CPU time is what a class shares: it hardly depends on
+    the machine's other load, where the wall time does."""
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+    predict(client, "/analyze", MODELS[0], TEXTS[0], "")
+    predict(client, "/attention", "self", 0, 0, "weights")  # the first figure of the trace
+    server, me = psutil.Process(pid), psutil.Process()
+    server_cpu, my_cpu, walls = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2]), []
+    for i in range(replots):
+        t0 = time.perf_counter()
+        predict(client, "/attention", "self", i % 4, (i // 4) % 4, "weights")
+        walls.append(time.perf_counter() - t0)
+    return {
+        "wall": percentile(walls, 50),
+        "server_cpu": (sum(server.cpu_times()[:2]) - server_cpu) / replots,
+        "client_cpu": (sum(me.cpu_times()[:2]) - my_cpu) / replots,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -350,6 +403,10 @@ def measure(args, classes: list[int], variables: dict[str, str], label: str) -> 
         print(f"\n== {label}: {', '.join(f'{k}={v}' for k, v in variables.items()) or 'defaults'}; {load_average()}")
         print("alone (p50 ms): " + ", ".join(f"{e} {ms(t, 50)}" for e, t in alone.latency.items()))
         results["alone"] = {e: percentile(t, 50) for e, t in alone.latency.items()}
+        cost = results["replot"] = replot_cost(url, server.pid)
+        _, offset = read_timings(timings, offset)
+        print(f"one re-plot alone, 60 in a row: p50 {cost['wall'] * 1000:.0f} ms; CPU per re-plot: server "
+              f"{cost['server_cpu'] * 1000:.1f} ms, this client {cost['client_cpu'] * 1000:.1f} ms")  # fmt: skip
         for users in classes:
             loaded, mark, mine = Recorder(args.think), threads.mark(), sum(psutil.Process().cpu_times()[:2])
             wall = run_users(url, users, args.rounds, loaded, args.arrival)
@@ -405,9 +462,11 @@ def compare_table(results: list[dict], classes: list[int]) -> None:
         runs = [r for r in results if r["label"].startswith(side)]
         alone = {e: ", ".join(f"{r['alone'][e] * 1000:.0f}" for r in runs) for e in ("/attention", "/analyze")}
         peaks = ", ".join(f"{r['peak_mb']:,.0f}" for r in runs)
+        cost = "; ".join(f"p50 {r['replot']['wall'] * 1000:.0f} ms, server CPU {r['replot']['server_cpu'] * 1000:.1f} "
+                         f"ms, client CPU {r['replot']['client_cpu'] * 1000:.1f} ms" for r in runs)  # fmt: skip
         print(f"largest class with re-plots under {REPLOT_GOAL:g} s p95, {side}: "
               f"{', '.join(largest_fine(r) for r in runs)}; alone p50 /attention {alone['/attention']} ms, "
-              f"/analyze {alone['/analyze']} ms; peak memory {peaks} MB")  # fmt: skip
+              f"/analyze {alone['/analyze']} ms; peak memory {peaks} MB; one re-plot alone: {cost}")  # fmt: skip
 
 
 def main() -> None:
@@ -418,7 +477,8 @@ def main() -> None:
     parser.add_argument("--arrival", type=float, default=10.0, help="users arrive within this many seconds")
     parser.add_argument("--real", action="store_true", help="GPT-2-small- and BERT-base-shaped models")
     parser.add_argument("--no-heavy", dest="heavy", action="store_false", help="skip re-plots beside heavy work")
-    parser.add_argument("--compare", action="store_true", help="before and after the fix, interleaved")
+    parser.add_argument("--compare", nargs="?", const="replots", choices=sorted(COMPARISONS),
+                        help="before and after a fix, interleaved (default: replots)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=2, help="--compare: runs of each side")
     args = parser.parse_args()
     classes = [int(n) for n in str(args.users).split(",")]
@@ -426,10 +486,11 @@ def main() -> None:
         use_real_size_models()
     print(f"models: {', '.join(sorted(set(MODELS)))}")
     if args.compare:
+        before, after = COMPARISONS[args.compare]
         results = []
         for k in range(args.repeats):  # interleaved: before, after, before, after (the machine's load drifts)
-            results.append(measure(args, classes, BEFORE, f"before {k + 1}"))
-            results.append(measure(args, classes, AFTER, f"after {k + 1}"))
+            results.append(measure(args, classes, before, f"before {k + 1}"))
+            results.append(measure(args, classes, after, f"after {k + 1}"))
         compare_table(results, classes)
         return
     result = measure(args, classes, {}, "as configured")

@@ -24,6 +24,7 @@ variable                    default                                 field
 ``EXPLORER_LORA_PER_CLIENT`` 16                                     ``lora_per_client``
 ``EXPLORER_TORCH_THREADS``  0 (torch's own: one per core)          ``torch_threads``
 ``EXPLORER_MODEL_RUNS``     2                                       ``model_runs``
+``EXPLORER_UNQUEUED_REPLOTS`` 1 (re-plots skip gradio's queue)        ``unqueued_replots``
 ``EXPLORER_ANALYTICS``      off                                     ``analytics``
 ``EXPLORER_NDIF_API_KEY``   none                                    ``ndif_api_key`` (never shown)
 ``HF_HUB_OFFLINE``          off                                     ``hub_offline``
@@ -75,6 +76,7 @@ class Settings:
     lora_per_client: int = 16  # fine-tunes one client address may hold at once
     torch_threads: int = 0  # intra-op threads of each model run (0: torch's default, one per core); see run.py
     model_runs: int = 2  # long model work (decoding comparisons, attribution, interventions...) at once; others queue
+    unqueued_replots: bool = True  # re-plots from a kept trace are one HTTP request each, not gradio's queue
     analytics: bool = False  # gradio's telemetry (also on when gradio's own GRADIO_ANALYTICS_ENABLED is)
     hub_offline: bool = False  # HF_HUB_OFFLINE: never try the network
     ndif_api_key: str = field(default="", repr=False)  # catalogue models marked "remote": "ndif" run on NDIF
@@ -169,6 +171,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EXPLORER_LORA_PER_CLIENT": ("lora_per_client", _number("fine-tunes per client", whole=True, minimum=1)),
     "EXPLORER_TORCH_THREADS": ("torch_threads", _number("threads", whole=True)),
     "EXPLORER_MODEL_RUNS": ("model_runs", _number("model runs at once", whole=True, minimum=1)),
+    "EXPLORER_UNQUEUED_REPLOTS": ("unqueued_replots", _flag),
     "EXPLORER_ANALYTICS": ("analytics", _flag),
     "EXPLORER_NDIF_API_KEY": ("ndif_api_key", _secret),
     "HF_HUB_OFFLINE": ("hub_offline", _flag),

@@ -2,12 +2,13 @@
 
     python -m explorer.ui.timings OUT.jsonl
 
-One JSON line per finished queued event: its endpoint and concurrency group, its wait in gradio's queue
+One JSON line per finished event, queued or not (``queue=False``: a plain HTTP request): its endpoint and concurrency group, its wait in gradio's queue
 (``queue``), the whole event (``event``: reading the inputs, the handler, writing the outputs), the handler's
 wall time and the CPU time of the thread that ran it (``handler``, ``cpu``; functions that are not generators),
 the torch threads it ran with, the run cache's hits and misses so far, the session, and the wall-clock times it
 joined the queue and finished (``joined``, ``done``), so a client can tell its own round trip apart.
-Only for measuring: it patches gradio's queue in this process.
+An unqueued event has no wait in the queue (``queue`` 0, group ``unqueued``); its ``joined`` is the time gradio's
+route began it. Only for measuring: it patches gradio's queue and its call of an event in this process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from explorer.core.settings import settings
 def serve(out_path: Path) -> None:
     settings()  # as app.py: a bad EXPLORER_* value stops here
     import gradio.queueing
+    import gradio.route_utils
 
     from explorer.core.run import use_torch_threads
     from explorer.ui.app import build_app, launch
@@ -73,6 +75,25 @@ def serve(out_path: Path) -> None:
                 out.write(json.dumps(row) + "\n")
 
     gradio.queueing.Queue.process_events = process_events_timed
+    call_process_api = gradio.route_utils.call_process_api
+
+    async def call_process_api_timed(*args, **kwargs):
+        """An unqueued event (``queue=False``: gradio's POST route calls this with no event id; the queue, with one)."""
+        body, fn = kwargs["body"], kwargs["fn"]
+        if body.event_id is not None:  # the queue's call, timed above
+            return await call_process_api(*args, **kwargs)
+        row = {"endpoint": f"/{fn.api_name}", "queue": 0.0, "group": "unqueued", "session": body.session_hash,
+               "joined": time.time()}  # fmt: skip
+        current.set(row)
+        t0 = time.perf_counter()
+        try:
+            return await call_process_api(*args, **kwargs)
+        finally:
+            row.update(event=time.perf_counter() - t0, misses=ctx.cache.misses, hits=ctx.cache.hits, done=time.time())
+            with lock:
+                out.write(json.dumps(row) + "\n")
+
+    gradio.route_utils.call_process_api = call_process_api_timed
     launch(demo)
 
 

@@ -27,6 +27,7 @@ from explorer.core.trace import KIND_NAMES
 from explorer.plots.attention import attention_grid, attention_heatmap, statistic_heatmap, token_links
 from explorer.plots.text import message_figure
 from explorer.ui.context import AppContext, Selection, about, bind, guarded, md_escape, warning
+from explorer.ui.replots import replot
 
 EXPLANATION = """Each token's **query** is compared with every token's **key**: a dot product scaled by \
 1/√d<sub>k</sub> (so scores do not grow with the head width). A **softmax** turns each row of scores into \
@@ -278,24 +279,29 @@ def build(ctx: AppContext, shared) -> None:
         [*selectors, active, values, statistic, n_new, step],
         [kind, layer, head, *head_out, *grid_out, *links_out, *stats_out, *step_out],
     )
+    redraw = replot(ctx.settings)  # re-plots from the kept trace: one HTTP request each, not the queue
     # Selecting a sub-tab draws it; these are also the named API endpoints for gradio_client users.
-    head_tab.select(showing("head", draw["head"]), head_in, [*head_out, active], api_name="attention")
-    grid_tab.select(showing("grid", draw["grid"]), grid_in, [*grid_out, active], api_name="attention_grid")
-    links_tab.select(showing("links", draw["links"]), links_in, [*links_out, active], api_name="token_links")
+    head_tab.select(showing("head", draw["head"]), head_in, [*head_out, active], api_name="attention", **redraw)
+    grid_tab.select(showing("grid", draw["grid"]), grid_in, [*grid_out, active], api_name="attention_grid", **redraw)
+    links_tab.select(showing("links", draw["links"]), links_in, [*links_out, active], api_name="token_links", **redraw)
     stats_out_active = [*stats_out, active]
-    stats_tab.select(showing("statistics", draw["statistics"]), stats_in, stats_out_active, api_name="head_statistics")
+    stats_tab.select(
+        showing("statistics", draw["statistics"]), stats_in, stats_out_active, api_name="head_statistics", **redraw
+    )
     step_out_active = [*step_out, active]
     gen_tab.select(showing("generation", draw["generation"]), step_in, step_out_active, api_name="generation_attention")
     always_last = {"trigger_mode": "always_last", "api_name": False}
     for control in (kind, layer, head, values):
-        control.change(on_screen("head", draw["head"], 1), [active, *head_in], head_out, **always_last)
-    kind.change(on_screen("grid", draw["grid"], 2), [active, *grid_in], grid_out, **always_last)
+        control.change(on_screen("head", draw["head"], 1), [active, *head_in], head_out, **always_last, **redraw)
+    kind.change(on_screen("grid", draw["grid"], 2), [active, *grid_in], grid_out, **always_last, **redraw)
     opened = [layer, head, views, active, head_plot]
-    open_head.input(bind(open_selected, ctx), [open_head, shared.state, kind, values], opened, api_name=False)
+    open_head.input(bind(open_selected, ctx), [open_head, shared.state, kind, values], opened, api_name=False, **redraw)
     for control in (kind, layer, head, query, heads):
-        control.change(on_screen("links", draw["links"], 3), [active, *links_in], links_out, **always_last)
+        control.change(on_screen("links", draw["links"], 3), [active, *links_in], links_out, **always_last, **redraw)
     for control in (kind, statistic):
-        control.change(on_screen("statistics", draw["statistics"], 2), [active, *stats_in], stats_out, **always_last)
+        control.change(
+            on_screen("statistics", draw["statistics"], 2), [active, *stats_in], stats_out, **always_last, **redraw
+        )
     generate.click(lambda: 1, None, step, api_name=False).then(draw["generation"], step_in, step_out, api_name=False)
     for control in (step, layer, head):
         control.change(on_screen("generation", draw["generation"], 3), [active, *step_in], step_out, **always_last)
