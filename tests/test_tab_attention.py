@@ -201,7 +201,7 @@ def test_a_statistic_with_no_value_for_cross_attention_draws_one_that_has_and_sa
     fig, rows = tab.draw_statistics(app, t5, "cross", "previous_token")
     assert np.isfinite(heatmap(fig)).all() and rows
     title = fig.layout.title.text
-    assert "“previous_token” has no value here" in title and "two texts" in title and "entropy" in title
+    assert "previous_token: none for two texts" in title and "entropy: Entropy" in title
     fig, _ = tab.draw_statistics(app, t5, "self", "previous_token")  # defined for self-attention: drawn as asked
     assert np.isfinite(heatmap(fig)).all() and "no value" not in fig.layout.title.text
 

@@ -119,7 +119,7 @@ def draw_statistics(ctx: AppContext, selection, kind_v, statistic_v):
     shown = statistic_v
     if np.isnan(stats.values[statistic_v]).all():  # "previous token" compares positions: cross-attention has two texts
         shown = next(name for name in STATISTICS if not np.isnan(stats.values[name]).all())
-        title = f"“{statistic_v}” has no value here (queries and keys are two texts), so {shown} · {title}"
+        title = f"{statistic_v}: none for two texts · {title}"  # one line on a phone; the next names what is shown
     fig = statistic_heatmap(stats.values[shown], shown, STATISTICS[shown], title)
     return fig, stats.rows
 
