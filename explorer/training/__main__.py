@@ -46,6 +46,16 @@ def previous_run(out: Path, recipe) -> dict:
             "final_train_loss": last_loss, "stages": [*stages, stage]}  # fmt: skip
 
 
+def earlier_stages(previous: dict) -> list[dict]:
+    """The stages of the runs a resumed run continues; a single run's card gives its dropout to its stage."""
+    if not previous:
+        return []
+    stages = previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}])
+    if len(stages) == 1 and "dropout" in previous:
+        return [{"dropout": previous["dropout"], **stages[0]}]
+    return stages
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Train one of the bundled models from scratch.")
     parser.add_argument("--family", choices=list(recipes.RECIPES), required=True)
@@ -151,7 +161,7 @@ def main(argv=None) -> None:
         tokenizer=recipe.tokenizer_kind,
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
-        stages=[*previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else []),
+        stages=[*earlier_stages(previous),
                 *([{"steps": steps_run, "lr": recipe.lr, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),

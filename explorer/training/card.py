@@ -172,6 +172,12 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
     return lines
 
 
+def dropouts(metrics: dict) -> str:
+    """The dropout of each stage, "0.1, then 0.0" when a resumed stage changed it."""
+    rates = [st["dropout"] for st in metrics.get("stages") or [] if "dropout" in st]
+    return ", then ".join(str(r) for r in dict.fromkeys(rates)) if rates else str(metrics.get("dropout", 0.1))
+
+
 def write_card(
     out: Path, family: str, metrics: dict, model, tokenizer, corpus_text: str, sample_list, licences=None
 ) -> None:
@@ -193,6 +199,8 @@ def write_card(
     commands = "\n".join(
         f"    python -m explorer.training --family {family} --steps {st['steps']}"
         + (f" --resume --lr {st['lr']}" if i else first)
+        + (f" --dropout {st['dropout']}" if "dropout" in st else "")
+        + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")
         + (" --shape draft" if draft_for and not i else "")
         + (f" --tokenizer-from {metrics['tokenizer_from']}" if metrics.get("tokenizer_from") and not i else "")
         + f" --out models/{out.name}"
@@ -240,7 +248,7 @@ tags: [llm-explorer, {family}]
 - Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus" + (f" (the one in `{metrics['tokenizer_from']}`, reused)" if metrics.get("tokenizer_from") else "")}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
-- Training: warm-up {metrics.get("warmup", "?")} steps, dropout {metrics.get("dropout", 0.1)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
+- Training: warm-up {metrics.get("warmup", "?")} steps, dropout {dropouts(metrics)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {metrics["lr"]},
   {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
