@@ -209,8 +209,12 @@ def test_a_statistic_with_no_value_for_cross_attention_draws_one_that_has_and_sa
 def test_a_sub_tab_selected_before_any_analysis_draws_nothing(app, gpt2):
     """Gradio selects the first sub-tab as the page mounts, before the first analysis returns: a throwaway figure
     then cost the first real one a plotly render. Selected after an analysis, it draws and is remembered."""
+    import gradio as gr
+
     select = tab.showing("head", bind(tab.draw_head, app))
-    skipped = select(None, "self", 0, 0, "weights")
-    assert skipped == (SKIP, SKIP)
-    fig, active = select(gpt2, "self", 0, 0, "weights")
+    clicked = gr.EventData(None, {"value": "One head", "index": 0})  # what the browser sends
+    assert select(clicked, None, "self", 0, 0, "weights") == (SKIP, SKIP)
+    fig, active = select(clicked, gpt2, "self", 0, 0, "weights")
     assert active == "head" and heatmap(fig).shape[0] > 1
+    fig, _ = select(gr.EventData(None, None), None, "self", 0, 0, "weights")  # an API call: a sentence
+    assert "Analyze a text" in message(fig)

@@ -196,8 +196,8 @@ def showing(view: str, fn):
     sub-tab as the page mounts, before the first analysis has returned: nothing is drawn then (a throwaway
     figure, replaced a moment later, cost the page's first figure a plotly render)."""
 
-    def select(selection, *args):
-        if selection is None:
+    def select(event: gr.EventData, selection, *args):
+        if selection is None and getattr(event, "_data", None):  # the browser's select (an API call has no data)
             return (gr.skip(),) * (VIEW_OUTPUTS[view] + 1)
         out = fn(selection, *args)
         return (*out, view) if isinstance(out, tuple) else (out, view)
