@@ -339,11 +339,11 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         triggers = [button.click, text.submit, target.submit, model.input]
         inputs = [model, text, target, state]
         gr.on(triggers, analyze, inputs, [state, status], api_name="analyze", **run_model)
-        # On page load: restore what a share link holds, then analyze.
-        restored.then(analyze, inputs, [state, status], api_name=False, **run_model)
+        analyze_after = partial(then_analyze, analyze, inputs, [state, status], run_model)
+        analyze_after(restored)  # on page load: restore what a share link holds, then analyze
         restored.then(None, js=WARM_FIGURES_JS, api_name=False)
         # e.g. the presets, the Training tab opening its model: analyzed like a picked model
-        shared.analysis_ready(partial(then_analyze, analyze, inputs, [state, status], run_model))
+        shared.analysis_ready(analyze_after)
     return refuse_bad_inputs(demo)  # every event's inputs checked once, before any handler
 
 
