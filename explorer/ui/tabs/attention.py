@@ -291,17 +291,16 @@ def build(ctx: AppContext, shared) -> None:
     step_out_active = [*step_out, active]
     gen_tab.select(showing("generation", draw["generation"]), step_in, step_out_active, api_name="generation_attention")
     always_last = {"trigger_mode": "always_last", "api_name": False}
+    redrawn = {**always_last, **redraw}  # a control's change re-plots from the kept trace
     for control in (kind, layer, head, values):
-        control.change(on_screen("head", draw["head"], 1), [active, *head_in], head_out, **always_last, **redraw)
-    kind.change(on_screen("grid", draw["grid"], 2), [active, *grid_in], grid_out, **always_last, **redraw)
+        control.change(on_screen("head", draw["head"], 1), [active, *head_in], head_out, **redrawn)
+    kind.change(on_screen("grid", draw["grid"], 2), [active, *grid_in], grid_out, **redrawn)
     opened = [layer, head, views, active, head_plot]
     open_head.input(bind(open_selected, ctx), [open_head, shared.state, kind, values], opened, api_name=False, **redraw)
     for control in (kind, layer, head, query, heads):
-        control.change(on_screen("links", draw["links"], 3), [active, *links_in], links_out, **always_last, **redraw)
+        control.change(on_screen("links", draw["links"], 3), [active, *links_in], links_out, **redrawn)
     for control in (kind, statistic):
-        control.change(
-            on_screen("statistics", draw["statistics"], 2), [active, *stats_in], stats_out, **always_last, **redraw
-        )
+        control.change(on_screen("statistics", draw["statistics"], 2), [active, *stats_in], stats_out, **redrawn)
     generate.click(lambda: 1, None, step, api_name=False).then(draw["generation"], step_in, step_out, api_name=False)
     for control in (step, layer, head):
         control.change(on_screen("generation", draw["generation"], 3), [active, *step_in], step_out, **always_last)
