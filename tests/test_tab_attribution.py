@@ -52,3 +52,10 @@ def test_stop_sets_only_the_requesting_sessions_flag():
     with tab.STOPS.running(Request("a")) as stop_a, tab.STOPS.running(Request("b")) as stop_b:
         tab.STOPS.stop(Request("a"))  # what the Stop button calls (tests/test_stops.py: through the app)
         assert stop_a() and not stop_b()
+
+
+def test_one_explained_row_is_one_row_not_one_rows(ctx):
+    updates = list(tab.matrix_view(ctx, Selection("tiny-t5", "Let there be light."), "saliency", "probability",
+                                   "pad", 1, 4, None))  # fmt: skip
+    note, _ = updates[-1]
+    assert " 1 row " in note and "1 rows" not in note  # the note read "1 rows"

@@ -129,7 +129,7 @@ def matrix_view(
     cut = f" (the first {shown} of {len(task.predictions)})" if shown < len(task.predictions) else ""
     deltas = [abs(d) for d in matrix.deltas if d is not None]
     worst = f" · largest convergence delta {max(deltas):.2g}" if deltas else ""
-    note = f"{md_escape(task.note)} {shown} rows{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
+    note = f"{md_escape(task.note)} {shown} row{'s' if shown != 1 else ''}{cut} · {METHODS[a_v].name} · {SIGN_NOTE}{worst}."
     title = f"{METHODS[a_v].name} · {output_v} of each explained token · {about(selection)}"
     yield note, attribution_heatmap(matrix.scores, list(matrix.row_labels), list(matrix.column_labels), title)
 
