@@ -100,6 +100,25 @@ def test_an_exception_is_raised_to_every_waiter_and_not_cached():
     assert len(calls) == 1
 
 
+def test_a_value_that_cannot_be_sized_is_an_error_and_leaves_no_lock_behind():
+    """Sizing ran under the cache's lock after the computation, outside its clean-up: a failure there left the
+    key's lock held, and every later request for that key waited for ever."""
+    sizes = iter([TypeError("cannot size this value")])
+
+    def size(value):
+        error = next(sizes, None)
+        if error:
+            raise error
+        return 1
+
+    cache = BoundedCache(max_bytes=10, size=size)
+    with pytest.raises(TypeError, match="cannot size"):
+        cache.get("k", lambda: 1)
+    assert cache.computing == [] and "k" not in cache
+    results, errors = in_threads(1, lambda i: cache.get("k", lambda: 2))  # joins with a timeout: a hang fails
+    assert results == [2] and errors == [None]
+
+
 def test_locks_do_not_leak_over_many_keys():
     cache = BoundedCache(max_bytes=10, size=lambda v: 1)
     for key in range(200):

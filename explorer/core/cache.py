@@ -78,18 +78,19 @@ class BoundedCache(Generic[V]):
             # stored (or already evicted again): look again
         try:
             value = compute()
+            nbytes = int(self._size(value))  # outside the lock, and a failure here is the computation's
         except BaseException as err:
             flight.error = err
+            raise
+        else:
+            with self._lock:
+                self.misses += 1
+                self._items[key] = (value, nbytes)
+                self._evict(keep=key)
+        finally:  # whatever happened, the key's waiters are let go: no lock outlives its computation
             with self._lock:
                 del self._flights[key]
             flight.lock.release()
-            raise
-        with self._lock:
-            self.misses += 1
-            self._items[key] = (value, int(self._size(value)))
-            self._evict(keep=key)
-            del self._flights[key]
-        flight.lock.release()
         return value, True
 
     def peek(self, key: Hashable) -> V | None:
