@@ -105,3 +105,17 @@ def looks_byte_level(tokens) -> bool:
     stand_ins = {c for c, b in byte_decoder().items() if ord(c) != b}
     pieces = [t.piece for t in tokens if not t.special]
     return any(stand_ins.intersection(p) for p in pieces) and all(piece_bytes(p) is not None for p in pieces)
+
+
+def output_words(tokenizer, ids: list[int], text: str) -> str:
+    """A model's own greedy output ``text`` (decoded from ``ids``, special tokens dropped) as a view quotes it.
+
+    An encoder-decoder trained on span infill answers a text without sentinels with special tokens only: that
+    is said, with the tokens and what the model answers instead, rather than an empty quote.
+    """
+    if text.strip():
+        return f"“{text}”"
+    wrote = " ".join(token_label(tokenizer, i) for i in ids) or "nothing"
+    sentinel = "<extra_id_0>"
+    hint = f" (it fills the spans a text marks with sentinels: try one such as {sentinel})"
+    return f"no words, only {wrote}{hint if sentinel in tokenizer.get_vocab() else ''}"

@@ -13,6 +13,7 @@ from explorer.analysis.lora.files import MAX_FILE_BYTES
 from explorer.core.run import binary_note, check_text, use_torch_threads
 from explorer.core.settings import settings
 from explorer.core.spec import FAMILY_NAMES
+from explorer.core.tokens import output_words
 from explorer.plots.text import shorten
 from explorer.ui.context import AppContext, Selection, bind, md_escape, user_message, warning
 from explorer.ui.export import export_panel
@@ -129,7 +130,9 @@ def summary(ctx: AppContext, selection: Selection) -> str:
     if trace.meta.get("truncated"):
         note = f" The text was cut to its first {trace.meta['max_tokens']} tokens."
     if trace.meta.get("target_source") == "generated":
-        note += f" Target: the model's own greedy output, “{md_escape(trace.texts['target'])}”."
+        target = [t.id for t in trace.tokens["target"][1:]]  # after the decoder's start token
+        output = output_words(lm.tokenizer, target, trace.texts["target"])
+        note += f" Target: the model's own greedy output: {md_escape(output)}."
     return (
         f"**{md_escape(lm.spec.key)}** · {FAMILY_NAMES[lm.spec.family]} · {lm.spec.n_layers} layers × {lm.spec.n_heads} heads"
         f" · {counts}.{note}"

@@ -36,7 +36,7 @@ from explorer.core.errors import ExplorerError, InputError
 from explorer.core.limits import MAX_EXPLAINED_TOKENS
 from explorer.core.loading import LoadedModel
 from explorer.core.run import check_text
-from explorer.core.tokens import token_rows
+from explorer.core.tokens import output_words, token_rows
 
 MAX_INPUT_TOKENS = 64  # a prompt, source or masked text longer than this is refused
 MAX_MATRIX_ROWS = 16  # explained outputs in one generation matrix
@@ -138,7 +138,9 @@ def predictions_of(lm: LoadedModel, text: str, new_tokens: int = 8) -> Task:
         Prediction(tuple(ids), len(start) + k - 1, tok, _step_label(k, shown[k]), tuple(start + new[:k]))
         for k, tok in enumerate(new)
     )
-    return Task(False, preds, _labels(lm, ids), f"The model's greedy output: “{out.text}”.")
+    return Task(
+        False, preds, _labels(lm, ids), f"The model's greedy output: {output_words(lm.tokenizer, new, out.text)}."
+    )
 
 
 def _step_label(k: int, shown: str) -> str:
