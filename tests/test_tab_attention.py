@@ -206,15 +206,19 @@ def test_a_statistic_with_no_value_for_cross_attention_draws_one_that_has_and_sa
     assert np.isfinite(heatmap(fig)).all() and "no value" not in fig.layout.title.text
 
 
-def test_a_sub_tab_selected_before_any_analysis_draws_nothing(app, gpt2):
-    """Gradio selects the first sub-tab as the page mounts, before the first analysis returns: a throwaway figure
-    then cost the first real one a plotly render. Selected after an analysis, it draws and is remembered."""
+def test_a_sub_tab_selected_before_any_analysis_or_already_on_screen_draws_nothing(app, gpt2):
+    """Gradio selects the sub-tab on screen as the Attention tab mounts: before the first analysis a throwaway
+    figure cost the first real one a plotly render; after one, the tab's own drawing on opening drew it a second
+    time. A sub-tab picked from another one draws and is remembered; an API call always draws."""
     import gradio as gr
 
     select = tab.showing("head", bind(tab.draw_head, app))
     clicked = gr.EventData(None, {"value": "One head", "index": 0})  # what the browser sends
-    assert select(clicked, None, "self", 0, 0, "weights") == (SKIP, SKIP)
-    fig, active = select(clicked, gpt2, "self", 0, 0, "weights")
+    assert select(clicked, "head", None, "self", 0, 0, "weights") == (SKIP, SKIP)  # mounted before an analysis
+    assert select(clicked, "head", gpt2, "self", 0, 0, "weights") == (SKIP, SKIP)  # mounted: the tab draws it
+    fig, active = select(clicked, "grid", gpt2, "self", 0, 0, "weights")  # back from "All heads"
     assert active == "head" and heatmap(fig).shape[0] > 1
-    fig, _ = select(gr.EventData(None, None), None, "self", 0, 0, "weights")  # an API call: a sentence
+    fig, _ = select(gr.EventData(None, None), "head", gpt2, "self", 0, 0, "weights")  # an API call draws
+    assert heatmap(fig).shape[0] > 1
+    fig, _ = select(gr.EventData(None, None), "head", None, "self", 0, 0, "weights")  # ... or says why not
     assert "Analyze a text" in message(fig)

@@ -190,3 +190,37 @@ def test_a_lesson_preset_puts_its_text_in_the_box_and_analyzes_it(open_page):
             && (el.layout?.title?.text || '').includes('trophy'))""",
         timeout=PLOT_TIMEOUT,
     )
+
+
+def test_opening_attention_after_an_analysis_draws_its_figure_once(open_page):
+    """The sub-tab select gradio fires as the Attention tab mounts, and the tab's own drawing on opening, each
+    drew the one-head figure: two model reads and two plotly renders for one click. The select is still sent
+    (gradio sends it), but answers with no figure."""
+    from tests.browser.conftest import app
+
+    config = app()[0].get_config_file()
+    (head_plot,) = [
+        c["id"] for c in config["components"] if c["type"] == "plot" and c["props"].get("label") == "One head"
+    ]
+    draws = {d["id"]: d["queue"] for d in config["dependencies"] if head_plot in d["outputs"]}
+    page = open_page()  # on Tokens, its analysis done
+    sent, answered = [], []
+
+    def seen(response):
+        body = response.request.post_data_json if response.request.post_data else None
+        if "/gradio_api/" in response.url and isinstance(body, dict) and body.get("fn_index") in draws:
+            sent.append(body["fn_index"])
+            if not draws[body["fn_index"]]:  # outside the queue: the answer is this response
+                answered.append('"plot":' in response.text())
+
+    page.on("response", seen)
+    panel = panel_of(page, "Attention")
+    page.wait_for_function(
+        "(panel) => [...panel.querySelectorAll('.js-plotly-plot')].some((el) => el.offsetParent && (el.data || []).length)",
+        arg=panel.element_handle(),
+        timeout=PLOT_TIMEOUT,
+    )
+    page.wait_for_timeout(2_000)  # anything else the click set off
+    queued = [f for f in sent if draws[f]]  # a queued draw streams its figure (the tab's drawing on opening)
+    assert len(queued) + sum(answered) == 1, (sent, answered)
+    assert "tiger" in shown_text(panel)

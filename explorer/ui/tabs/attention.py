@@ -192,12 +192,16 @@ def on_screen(view: str, fn, n_outputs: int):
 
 
 def showing(view: str, fn):
-    """``fn`` for a sub-tab's select event: draw it and remember it is on screen. Gradio selects the first
-    sub-tab as the page mounts, before the first analysis has returned: nothing is drawn then (a throwaway
-    figure, replaced a moment later, cost the page's first figure a plotly render)."""
+    """``fn`` for a sub-tab's select event: draw it and remember it is on screen.
 
-    def select(event: gr.EventData, selection, *args):
-        if selection is None and getattr(event, "_data", None):  # the browser's select (an API call has no data)
+    Gradio selects the sub-tab on screen as the Attention tab mounts. Nothing is drawn for that select in the
+    browser: before the first analysis there is nothing to draw (a throwaway figure cost the page's first
+    figure a plotly render), and after one the tab's own drawing on opening draws the sub-view on screen (a
+    second draw was a second model read for one click). A sub-tab the person picks is another view than the
+    one on screen; an API call (no event data) always draws."""
+
+    def select(event: gr.EventData, active_v, selection, *args):
+        if getattr(event, "_data", None) and (selection is None or active_v == view):  # the browser's, not needed
             return (gr.skip(),) * (VIEW_OUTPUTS[view] + 1)
         out = fn(selection, *args)
         return (*out, view) if isinstance(out, tuple) else (out, view)
@@ -280,16 +284,15 @@ def build(ctx: AppContext, shared) -> None:
         [kind, layer, head, *head_out, *grid_out, *links_out, *stats_out, *step_out],
     )
     redraw = replot(ctx.settings)  # re-plots from the kept trace: one HTTP request each, not the queue
-    # Selecting a sub-tab draws it; these are also the named API endpoints for gradio_client users.
-    head_tab.select(showing("head", draw["head"]), head_in, [*head_out, active], api_name="attention", **redraw)
-    grid_tab.select(showing("grid", draw["grid"]), grid_in, [*grid_out, active], api_name="attention_grid", **redraw)
-    links_tab.select(showing("links", draw["links"]), links_in, [*links_out, active], api_name="token_links", **redraw)
-    stats_out_active = [*stats_out, active]
-    stats_tab.select(
-        showing("statistics", draw["statistics"]), stats_in, stats_out_active, api_name="head_statistics", **redraw
-    )
-    step_out_active = [*step_out, active]
-    gen_tab.select(showing("generation", draw["generation"]), step_in, step_out_active, api_name="generation_attention")
+    # Selecting a sub-tab draws it; these are also the named API endpoints for gradio_client users. Only
+    # "During generation" runs the model (it generates), so it stays in the queue.
+    sub_views = [(head_tab, "head", head_in, head_out, "attention"), (grid_tab, "grid", grid_in, grid_out, "attention_grid"),
+                 (links_tab, "links", links_in, links_out, "token_links"),
+                 (stats_tab, "statistics", stats_in, stats_out, "head_statistics"),
+                 (gen_tab, "generation", step_in, step_out, "generation_attention")]  # fmt: skip
+    for tab, view, inputs, outputs, name in sub_views:
+        how = {} if view == "generation" else redraw
+        tab.select(showing(view, draw[view]), [active, *inputs], [*outputs, active], api_name=name, **how)
     always_last = {"trigger_mode": "always_last", "api_name": False}
     redrawn = {**always_last, **redraw}  # a control's change re-plots from the kept trace
     for control in (kind, layer, head, values):
