@@ -75,6 +75,19 @@ def test_patching_maps_layers_and_heads_by_position(ctx, model):
     assert "Logit difference" in note and figure_dict(figure)["layout"]["yaxis"]["ticktext"][0] == "H0"
 
 
+@pytest.mark.parametrize("model", TEXTS)
+def test_the_patching_preset_loads_a_pair_that_patches_for_each_family(ctx, model):
+    """The tab's first press failed: the app's default text and the default corrupted text differ in length.
+    Its preset puts the Mary and John text in the text box and its twin below, with the family's answer slot."""
+    default = tab.patch_view(ctx, Selection(model, "The tiger jumped out of a tree."), tab.IOI_CORRUPTED, "resid",
+                             None, "", "", None)[0]  # fmt: skip
+    assert default.startswith("⚠️")
+    text, corrupted = tab.patching_pair(ctx, Selection(model, "The tiger jumped out of a tree."))
+    assert (text, corrupted) == (TEXTS[model], CORRUPTED[model])
+    note, _ = tab.patch_view(ctx, Selection(model, text), corrupted, "resid", None, "", "", None)
+    assert note.startswith("Logit difference"), note
+
+
 def test_patching_texts_of_different_lengths_get_a_sentence(ctx):
     note, _ = tab.patch_view(ctx, Selection("tiny-gpt2", IOI), "A much shorter text", "resid", None, "", "", None)
     assert note.startswith("⚠️") and "same number of tokens" in note

@@ -28,7 +28,9 @@ one activation copied in from the clean text: where the clean answer comes back,
 it. **Steering** adds a direction (the difference of two word lists' mean hidden states) to the residual stream \
 and lets the model write with and without it. The answer is read at the last token (decoders), at the mask \
 (encoders) or as the next output token (T5)."""
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+ANSWER_SLOT = {"encoder": " [MASK].", "encoder_decoder": " <extra_id_0>."}  # where each family's answer is read
 STOPS = StopRequests()
 METRICS = {"change": "Δ log-probability of the answer", "kl": "KL divergence of the whole distribution (nats)"}
 STREAM_NAMES = {"input": "the model's stack", "source": "encoder", "target": "decoder"}
@@ -72,6 +74,14 @@ def options(ctx: AppContext, selection):
         layer_slider(layers, min(1, layers)),
         layer_slider(layers, layers // 2),
     )
+
+
+def patching_pair(ctx: AppContext, selection) -> tuple[str, str]:
+    """The Mary and John pair for the selected model (the text, and its corrupted twin of as many tokens), with
+    the answer's slot of the model's family: nothing after it (decoders), a mask (encoders), a sentinel (T5)."""
+    family = ctx.model(selection).spec.family if selection is not None else "decoder"
+    slot = ANSWER_SLOT.get(family, "")
+    return IOI_CLEAN + slot, IOI_CORRUPTED + slot
 
 
 def _passes(n: int) -> str:
@@ -296,6 +306,7 @@ def build(ctx: AppContext, shared) -> None:
                     picked = gr.Dropdown([], label="Heads, largest drop first", scale=3)
                     switch_off = gr.Button("Switch this head off (Ablate view)", scale=1)
             with gr.Tab("Patching"):
+                pair = gr.Button("Preset: Mary and John, the text and its corrupted twin", size="sm")
                 corrupted = gr.Textbox(IOI_CORRUPTED, label="Corrupted text (same number of tokens as the text)")
                 with gr.Row():
                     site = gr.Radio(
@@ -339,6 +350,7 @@ def build(ctx: AppContext, shared) -> None:
     )  # fmt: skip
     chosen = switch_off.click(bind(ablate_picked, ctx), [picked, parts], parts, api_name=False)
     chosen.then(bind(ablate_view, ctx), ablate_inputs, ablate_outputs, api_name=False, **heavy)
+    shared.analyze_after(pair.click(bind(patching_pair, ctx), [shared.state], [shared.text, corrupted], api_name=False))
     patch = run_patch.click(
         bind(patch_view, ctx), [shared.state, corrupted, site, stream, answer, alternative], [patch_note, patch_map],
         api_name="interventions_patch", **heavy,
