@@ -203,13 +203,15 @@ def test_decoder_predictions_follow_the_greedy_continuation(models):
 
 
 def test_an_encoder_decoder_output_without_words_is_named_not_quoted_empty(models):
-    """T5's first output token is a sentinel: one token of output has no words, and the note said “”."""
+    """T5's first output token is a sentinel: one token of output has no words, and the note said “”. Its
+    sentinels say which span each part of the output fills: they stay in the quote."""
     t5 = models["tiny-t5"]
     one = predictions_of(t5, "Let there be light.", 1)
     assert [p.token_id for p in one.predictions] == [t5.tokenizer.convert_tokens_to_ids("<extra_id_0>")]
     assert "“”" not in one.note and "no words, only <extra_id_0>" in one.note and "try one such as" in one.note
-    more = predictions_of(t5, "Let there be light.", 4)  # words after the sentinel: quoted as before
-    assert more.note.startswith("The model's greedy output: “") and "no words" not in more.note
+    more = predictions_of(t5, "Let there be light.", 4)  # words after the sentinel: quoted with the sentinels
+    assert more.note.startswith("The model's greedy output: “<extra_id_0> ") and "no words" not in more.note
+    assert "</s>" not in more.note and "<pad>" not in more.note
 
 
 def test_generation_matrix_is_causal_for_a_decoder_and_full_for_t5(models):

@@ -110,12 +110,20 @@ def looks_byte_level(tokens) -> bool:
 def output_words(tokenizer, ids: list[int], text: str) -> str:
     """A model's own greedy output ``text`` (decoded from ``ids``, special tokens dropped) as a view quotes it.
 
-    An encoder-decoder trained on span infill answers a text without sentinels with special tokens only: that
-    is said, with the tokens and what the model answers instead, rather than an empty quote.
+    T5's sentinels stay in the quote (they say which span each part fills: ``<extra_id_0> light <extra_id_1>``);
+    padding and the end token do not. An output with no words at all (span infill answering a text without
+    sentinels) is said so, with the tokens it did write and what the model answers instead.
     """
-    if text.strip():
-        return f"“{text}”"
-    wrote = " ".join(token_label(tokenizer, i) for i in ids) or "nothing"
-    sentinel = "<extra_id_0>"
-    hint = f" (it fills the spans a text marks with sentinels: try one such as {sentinel})"
-    return f"no words, only {wrote}{hint if sentinel in tokenizer.get_vocab() else ''}"
+    if not text.strip():
+        wrote = " ".join(token_label(tokenizer, i) for i in ids) or "nothing"
+        sentinel = "<extra_id_0>"
+        hint = f" (it fills the spans a text marks with sentinels: try one such as {sentinel})"
+        return f"no words, only {wrote}{hint if sentinel in tokenizer.get_vocab() else ''}"
+    plain = {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id} - {None}
+    kept = [i for i in ids if i not in plain]
+    if set(kept) & set(tokenizer.all_special_ids):
+        shown = tokenizer.decode(kept, skip_special_tokens=False)
+        specials = "|".join(re.escape(str(t)) for t in tokenizer.all_special_tokens)
+        spaced = re.sub(f"({specials})", r" \1 ", shown)  # a space each side of a sentinel
+        return f"“{' '.join(spaced.split())}”"
+    return f"“{text}”"
