@@ -12,7 +12,7 @@ import pandas as pd
 from explorer.plots.attention import attention_heatmap
 from explorer.plots.decoding import stage_bars
 from explorer.ui.export import write_export
-from explorer.ui.share import restore, share_url, tab_settings
+from explorer.ui.share import restore, share_url, tab_names, tab_settings
 
 
 def a_tab():
@@ -36,8 +36,26 @@ def test_a_link_holds_changed_settings_only_and_restores_them():
     assert query == {"model": "tiny-t5", "text": "a b", "tab": "attention", "attention.layer": "5"}
     with gr.Blocks():
         shell = {"model": gr.Dropdown(["tiny-gpt2", "tiny-t5"], allow_custom_value=False), "text": gr.Textbox()}
-    values = restore(query, shell, settings, ["attention"])
+    values = restore(query, shell, settings, tab_names([tab]))
     assert values[:2] == ["tiny-t5", "a b"] and values[3] == 5
+
+
+def test_a_link_may_name_a_tab_by_its_label():
+    """``?tab=next_token`` opened Tokens: the Next token tab's id is ``decoding``. Every tab of the app opens by
+    its id and by its label, in any case."""
+    from explorer.ui.app import build_app
+
+    demo = build_app()
+    (top,) = [b for b in demo.blocks.values() if isinstance(b, gr.Tabs) and isinstance(b.parent, gr.Blocks)]
+    tabs = [t for t in top.children if isinstance(t, gr.Tab)]
+    names = tab_names(tabs)
+    for tab in tabs:
+        for name in (tab.id, tab.label, tab.label.upper().replace(" ", "-")):
+            (selected,) = restore({"tab": name}, {}, {}, names)
+            assert selected.selected == tab.id, name
+    assert names["next_token"] == "decoding"
+    (nowhere,) = restore({"tab": "nowhere"}, {}, {}, names)
+    assert isinstance(nowhere, type(gr.skip()))
 
 
 def test_values_that_do_not_fit_are_ignored():
@@ -45,7 +63,7 @@ def test_values_that_do_not_fit_are_ignored():
     with gr.Blocks():
         shell = {"model": gr.Dropdown(["tiny-gpt2"], allow_custom_value=False)}  # hosted mode: catalogue only
     query = {"model": "someone/else", "tab": "nowhere", "attention.layer": "99", "attention.show": "x"}
-    values = restore(query, shell, tab_settings(tab), ["attention"])
+    values = restore(query, shell, tab_settings(tab), {"attention": "attention"})
     assert all(isinstance(v, type(gr.skip())) for v in values)
 
 

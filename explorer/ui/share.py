@@ -22,8 +22,8 @@ TRUE = ("1", "true", "yes", "on")
 NOT_SHARED = "explorer-not-shared"  # a setting's elem_classes entry that keeps it out of share links
 
 
-def slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+def slug(label) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(label or "").lower()).strip("_")
 
 
 def descendants(block):
@@ -70,8 +70,19 @@ def parse_setting(component, raw: str):
     return gr.skip()
 
 
-def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> list:
-    """Values for ``[*shell components, tabs, *settings]`` from a page's query parameters."""
+def tab_names(tab_blocks: list) -> dict[str, str]:
+    """What a link may call each tab -> its id: the id itself, or its label as a slug (``next_token`` for "Next
+    token", whose id is ``decoding``), any case."""
+    names = {}
+    for tab in tab_blocks:
+        if tab.id is not None:
+            names[slug(str(tab.label))] = names[slug(str(tab.id))] = tab.id
+    return names
+
+
+def restore(query: dict, shell: dict, settings: dict, tab_ids: dict[str, str]) -> list:
+    """Values for ``[*shell components, tabs, *settings]`` from a page's query parameters; ``tab_ids`` are the
+    tabs by the names a link may use (``tab_names``)."""
     out = []
     for key, component in shell.items():
         raw = query.get(key)
@@ -81,8 +92,8 @@ def restore(query: dict, shell: dict, settings: dict, tab_ids: list[str]) -> lis
             out.append(parse_setting(component, raw))  # e.g. hosted mode: only catalogue models
         else:
             out.append(raw)
-    tab = query.get("tab")
-    out.append(gr.Tabs(selected=tab) if tab in tab_ids else gr.skip())
+    tab = tab_ids.get(slug(query.get("tab")))
+    out.append(gr.Tabs(selected=tab) if tab is not None else gr.skip())
     for key, component in settings.items():
         out.append(parse_setting(component, query[key]) if key in query else gr.skip())
     return out
@@ -144,7 +155,7 @@ def wire_share_link(
 
     ``current`` holds the id of the tab on screen (kept by the app): the link names it, and a link's tab is
     opened and put there on load."""
-    tab_ids = [t.id for t in tab_blocks if t.id is not None]
+    tab_ids = tab_names(tab_blocks)
     settings = {k: v for t in tab_blocks if t.id is not None for k, v in tab_settings(t).items()}
     base = gr.Textbox(visible=False)
 
@@ -174,7 +185,7 @@ def wire_share_link(
             value = restored[offset + i]
             if not isinstance(value, dict) and fits_model(key, value, model):  # else the view's own default
                 chosen[key] = value
-        selected = query.get("tab") if query.get("tab") in tab_ids else gr.skip()
+        selected = tab_ids.get(slug(query.get("tab")), gr.skip())
         return [*restored[:offset], selected, json.dumps(chosen)]
 
     # Gradio updates the loading status of every component a server event has touched, on every later event:
