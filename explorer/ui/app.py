@@ -156,6 +156,16 @@ def tab_notices(ctx: AppContext, requirements: list, selection: Selection | None
     return updates[0] if len(updates) == 1 else updates
 
 
+class Emptied:
+    """An event's function that empties its ``n`` outputs (a figure, a table, a note, a state)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self):
+        return None if self.n == 1 else (None,) * self.n
+
+
 def route_after_analysis_js(tab_ids: list) -> str:
     """The browser's part after an analysis changed the selection: count it, and give the tab on screen that
     count as its new ticket (its views hang off the ticket's change). ``undefined`` leaves an output as it is."""
@@ -191,6 +201,9 @@ def wire_views(ctx: AppContext, shared: Shared, tab_blocks: list[gr.Tab]):
         tickets[tab_ids.index(tab_id)].change(fn, inputs, outputs, api_name=api_name)
     for tab, ticket in zip(tab_blocks, tickets):
         inside = set(map(id, descendants(tab)))
+        results = [c for c in shared._results if id(c) in inside]
+        if results:  # another analysis: what buttons made from the last one goes
+            ticket.change(Emptied(len(results)), None, results, api_name=False, queue=False, show_progress="hidden")
         requirements = [r for r in shared._requirements if id(r[0]) in inside]
         if requirements:
             notices = [notice for notice, _ in requirements]

@@ -19,6 +19,7 @@ class Shared:
     _listeners: list = field(default_factory=list)
     _requirements: list = field(default_factory=list)
     _openers: list = field(default_factory=list)  # events waiting for the app's analysis
+    _results: list = field(default_factory=list)  # what buttons made from an analysis: cleared by the next one
     _analyze: Callable | None = None
     building: str | None = None  # the id of the tab being built (set by the app around each tab's build)
 
@@ -52,6 +53,12 @@ class Shared:
         for event in self._openers:
             then_analyze(event)
         self._openers.clear()
+
+    def results_of_analysis(self, *components) -> None:
+        """Outputs (and states) a button fills from the analysed model and text: emptied when a new analysis
+        replaces it, as the tab's views are redrawn (a table of one model's beams stayed under another model's
+        status line, and a step-by-step history went on with another model's tokens)."""
+        self._results.extend(components)
 
     def requires(self, *capabilities: str) -> gr.Markdown:
         """A line at this place of the tab, shown only while the current model cannot do what the tab needs:

@@ -224,3 +224,22 @@ def test_opening_attention_after_an_analysis_draws_its_figure_once(open_page):
     queued = [f for f in sent if draws[f]]  # a queued draw streams its figure (the tab's drawing on opening)
     assert len(queued) + sum(answered) == 1, (sent, answered)
     assert "tiger" in shown_text(panel)
+
+
+def test_results_a_button_made_go_when_another_text_is_analysed(open_page):
+    """A table of one model's beams stayed on screen under another analysis' status line: results made from an
+    analysis by a button are emptied when a new analysis replaces it."""
+    page = open_page()
+    panel = panel_of(page, "Next token")
+    panel.get_by_role("tab", name="Strategies").click()
+    panel.get_by_role("button", name="Compare greedy, sampling and beam search").click()
+    greedy = panel.get_by_text("greedy", exact=True)  # the strategies table's first cell
+    greedy.first.wait_for(timeout=ACTION_TIMEOUT)
+    page.wait_for_function(
+        "(panel) => [...panel.querySelectorAll('.js-plotly-plot')].some((el) => el.offsetParent && (el.data || []).length)",
+        arg=panel.element_handle(),
+        timeout=PLOT_TIMEOUT,
+    )  # the beam tree
+    analyze(page, "Once upon a time there was a king.")
+    greedy.first.wait_for(state="detached", timeout=PLOT_TIMEOUT)
+    assert max(trace_counts(panel) or [0]) == 0, "the beam tree of the last text is still drawn"

@@ -177,6 +177,7 @@ def build(ctx: AppContext, shared) -> None:
         bind(list_predictions, ctx), [shared.state, new_tokens], [prediction], api_name="attribution_targets"
     )
     new_tokens.release(bind(list_predictions, ctx), [shared.state, new_tokens], [prediction], api_name=False)
+    shared.results_of_analysis(note, text_a, text_b, bars, matrix_note, matrix_plot)
     heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     one = run.click(
         on_gpu(bind(attribute_view, ctx)), [shared.state, method_a, method_b, output, baseline, new_tokens, steps, prediction],

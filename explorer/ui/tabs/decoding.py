@@ -304,6 +304,8 @@ def build(ctx: AppContext, shared) -> None:
         history = gr.State(None)
 
     shared.on_analyzed(bind(mask_choices, ctx), [shared.state], [position])
+    shared.results_of_analysis(fill_note, fill_plot, history, step_text, history_table, written, write_stats_note,
+                               strategies_table, tree_plot)  # fmt: skip
     fill_button.click(
         bind(fill_in, ctx), [shared.state, position, new_tokens], [fill_note, fill_plot], api_name="fill_in"
     )

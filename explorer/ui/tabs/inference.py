@@ -277,6 +277,8 @@ def build(ctx: AppContext, shared) -> None:
                 speedup = gr.Plot(label="Speed-up")
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state, kind], [layers, kind], api_name=False)
+    shared.results_of_analysis(quant_note, table, sizes, errors, histogram, pair, spec_note, steps, acceptance,
+                               speedup_note, speedup)  # fmt: skip
     heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     quant = run_quant.click(bind(quantize_view, ctx, copies), [shared.state, names, shown],
                             [quant_note, table, sizes, errors, histogram, pair, matrix], api_name="inference_quantize",

@@ -340,6 +340,8 @@ def build(ctx: AppContext, shared) -> None:
     shared.on_analyzed(bind(options, ctx), [shared.state], pickers, api_name="interventions_options")
     heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     ablate_outputs = [ablate_note, bars, attn_clean, attn_ablated, lens_clean, lens_ablated]
+    shared.results_of_analysis(*ablate_outputs, map_note, head_map, patch_note, patch_map, heads_note, heads_map,
+                               steer_note, steer_plot)  # fmt: skip
     ablate_inputs = [shared.state, parts, mode, reference, answer]
     one = run_ablate.click(
         bind(ablate_view, ctx), ablate_inputs, ablate_outputs, api_name="interventions_ablate", **heavy

@@ -300,6 +300,8 @@ def build(ctx: AppContext, shared) -> None:
         api_name="kv_cache", **EXPERIMENT_QUEUE,
     )  # fmt: skip
     stop_button.click(None, None, None, cancels=[running], api_name=False)
+    shared.results_of_analysis(result_state, result_note, latency_fig, memory_fig, cache_fig, attn_note, var_note,
+                               var_fig)  # fmt: skip
     cache_inputs = [result_state, kind, layer, head, step]
     running.then(bind(show_cache, ctx), cache_inputs, cache_fig, api_name="kv_cache_contents")
     for control in (kind, layer, head, step):

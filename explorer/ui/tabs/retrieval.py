@@ -212,6 +212,8 @@ def build(ctx: AppContext, shared) -> None:
         attribution_plot = gr.Plot(label="Attribution per prompt token")
 
     shared.on_analyzed(bind(layer_range, ctx), [shared.state], [layer], api_name=False)
+    shared.results_of_analysis(note, table, bars, ranks, passage_plot, answer_note, pair_plot, lines_plot, heat_plot,
+                               attribution_note, attribution_plot)  # fmt: skip
     inputs = [shared.state, set_name, pasted, uploads, size, overlap, unit, layer, question, k]
     heavy = {"concurrency_limit": ctx.settings.model_runs, "concurrency_id": "model_run"}
     searched = run_search.click(bind(search_view, ctx), inputs, [note, table, bars, ranks, passage_plot],
