@@ -26,7 +26,11 @@ def test_quantization_table_and_views(ctx, copies):
     note, rows, sizes, errors, histogram, pair, matrices = tab.quantize_view(
         ctx, copies, Selection("tiny-gpt2", TEXT), ["float16", "int4-g32-sym"], "int4-g32-sym", None
     )
-    assert [r[0] for r in rows] == ["float16", "int4-g32-sym"] and "simulated" in rows[1][1]
+    assert [r[0] for r in rows] == ["float16", "int4-g32-sym"] and rows[1][1] == "simulated"
+    # numbers and short words only in the table (a sentence in a cell hid the numbers at 1280 px): how each
+    # precision ran is said under it
+    assert len(rows[0]) == len(tab.TABLE_COLUMNS) and all(len(str(cell)) <= 16 for row in rows for cell in row)
+    assert "\n- **float16**: weights cast to float16" in note and "\n- **int4\\-g32\\-sym**: simulated\\: " in note
     assert float(rows[0][3]) == pytest.approx(0.5, abs=0.01) and float(rows[1][3]) < 0.25  # size against float32
     assert [t["name"] for t in figure_dict(sizes)["data"]] == ["measured", "formula"]
     assert len(figure_dict(errors)["data"][0]["x"]) > 10  # one bar per weight matrix

@@ -8,7 +8,8 @@ from explorer.analysis.tokens.counts import compare_tokenizers, tokenizers_side_
 from explorer.analysis.tokens.table import merge_rows, replay_rows
 from explorer.core.loading import load_tokenizer
 from explorer.core.tokens import tokenize
-from explorer.plots.tokens import comparison_html
+from explorer.plots.tokens import comparison_html, token_spans_html
+from tests.test_bpe import parse
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,27 @@ def test_comparison_html_heads_each_tokenizer_and_escapes_names_and_problems(gpt
     assert html.startswith("<h4>&lt;i&gt;gpt2&lt;/i&gt; — 3 tokens</h4><div")
     assert html.endswith("<p>⚠️ x: &lt;script&gt; missing</p>") and "<b>" not in html
     assert comparison_html([], "text") == ""
+
+
+SPACED = "The tiger jumped  out of a\ntree."  # two spaces before "out": one of them no token holds (T5, BERT)
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        # SentencePiece: "▁ti" starts with the space its offsets (4–6) leave out; the space is shown once, as
+        # the piece's ␣ (the first ␣ is the piece's own: T5 adds a space before the text); T5 reads the newline
+        # as a space: the newline stays greyed (no token holds it) beside the piece's ␣
+        ("tiny-t5", "␣The␣tiger␣jumped␣␣out␣of␣a↵␣tree.</s>"),
+        ("tiny-gpt2", "The␣tiger␣jumped␣␣out␣of␣a↵tree."),  # byte-level pieces hold their spaces: as before
+        ("tiny-bert", "[CLS]the␣t##ig##er␣jump##ed␣␣out␣of␣a↵tree.[SEP]"),  # spaces dropped: greyed gaps, as before
+    ],
+    ids=["t5", "gpt2", "bert"],
+)
+def test_token_spans_show_each_space_of_the_text_once(name, shown):
+    tokens = tokenize(load_tokenizer(name), SPACED)
+    spans = parse(token_spans_html(tokens, SPACED))
+    assert "".join(text for _, _, text in spans) == shown
+    # the spaces no token holds are in greyed gaps, never a gap beside a piece that shows the same space
+    gaps = [text for kind, _, text in spans if kind == "tok-gap"]
+    assert gaps == {"tiny-t5": ["␣", "↵"], "tiny-gpt2": [], "tiny-bert": ["␣", "␣", "␣␣", "␣", "␣", "↵"]}[name]

@@ -44,6 +44,15 @@ def _rgba(value: float, scale: float, alpha_max: float = 0.85) -> str:
     return f"rgba({r}, {g}, {b}, {alpha_max * min(1.0, abs(value) / scale):.3f})"
 
 
+# The spans sit side by side with nothing between them, so a line could not break there: each strip is a
+# wrapping row of boxes that stays inside its own column (two strips stand side by side), and a token longer
+# than the column breaks inside.
+STRIP_STYLE = "display:flex;flex-wrap:wrap;align-items:center;line-height:2;min-width:0"
+TOKEN_STYLE = (
+    "padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;white-space:pre-wrap;overflow-wrap:anywhere"
+)
+
+
 def attribution_text_html(labels: list[str], scores, title: str = "") -> str:
     """The tokens as text, each on a background whose colour is its score (hover shows the value).
 
@@ -53,12 +62,12 @@ def attribution_text_html(labels: list[str], scores, title: str = "") -> str:
     scores = _check(scores, labels)
     scale = _scale(scores)
     spans = [
-        f'<span title="{escape(label, quote=True)}: {score:+.4g}" style="background:{_rgba(score, scale)};'
-        f'padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;white-space:pre">{escape(label)}</span>'
+        f'<span title="{escape(label, quote=True)}: {score:+.4g}" style="background:{_rgba(score, scale)};{TOKEN_STYLE}">'
+        f"{escape(label)}</span>"
         for label, score in zip(labels, scores)
     ]
     head = f"<div style='font-weight:600;margin-bottom:4px'>{escape(title)}</div>" if title else ""
-    return f"<div style='line-height:2'>{head}{''.join(spans)}</div>"
+    return f"{head}<div class='attribution-strip' style='{STRIP_STYLE}'>{''.join(spans)}</div>"
 
 
 def attribution_bars(labels: list[str], scores: dict[str, np.ndarray], title: str = "") -> go.Figure:

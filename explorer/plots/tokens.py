@@ -10,9 +10,12 @@ from explorer.core.trace import Token, visible
 
 PASTELS = ("#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db")
 # One style block per view instead of a style attribute per token: a 10 kB text has ~2,800 spans.
+# The spans sit side by side with nothing between them, so a line could not break there: the strip is a
+# wrapping row of boxes (a phone screen holds ~35 characters), and one token longer than a line breaks inside.
 SPAN_STYLE = (
-    "<style>.token-spans{line-height:1.9;font-family:monospace}"
-    ".token-spans .tok{padding:1px 2px;margin:1px;border-radius:3px;white-space:pre}"
+    "<style>.token-spans{display:flex;flex-wrap:wrap;align-items:center;line-height:1.9;font-family:monospace}"
+    ".token-spans .tok,.token-spans .tok-gap{white-space:pre-wrap;overflow-wrap:anywhere;min-width:0}"
+    ".token-spans .tok{padding:1px 2px;margin:1px;border-radius:3px}"
     ".token-spans .tok-special{border:2px solid #444;font-weight:bold;background:#f4f4f4}"
     ".token-spans .tok-gap{color:#999}"
     + "".join(f".token-spans .c{i}{{background:{c}}}" for i, c in enumerate(PASTELS))
@@ -39,11 +42,18 @@ def token_title(index: int, token: Token, text: str, byte_level: bool) -> str:
     return f"#{index} id {token.id} · piece {token.piece!r} · {where} · bytes {raw.hex(' ') or '—'}{kind}"
 
 
+def _stands_for_the_space_before(token: Token, text: str) -> bool:
+    """Whether a token's leading ``␣`` is the space just before its offsets: SentencePiece (T5) pieces such as
+    ``▁ti`` start with the space they replace, and their offsets leave it out (``"The tiger"``: ``▁ti`` 4–6)."""
+    return not token.special and token.display.startswith("␣") and not text[token.start : token.end].startswith(" ")
+
+
 def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_level: bool | None = None) -> str:
     """The live tokenization view: every token a coloured ``<span>``, whitespace visible, details on hover.
 
     Backgrounds cycle through pastels so neighbouring tokens stand apart; special tokens get a bold
-    border. Text a tokenizer drops (BERT drops spaces) is shown, greyed, between the tokens. Every piece of
+    border. Text a tokenizer drops (BERT drops spaces) is shown, greyed, between the tokens, except a space a
+    piece already shows as its own ``␣`` (T5's ``▁ti`` after "The "): each space is shown once. Every piece of
     text is HTML-escaped. ``byte_level`` (GPT-2 style pieces) is guessed from the pieces when not given.
     No tokens give ``""``.
     """
@@ -54,8 +64,11 @@ def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_le
     parts, cursor, colour = [], 0, 0
     for i, t in enumerate(tokens):
         if t.end > t.start and t.start > cursor:  # text between tokens that no token covers
-            gap = escape(visible(text[cursor : t.start]))
-            parts.append(f'<span class="tok-gap" title="not part of any token">{gap}</span>')
+            gap = text[cursor : t.start]
+            if gap.endswith(" ") and _stands_for_the_space_before(t, text):
+                gap = gap[:-1]  # shown once: as the token's own ␣
+            if gap:
+                parts.append(f'<span class="tok-gap" title="not part of any token">{escape(visible(gap))}</span>')
         if t.special:
             classes = "tok tok-special"
         else:

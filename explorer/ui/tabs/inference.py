@@ -32,8 +32,11 @@ keeps the longest run it agrees with, plus one token of its own — greedy outpu
 when the draft is often right."""
 STOPS = StopRequests()
 DEFAULT_PRECISIONS = ["float16", "int8", "int4-g32-sym", "int4-g128-asym", "int8-dynamic"]
-TABLE_COLUMNS = ["precision", "how", "size (MiB)", "× float32", "formula (MiB)", "KL (nats)", "top-1 agree",
+# Numbers only, and one word for how a precision runs: its sentence is in the note under the table (a long
+# sentence in a cell pushed the numbers behind a sideways scroll at 1280 px).
+TABLE_COLUMNS = ["precision", "runs as", "size (MiB)", "× float32", "formula (MiB)", "KL (nats)", "top-1 agree",
                  "bits/byte", "forward ×", "per token ×"]  # fmt: skip
+RUNS_AS = {"reference": "as loaded", "cast": "cast", "simulated": "simulated", "kernel": "int8 kernel"}
 HELDOUT_CHARS = 1500  # of the held-out sample: KL, agreement and bits per byte
 DRAFT_MODEL = "tiny-gpt2-draft"  # bundled: a 0.9M-parameter decoder on tiny-gpt2's tokenizer
 DRAFTS = {
@@ -62,6 +65,14 @@ def _mib(n) -> float:
 
 def _ratio(x) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:.2f}"
+
+
+def how_they_ran(reports) -> str:
+    """One line per way of running, naming its precisions: ``- **int8, int4-g32-sym**: simulated: ...``."""
+    ways: dict[str, list[str]] = {}
+    for r in reports:
+        ways.setdefault(r.note, []).append(r.name)
+    return "\n".join(f"- **{md_escape(', '.join(names))}**: {md_escape(note)}" for note, names in ways.items())
 
 
 def _inside(ctx: AppContext, copies: QuantizedCopies, selection, shown, matrix, request) -> tuple:
@@ -106,7 +117,7 @@ def quantize_view(
             progress=lambda f: progress(f, desc="quantizing and measuring"), should_stop=should_stop,
         )  # fmt: skip
     rows = [
-        [r.name, r.note, _mib(r.stored_bytes), f"{r.size_ratio:.2f}", _mib(r.formula_bytes), round(r.mean_kl, 4),
+        [r.name, RUNS_AS.get(r.kind, r.kind), _mib(r.stored_bytes), f"{r.size_ratio:.2f}", _mib(r.formula_bytes), round(r.mean_kl, 4),
          f"{r.top1_agreement:.1%}", _ratio(r.bits_per_byte), _ratio(r.latency.forward_ratio),
          _ratio(r.latency.token_ratio)]
         for r in reports
@@ -121,7 +132,7 @@ def quantize_view(
         f"Measured on **{md_escape(lm.spec.key)}** against float32: KL divergence, top-1 agreement and bits per byte "
         f"over {HELDOUT_CHARS:,} characters of held-out modern English; time ratios (> 1: slower than float32) are "
         f"medians of interleaved runs, forward pass and per generated token. Simulated formats round the weights and "
-        f"run in float32, so their time is float32's.{done}"
+        f"run in float32, so their time is float32's.{done}\n\n{how_they_ran(reports)}"
     )
     return note, rows, sizes, errors, histogram, pair, matrices
 
@@ -247,8 +258,8 @@ def build(ctx: AppContext, shared) -> None:
                 with gr.Row():
                     run_quant = gr.Button("Quantize and measure", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
-                quant_note = gr.Markdown()
                 table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True)
+                quant_note = gr.Markdown()  # under the table: what was measured, and how each precision ran
                 sizes = gr.Plot(label="Sizes")
                 matrix = gr.Dropdown([], label="Weight matrix (histogram)", allow_custom_value=True)
                 with gr.Row():

@@ -40,6 +40,9 @@ from explorer.ui.stops import StopRequests
 PASTED = "your own text"
 COMPARE_COLUMNS = ["probe", "KL(adapted ‖ base), bits", "base: top 3", "adapted: top 3"]
 GENERATION_COLUMNS = ["probe", "base model", "adapted model (same seed)"]
+# Widths set, so text wraps inside its column: sized by their text, a long top-3 or continuation took the
+# table's width and pushed the adapted model's column out of sight at 1280 px.
+COMPARE_WIDTHS, GENERATION_WIDTHS = ["22%", "18%", "30%", "30%"], ["16%", "42%", "42%"]
 REPORT_COLUMNS = ["method", "trainable parameters", "training memory (MB)", "time (s)", "steps",
                   "held-out loss before", "held-out loss after", "mean KL on probes (bits)"]  # fmt: skip
 
@@ -337,10 +340,14 @@ def build(ctx: AppContext, shared) -> None:
                 with gr.Row():
                     compare_button = gr.Button("Compare base and adapted", variant="primary")
                     probe_shown = gr.Slider(1, 8, value=1, step=1, label="Probe shown")
-                compare_table = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, wrap=True)
+                compare_table = gr.Dataframe(
+                    headers=COMPARE_COLUMNS, interactive=False, wrap=True, column_widths=COMPARE_WIDTHS
+                )
                 probe_plot = gr.Plot(label="Next-token distribution")
                 moved_plot = gr.Plot(label="Tokens that moved most")
-                generation_table = gr.Dataframe(headers=GENERATION_COLUMNS, interactive=False, wrap=True)
+                generation_table = gr.Dataframe(
+                    headers=GENERATION_COLUMNS, interactive=False, wrap=True, column_widths=GENERATION_WIDTHS
+                )
             with gr.Tab("Inside the update"):
                 gr.Markdown(
                     "ΔW = (alpha / r)·B·A for every adapted matrix. Its singular values show the rank: at most r are "
