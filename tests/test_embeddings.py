@@ -81,6 +81,40 @@ def test_umap_reports_its_epochs_and_stops_at_the_next_one():
         projections.umap_layout(x, 2, progress=stop_after_ten)
 
 
+def test_two_umaps_at_once_run_one_after_the_other_and_a_waiting_one_can_stop():
+    """A background map and a request (or the warm-up) ran UMAP in two threads at once: importing and compiling
+    numba code together, they could deadlock (a CI run hung there). They now take turns; the one waiting says so
+    and can be stopped while it waits."""
+    import threading
+
+    x = np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32)
+    heard = {0: [], 1: []}
+    start = threading.Barrier(2)
+
+    def run(i):
+        start.wait()
+        projections.umap_layout(x, 2, progress=lambda f, m: heard[i].append((time.perf_counter(), m)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    spans = {i: [when for when, m in heard[i] if not m.startswith("waiting")] for i in heard}
+    first, second = sorted(heard, key=lambda i: spans[i][0])
+    assert spans[first][-1] <= spans[second][0]  # one layout ended before the other began
+    assert any(m.startswith("waiting for another UMAP") for _, m in heard[second])
+
+    def stop_while_waiting(f, message):
+        if message.startswith("waiting"):
+            raise Stopped("stopped")
+
+    with projections._UMAP_LOCK:  # another UMAP is running
+        with pytest.raises(Stopped):
+            projections.umap_layout(x, 2, progress=stop_while_waiting)
+
+
 def test_tsne_is_sklearns_own_reports_its_iterations_and_stops_at_the_next_report():
     from sklearn.manifold import TSNE
 

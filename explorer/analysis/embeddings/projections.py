@@ -135,8 +135,26 @@ class _EpochReports(io.TextIOBase):
         return len(text)
 
 
+# One UMAP at a time in a process: numba compiles UMAP's code (some of it as umap and pynndescent are first
+# imported) under its own lock, and two threads importing and compiling at once (a background map, a request,
+# the warm-up) deadlocked, holding each other's import and compiler locks. Two layouts at once would only
+# share the same cores anyway.
+_UMAP_LOCK = threading.Lock()
+
+
 def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
     progress = _quiet(progress)
+    acquired = _UMAP_LOCK.acquire(blocking=False)
+    while not acquired:  # a Stop raised by ``progress`` ends the wait
+        progress(0.02, "waiting for another UMAP on this server to finish")
+        acquired = _UMAP_LOCK.acquire(timeout=0.5)
+    try:
+        return _umap_layout(x, dims, seed, progress)
+    finally:
+        _UMAP_LOCK.release()
+
+
+def _umap_layout(x: np.ndarray, dims: int, seed: int, progress: Progress) -> np.ndarray:
     progress(0.05, "importing UMAP (numba)")
     import umap
 
