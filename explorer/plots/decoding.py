@@ -7,6 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
     fit_title,
     plot_text,
     plot_texts,
@@ -136,7 +138,7 @@ def logit_lens_grid(
         go.Heatmap(
             z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=predicted,
             customdata=np.broadcast_to(after, top_probs.shape), colorscale="Greens", zmin=0, zmax=1,
-            colorbar={"title": "p(top)", "thickness": 12},
+            colorbar=colorbar_above("p(top)"),  # above the plot: a phone keeps its width for the cells
             hovertemplate="layer %{y}, after token %{x}: %{customdata}<br>predicts %{text} (%{z:.2f})<extra></extra>",
         )
     )  # fmt: skip
@@ -149,7 +151,7 @@ def logit_lens_grid(
         xaxis={**token_axis(position_labels), "tickangle": -45, "automargin": True, "range": [-0.5, n_pos - 0.5]},
         yaxis={"title": "layer (0 = embeddings)", "dtick": 1, "range": [-0.5, n_layers - 0.5]},
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)
 
 
 def _cell_text(labels: list[str], probs: np.ndarray) -> go.Bar:
