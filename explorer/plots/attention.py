@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots.text import COLORBAR_ROOM, colorbar_above, fit_title, plot_texts, tick_texts, title_layout
+from explorer.plots.text import COLORBAR_ROOM, colorbar_above, fit_title, title_layout, token_axis, token_texts
 
 MASKED_COLOR = "rgba(200, 200, 200, 0.35)"
 
@@ -27,7 +27,8 @@ def attention_heatmap(
     reads as "cannot look ahead". Axes are positions with token ticks, so repeated tokens keep
     their own rows. Beyond ``HEATMAP_MAX_TOKENS`` a side, cells are pooled into square blocks of
     tokens (each the block's largest weight, or mean score) so the figure stays under 1 MB; the title
-    says so, and ticks and hover name each block's first token.
+    says so, and ticks and hover name each block's first token. Past ``MAX_TICK_LABELS`` rows (or
+    columns) the axis labels every n-th one, so the labels never overprint.
     """
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 2 or weights.shape != (len(query_labels), len(key_labels)):
@@ -35,8 +36,8 @@ def attention_heatmap(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
-    q_ticks, k_ticks = tick_texts(query_labels), tick_texts(key_labels)
-    query_labels, key_labels = plot_texts(query_labels), plot_texts(key_labels)  # "</s>" is a token, not a tag
+    q_ticks, k_ticks = list(query_labels), list(key_labels)
+    query_labels, key_labels = token_texts(query_labels), token_texts(key_labels)  # "</s>" is a token, not a tag
     masked = ~np.isfinite(weights)
     if causal:
         masked |= np.triu(np.ones((n_q, n_k), bool), k=1)
@@ -58,9 +59,12 @@ def attention_heatmap(
     elif step > 1:
         hover = {"hovertemplate": f"{step} queries from %{{y}}<br>{step} keys from %{{x}}<br>"
                                   f"{'largest' if value_name == 'weight' else 'mean'} {value_name} %{{z:.3f}}<extra></extra>"}  # fmt: skip
-    else:  # per-cell strings would be megabytes: hover names positions, the ticks name tokens
+    else:  # per-cell strings would be megabytes: hover reads the row's and the column's names
         hover = {"hovertemplate": f"query %{{y}}<br>key %{{x}}<br>{value_name} %{{z:.3f}}<extra></extra>"}
-    xs, ys = [j * step for j in range(n_k)], [i * step for i in range(n_q)]  # token positions of each cell
+    # Each row and column is a category named by its (first) token's position and text, "12 ␣fox": unique where
+    # tokens repeat, and what the hover says of a cell even where the axis labels only every n-th token.
+    xs = [f"{j * step} {label}" for j, label in enumerate(key_labels)]
+    ys = [f"{i * step} {label}" for i, label in enumerate(query_labels)]
     fig = go.Figure(
         go.Heatmap(
             z=shown, x=xs, y=ys, colorbar=colorbar_above(value_name),
@@ -69,14 +73,13 @@ def attention_heatmap(
         )
     )  # fmt: skip
     if masked.any():
-        _shade(fig, masked, step)
-    tick_font = {"size": 11 if max(n_q, n_k) <= 40 else 8}
+        _shade(fig, masked, xs, ys)
     fig.update_layout(
         title=title_layout(title),
-        xaxis={"title": "key (attended to)", "tickvals": xs, "ticktext": k_ticks,
-               "tickangle": -60, "tickfont": tick_font, "automargin": True},
-        yaxis={"title": "query (attending)", "tickvals": ys, "ticktext": q_ticks,
-               "autorange": "reversed", "tickfont": tick_font, "automargin": True},
+        xaxis={"title": "key (attended to)", "type": "category", **token_axis(k_ticks, xs), "tickangle": -60,
+               "automargin": True},
+        yaxis={"title": "query (attending)", "type": "category", **token_axis(q_ticks, ys), "autorange": "reversed",
+               "automargin": True},
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         height=max(360, min(900, 120 + 18 * n_q)),
         plot_bgcolor="white",
@@ -115,23 +118,19 @@ def pool_blocks(values: np.ndarray, masked: np.ndarray, step: int, how: str) -> 
     return np.where(empty, np.nan, pooled), empty
 
 
-def _shade(fig: go.Figure, masked: np.ndarray, step: int = 1) -> None:
-    """Grey out masked cells: one triangle for a causal mask, else a light overlay heatmap. Cell ``i`` sits
-    at position ``i * step`` (pooled blocks of ``step`` tokens)."""
+def _shade(fig: go.Figure, masked: np.ndarray, xs: list[str], ys: list[str]) -> None:
+    """Grey out masked cells: one triangle for a causal mask, else a light overlay heatmap. The axes are
+    categories ``xs`` and ``ys``; a shape places cell ``i`` at ``i`` (a category's serial number)."""
     n_q, n_k = masked.shape
     if n_q == n_k and np.array_equal(masked, np.triu(np.ones((n_q, n_k), bool), k=1)):
         # the staircase just above the diagonal, cell by cell, closed along the top-right edges
-        s = step
-        steps = " ".join(
-            f"L {(i + 0.5) * s:g},{(i - 0.5) * s:g} L {(i + 0.5) * s:g},{(i + 0.5) * s:g}" for i in range(n_q - 1)
-        )
-        path = f"M {0.5 * s:g},{-0.5 * s:g} {steps} L {(n_k - 0.5) * s:g},{(n_q - 1.5) * s:g} L {(n_k - 0.5) * s:g},{-0.5 * s:g} Z"
+        steps = " ".join(f"L {i + 0.5:g},{i - 0.5:g} L {i + 0.5:g},{i + 0.5:g}" for i in range(n_q - 1))
+        path = f"M 0.5,-0.5 {steps} L {n_k - 0.5:g},{n_q - 1.5:g} L {n_k - 0.5:g},-0.5 Z"
         fig.add_shape(type="path", path=path, fillcolor=MASKED_COLOR, line={"width": 0}, layer="above")
         return
     fig.add_trace(
         go.Heatmap(
-            z=np.where(masked, 1.0, np.nan).astype(np.float32), x=[j * step for j in range(n_k)],
-            y=[i * step for i in range(n_q)],
+            z=np.where(masked, 1.0, np.nan).astype(np.float32), x=xs, y=ys,
             colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]], showscale=False, hoverinfo="skip",
         )
     )  # fmt: skip
@@ -144,6 +143,7 @@ HOVER_TEXT_MAX_TOKENS = 64  # beyond this, hover shows positions instead of per-
 LINK_MIN_WEIGHT = 0.01
 LINK_BINS = 20  # lines are drawn in this many weight bands, one trace each, to keep the figure light
 LINK_COLOR = "31, 119, 180"
+LINKS_MAX_TOKENS = 40  # token links show at most this many tokens a side (22 px each): a window of a longer text
 
 
 def link_opacity(weight: float) -> float:
@@ -207,6 +207,18 @@ def grid_block(fig: go.Figure, layer: int, head: int, n_q: int, n_k: int) -> np.
     return z[layer * (n_q + 1) : layer * (n_q + 1) + n_q, head * (n_k + 1) : head * (n_k + 1) + n_k]
 
 
+def link_window(n: int, around: int | None, size: int = LINKS_MAX_TOKENS) -> range:
+    """The positions of ``n`` tokens that token links show: all up to ``size``, else ``size`` of them centred
+    on ``around`` (kept inside the text), or the first ``size`` when ``around`` is None.
+
+    ``link_window(512, 300, 40)`` -> ``range(280, 320)``; ``link_window(512, None, 40)`` -> ``range(0, 40)``.
+    """
+    if n <= size:
+        return range(n)
+    start = 0 if around is None else min(max(0, around - size // 2), n - size)
+    return range(start, start + size)
+
+
 def token_links(
     weights: np.ndarray,
     query_labels: list[str],
@@ -218,7 +230,9 @@ def token_links(
 
     ``weights`` has shape (queries, keys). Line opacity and width grow with the weight; weights
     below ``LINK_MIN_WEIGHT`` are not drawn. With ``selected`` (a query index) only that query's
-    lines are drawn and its label is highlighted.
+    lines are drawn and its label is highlighted. A side longer than ``LINKS_MAX_TOKENS`` shows that many
+    tokens, and the title says which: queries, a window (``link_window``) around ``selected``, else the first
+    ones; keys, the same window, or with ``selected`` the keys it weighs most. The hover gives positions.
     """
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 2 or weights.shape != (len(query_labels), len(key_labels)):
@@ -226,17 +240,34 @@ def token_links(
             f"weights of shape {weights.shape} do not match {len(query_labels)} query and {len(key_labels)} key labels"
         )
     n_q, n_k = weights.shape
-    query_labels, key_labels = plot_texts(query_labels), plot_texts(key_labels)
     if selected is not None and not 0 <= selected < n_q:
         raise ValueError(f"selected query {selected} out of range: there are {n_q} queries")
+    q_window = link_window(n_q, selected)
+    same_text = list(query_labels) == list(key_labels)
+    if n_k <= LINKS_MAX_TOKENS or (selected is None and same_text):
+        keys, which = np.array(link_window(n_k, selected), dtype=int), ""
+    elif selected is None:  # another text's keys: the first ones
+        keys, which = np.arange(LINKS_MAX_TOKENS), f"keys 0–{LINKS_MAX_TOKENS - 1} of {n_k}"
+    else:  # the keys the chosen query weighs most, in text order: its lines are the ones worth seeing
+        keys = np.sort(np.argsort(-weights[selected], kind="stable")[:LINKS_MAX_TOKENS])
+        which = f"the {LINKS_MAX_TOKENS} of {n_k} keys it weighs most"
+    queries = f"{q_window.start}–{q_window.stop - 1} of {n_q}"
+    if which:  # the keys are not the queries' window
+        title = f"{title} ({'queries ' + queries + '; ' if len(q_window) < n_q else ''}{which})"
+    elif len(q_window) < n_q:
+        title = f"{title} (tokens {queries})"
+    shown = weights[q_window.start : q_window.stop][:, keys]  # the rows and columns on screen
+    query_labels = token_texts(query_labels[q_window.start : q_window.stop])
+    key_labels = token_texts([key_labels[j] for j in keys])
+    row = None if selected is None else selected - q_window.start
 
     # Bin the lines by weight so a 64-token head is ~20 traces, not thousands.
-    queries = range(n_q) if selected is None else [selected]
+    queries = range(len(q_window)) if row is None else [row]
     edges = np.linspace(LINK_MIN_WEIGHT, 1.0, LINK_BINS + 1)
     bands: list[tuple[list, list]] = [([], []) for _ in range(LINK_BINS)]
     for i in queries:
-        for j in np.flatnonzero(weights[i] >= LINK_MIN_WEIGHT):
-            xs, ys = bands[min(int(np.searchsorted(edges, weights[i, j], side="right")) - 1, LINK_BINS - 1)]
+        for j in np.flatnonzero(shown[i] >= LINK_MIN_WEIGHT):
+            xs, ys = bands[min(int(np.searchsorted(edges, shown[i, j], side="right")) - 1, LINK_BINS - 1)]
             xs.extend([0, 1, None])
             ys.extend([i, j, None])
     fig = go.Figure()
@@ -251,27 +282,29 @@ def token_links(
                 )
             )  # fmt: skip
 
-    def tokens(labels: list[str], x: int, role: str, position: str) -> go.Scatter:
-        emphasis = [selected is not None and role == "query" and i == selected for i in range(len(labels))]
-        dimmed = selected is not None and role == "query"
+    def tokens(labels: list[str], positions, x: int, role: str, position: str) -> go.Scatter:
+        emphasis = [role == "query" and i == row for i in range(len(labels))]
+        dimmed = row is not None and role == "query"
         return go.Scatter(
             x=[x] * len(labels), y=list(range(len(labels))), mode="markers+text", text=labels, textposition=position,
             marker={"size": [12 if e else 7 for e in emphasis],
                     "color": ["crimson" if e else "lightgray" if dimmed else f"rgb({LINK_COLOR})" for e in emphasis]},
             textfont={"color": ["crimson" if e else "gray" if dimmed else "black" for e in emphasis]},
-            customdata=labels, hovertemplate=f"{role} %{{y}}: %{{customdata}}<extra></extra>",
+            customdata=list(zip(positions, labels)), hovertemplate=f"{role} %{{customdata[0]}}: %{{customdata[1]}}<extra></extra>",
             name=f"{role} tokens", showlegend=False,
         )  # fmt: skip
 
-    fig.add_trace(tokens(query_labels, 0, "query", "middle left"))
-    fig.add_trace(tokens(key_labels, 1, "key", "middle right"))
+    fig.add_trace(tokens(query_labels, q_window, 0, "query", "middle left"))
+    fig.add_trace(tokens(key_labels, keys.tolist(), 1, "key", "middle right"))
+    rows = max(len(q_window), len(keys))
     fig.update_layout(
         title=title_layout(title),
         xaxis={"visible": False, "range": [-0.8, 1.8], "fixedrange": True},
-        yaxis={"visible": False, "autorange": "reversed"},
+        # the range exactly the rows (reversed: the first token on top); autorange pads 5 % of the height
+        yaxis={"visible": False, "range": [rows - 0.5, -0.5]},
         annotations=[{"x": 0, "y": 1, "xref": "x", "yref": "paper", "text": "query", "showarrow": False, "yanchor": "bottom"},
                      {"x": 1, "y": 1, "xref": "x", "yref": "paper", "text": "key", "showarrow": False, "yanchor": "bottom"}],
-        height=max(300, 80 + 22 * max(n_q, n_k)),
+        height=max(300, 80 + 22 * rows),
         margin={"l": 20, "r": 20, "t": 30, "b": 20},
         plot_bgcolor="white",
     )  # fmt: skip

@@ -6,7 +6,18 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots.text import fit_title, plot_text, plot_texts, title_layout
+from explorer.plots.text import (
+    COLORBAR_ROOM,
+    colorbar_above,
+    fit_title,
+    plot_text,
+    plot_texts,
+    readable_token,
+    shorten,
+    title_layout,
+    token_axis,
+    token_texts,
+)
 
 STATUS_COLORS = {"root": "#444", "kept": "#2a9d8f", "finished": "#1d4ed8", "pruned": "#bbbbbb"}
 
@@ -98,29 +109,60 @@ def beam_tree(nodes: list[dict], title: str = "") -> go.Figure:
     return fit_title(fig)
 
 
+CELL_FONT = 12  # px: a logit-lens cell's text at its largest; plotly shrinks it to fit the cell ...
+CELL_MIN_FONT = 10  # ... but never below this: a cell too small for it shows no text (its hover still does)
+CELL_CHARS = 6  # a predicted token longer than this is cut in its cell, with an ellipsis (whole in the hover)
+CELL_TEXT_MAX_POSITIONS = 64  # beyond this many positions no screen gives a cell room for text: none is sent
+DARK_CELL = 0.55  # p(top) from which a Greens cell is dark enough for white text
+
+
 def logit_lens_grid(
     top_labels: np.ndarray, top_probs: np.ndarray, position_labels: list[str], title: str = ""
 ) -> go.Figure:
     """Layer × position grid: each cell the token that layer would predict next, coloured by its probability.
 
-    ``top_labels`` and ``top_probs`` are (layers + 1, positions); row 0 reads the embeddings.
+    ``top_labels`` and ``top_probs`` are (layers + 1, positions); row 0 reads the embeddings. Each cell names
+    its token in text of ``CELL_MIN_FONT`` to ``CELL_FONT`` px, or not at all where the cell is too small on
+    the screen at hand (plotly's ``uniformtext`` decides as it draws, so a phone and a projector both get
+    readable text or none); the hover always names the token. Past ``MAX_TICK_LABELS`` positions the axis
+    labels every n-th token.
     """
     top_probs = np.asarray(top_probs, float)
     n_layers, n_pos = top_probs.shape
     if np.shape(top_labels) != top_probs.shape or len(position_labels) != n_pos:
         raise ValueError("labels, probabilities and positions must agree in shape")
+    flat = [str(label) for label in np.asarray(top_labels).ravel()]
+    predicted = np.array(token_texts(flat), dtype=object).reshape(top_probs.shape)
+    after = np.array(token_texts(position_labels), dtype=object)
     fig = go.Figure(
         go.Heatmap(
-            z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=plot_texts(np.asarray(top_labels)),
-            texttemplate="%{text}", colorscale="Greens", zmin=0, zmax=1, colorbar={"title": "p(top)", "thickness": 12},
-            hovertemplate="layer %{y}, after token %{x}<br>predicts %{text} (%{z:.2f})<extra></extra>",
+            z=top_probs, x=list(range(n_pos)), y=list(range(n_layers)), text=predicted,
+            customdata=np.broadcast_to(after, top_probs.shape), colorscale="Greens", zmin=0, zmax=1,
+            colorbar=colorbar_above("p(top)"),  # above the plot: a phone keeps its width for the cells
+            hovertemplate="layer %{y}, after token %{x}: %{customdata}<br>predicts %{text} (%{z:.2f})<extra></extra>",
         )
     )  # fmt: skip
+    if n_pos <= CELL_TEXT_MAX_POSITIONS:
+        fig.add_trace(_cell_text(flat, top_probs))
     fig.update_layout(
         title=title_layout(title), height=max(360, 140 + 34 * n_layers), plot_bgcolor="white",
-        margin={"l": 60, "r": 10, "t": 10, "b": 10},
-        xaxis={"tickvals": list(range(n_pos)), "ticktext": plot_texts(position_labels), "tickangle": -45,
-               "automargin": True},
-        yaxis={"title": "layer (0 = embeddings)", "dtick": 1},
+        margin={"l": 60, "r": 10, "t": 10, "b": 10}, barmode="overlay",
+        uniformtext={"minsize": CELL_MIN_FONT, "mode": "hide"},
+        xaxis={**token_axis(position_labels), "tickangle": -45, "automargin": True, "range": [-0.5, n_pos - 0.5]},
+        yaxis={"title": "layer (0 = embeddings)", "dtick": 1, "range": [-0.5, n_layers - 0.5]},
     )  # fmt: skip
-    return fit_title(fig)
+    return fit_title(fig, COLORBAR_ROOM)
+
+
+def _cell_text(labels: list[str], probs: np.ndarray) -> go.Bar:
+    """The cells' text as see-through bars, one per cell: plotly hides a bar's text that would be smaller than
+    ``uniformtext.minsize`` (a heatmap's own text only shrinks, to a pixel if need be)."""
+    layers, positions = np.indices(probs.shape)
+    cut = [plot_text(shorten(readable_token(label), CELL_CHARS)) for label in labels]
+    return go.Bar(
+        x=positions.ravel(), y=np.ones(probs.size), base=layers.ravel() - 0.5, width=1.0, text=cut,
+        textposition="inside", insidetextanchor="middle", textangle=0, cliponaxis=True,
+        textfont={"size": CELL_FONT, "color": np.where(probs.ravel() >= DARK_CELL, "white", "#1a1a1a").tolist()},
+        marker={"color": "rgba(0, 0, 0, 0)", "line": {"width": 0}}, hoverinfo="skip", showlegend=False,
+        name="predicted tokens",
+    )  # fmt: skip

@@ -8,6 +8,7 @@ because plotly never wraps them and a phone is about 36 characters wide.
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 import numpy as np
@@ -33,11 +34,48 @@ def plot_texts(texts) -> list[str]:
 
 
 TICK_CHARS = 10  # a tick label longer than this is cut (hover still shows it whole): a phone has no room
+TICK_FONT = 11  # px: token tick labels, whatever the number of tokens (fewer labels rather than smaller ones)
+MAX_TICK_LABELS = 40  # past this many tokens an axis labels every n-th token: at 11 px they would overprint
+# A character a figure cannot draw: the control characters ``visible`` writes as ``\x1c`` (or ``\u200d``), and
+# the carriage-return symbol, which the common fonts lack (it showed as an empty box).
+_UNDRAWABLE = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})|(␍)")
+
+
+def readable_token(label: str) -> str:
+    """A token's display text as a figure shows it: a character that cannot be drawn is written as its code in
+    angle brackets, the way a byte that is not a whole character already is (``<d8>``).
+
+    ``readable_token("\\x1c")`` -> ``"<1c>"``; ``"a␍"`` -> ``"a<0d>"``; ``"␣the"`` stays ``"␣the"``.
+    """
+    return _UNDRAWABLE.sub(lambda m: f"<{m[1]}>" if m[1] else f"<U+{m[2].upper()}>" if m[2] else "<0d>", str(label))
+
+
+def token_texts(labels) -> list[str]:
+    """Token labels for hovers and cells: readable (``readable_token``) and escaped (``plot_text``)."""
+    return [plot_text(readable_token(label)) for label in labels]
 
 
 def tick_texts(labels) -> list[str]:
-    """Labels for axis ticks: escaped, and cut to ``TICK_CHARS`` characters with an ellipsis."""
-    return [plot_text(shorten(label, TICK_CHARS)) for label in labels]
+    """Labels for axis ticks: readable, escaped, and cut to ``TICK_CHARS`` characters with an ellipsis."""
+    return [plot_text(shorten(readable_token(label), TICK_CHARS)) for label in labels]
+
+
+def tick_stride(n: int, most: int = MAX_TICK_LABELS) -> int:
+    """Label every n-th of ``n`` ticks so that at most ``most`` are labelled: ``tick_stride(512)`` -> 13."""
+    return max(1, -(-n // most))
+
+
+def token_axis(labels, positions=None, most: int = MAX_TICK_LABELS) -> dict:
+    """An axis whose ticks name tokens: every token up to ``most`` of them, past that every n-th (the first
+    included), at ``TICK_FONT`` px. ``positions``: the axis value of each label (by default 0, 1, 2, ...).
+
+    ``token_axis(list("abcde"), most=2)["ticktext"]`` -> ``["a", "d"]``; the hover still names every token.
+    """
+    labels = list(labels)
+    positions = list(range(len(labels))) if positions is None else list(positions)
+    step = tick_stride(len(labels), most)
+    return {"tickmode": "array", "tickvals": positions[::step], "ticktext": tick_texts(labels[::step]),
+            "tickfont": {"size": TICK_FONT}}  # fmt: skip
 
 
 def colorbar_above(title: str) -> dict:

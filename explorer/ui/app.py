@@ -63,8 +63,10 @@ CSS = """
                   --block-info-text-size: 16px; --block-title-text-size: 19px; --section-header-text-size: 20px;
                   --input-text-size: 20px; --button-large-text-size: 22px; --button-small-text-size: 18px; }
 .explorer-large .prose { font-size: 20px; }
-/* Figures: drawn at 1/1.3 of the width and shown 1.3 times larger, so every label grows and still fits. */
-.explorer-large .js-plotly-plot { zoom: 1.3; width: calc(100% / 1.3) !important; }
+/* Figures: drawn at 1/1.3 of their box and shown 1.3 times larger, so every label grows and the figure still fills
+   its box. The width is left to the box (auto): a percentage inside a zoomed element is taken of the zoomed
+   box in current browsers, and calc(100% / 1.3) drew the figures at 1/1.69, shrinking the text fitted to cells. */
+.explorer-large .js-plotly-plot { zoom: 1.3; width: auto !important; }
 /* Presenter mode: the header on one line (no intro, lesson path, labels or notes) and the figure on screen. */
 .explorer-presenter .explorer-intro, .explorer-presenter .explorer-toolbar, .explorer-presenter .explorer-explain,
 .explorer-presenter .explorer-inputs [data-testid=block-info], .explorer-presenter .explorer-inputs label > span:first-child,

@@ -293,8 +293,8 @@ def build(ctx: AppContext, shared) -> None:
                 bars = gr.Plot(label="Answer distribution")
                 with gr.Row():
                     attn_clean, attn_ablated = gr.Plot(label="Attention, clean"), gr.Plot(label="Attention, ablated")
-                with gr.Row():
-                    lens_clean, lens_ablated = gr.Plot(label="Logit lens, clean"), gr.Plot(label="Logit lens, ablated")
+                lens_clean = gr.Plot(label="Logit lens, clean")  # full width, one above the other: a cell per token
+                lens_ablated = gr.Plot(label="Logit lens, ablated")
             with gr.Tab("Head importance"):
                 with gr.Row():
                     kind = gr.Dropdown([], label="Attention", scale=1)
