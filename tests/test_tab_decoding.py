@@ -72,6 +72,17 @@ def test_step_by_step_start_next_take_and_undo(app, gpt2):
     assert rows == [] and h.steps == ()
 
 
+def test_a_sampled_tokens_probability_is_shown_to_two_figures_not_as_zero(app, gpt2):
+    """At a high temperature the sampled tokens are rare ones: their probabilities (about 1e-4) read "0"."""
+    hot = (3.0, 0, 1.0, 0.0, 1.0, False)
+    h, _, rows, _ = tab.step_start(app, gpt2, None, None, 0, *hot)
+    for _ in range(4):
+        h, _, rows, _ = tab.step_next(app, gpt2, h, None, 0, *hot)
+    for row, step in zip(rows, h.steps):
+        assert float(row[3]) == pytest.approx(step.chosen.prob, rel=0.05), row
+    assert min(step.chosen.prob for step in h.steps) < 0.001  # the case that read as zero
+
+
 def test_step_by_step_refusals_keep_the_history(app, gpt2):
     skipped, note, *rest = tab.step_take(app, gpt2, None, None, 0, *GREEDY)
     assert note == "⚠️ Take a first step, then pick one of its alternatives\\."

@@ -69,10 +69,16 @@ def show_distribution(ctx: AppContext, selection: Selection | None, top_n_v, sho
 # ---------------------------------------------------------------- step by step
 
 
+def shown_probability(p: float) -> str:
+    """A probability as a person reads it: three decimals, or two significant figures below 0.001 (a sampled
+    token at rank 8,664 read "0")."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+
+
 def history_rows(h: StepHistory) -> list[list]:
     return [
-        [s.index + 1, s.chosen.text, s.how, round(s.chosen.prob, 4), s.chosen.rank,
-         ", ".join(f"{c.text} {c.prob:.2f}" for c in s.candidates[:5])]
+        [s.index + 1, s.chosen.text, s.how, shown_probability(s.chosen.prob), s.chosen.rank,
+         ", ".join(f"{c.text} {shown_probability(c.prob)}" for c in s.candidates[:5])]
         for s in h.steps
     ]  # fmt: skip
 
@@ -81,7 +87,7 @@ def history_view(lm, h: StepHistory):
     """(history, summary, table rows, the last step's alternatives) for the step-by-step outputs."""
     source = "" if h.source_ids is None else "(decoder output) "
     last = h.steps[-1].candidates if h.steps else ()
-    choices = [(f"{c.text}  ({c.prob:.3f})", c.id) for c in last]
+    choices = [(f"{c.text}  ({shown_probability(c.prob)})", c.id) for c in last]
     text = lm.tokenizer.decode(list(h.new_ids), skip_special_tokens=True)
     summary = f"{source}**{md_escape(text.strip() or '…')}** · log-probability {h.logprob:.2f}" + (
         " · ended" if h.finished else ""
