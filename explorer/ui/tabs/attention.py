@@ -47,7 +47,10 @@ MAX_GENERATE = 32
 MAX_INDEX = 63
 
 
-NOT_A_DECODER = "Step-by-step generation is shown for decoders (GPT-style models); pick one above."
+NOT_A_DECODER = (
+    "Step-by-step attention is shown for decoder-only models (GPT-style): choose one such as tiny-gpt2 in the "
+    "Model box at the top."
+)
 
 
 def head_figure(view: HeadView, about_: str) -> go.Figure:
