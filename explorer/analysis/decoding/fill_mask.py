@@ -49,9 +49,11 @@ def infill_spans(source: str, generated: str) -> tuple[dict[int, str], str]:
     -> ``({0: "light"}, "Let there be light.")``
     """
     pieces = SENTINEL.split(generated)
+    asked = {int(n) for n in SENTINEL.findall(source)}  # spans the model wrote for sentinels not in the text: not shown
     spans: dict[int, str] = {}
     for number, text in zip(pieces[1::2], pieces[2::2]):
-        spans.setdefault(int(number), text.replace("</s>", "").replace("<pad>", "").strip())
+        if int(number) in asked:
+            spans.setdefault(int(number), text.replace("</s>", "").replace("<pad>", "").strip())
     filled = SENTINEL.sub(lambda m: f"[{spans.get(int(m.group(1)), '?')}]", source)
     return spans, filled
 

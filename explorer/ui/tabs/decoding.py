@@ -201,7 +201,7 @@ def fill_in(ctx: AppContext, selection, position_v, new_v):
             f"- {md_escape(f'<extra_id_{k}>')} → **{md_escape(v or '∅')}**" for k, v in sorted(fill.spans.items())
         )
         note = f"{md_escape(fill.filled)}\n\n{table}\n\nThe model wrote: {md_escape(fill.raw)}"
-        return note, message_figure("Spans filled (beam width 4).")
+        return note, message_figure(f"{fill.filled} · each sentinel's span found by beam search of width 4")
     trace = ctx.trace(selection)
     tokenizer = lm.tokenizer
     masked_text = text_to_mask(
