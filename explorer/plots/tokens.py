@@ -10,11 +10,13 @@ from explorer.core.trace import Token, visible
 
 PASTELS = ("#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db")
 # One style block per view instead of a style attribute per token: a 10 kB text has ~2,800 spans.
-# The spans sit side by side with nothing between them, so a line could not break there: the strip is a
-# wrapping row of boxes (a phone screen holds ~35 characters), and one token longer than a line breaks inside.
+# The spans sit side by side with nothing between them, so a line could not break there: each is an inline
+# box, between which a line may break (a phone screen holds ~35 characters), and one token longer than a line
+# breaks inside. Inline boxes, not a flex row: the strip's text still reads as the text (copying, find in page).
 SPAN_STYLE = (
-    "<style>.token-spans{display:flex;flex-wrap:wrap;align-items:center;line-height:1.9;font-family:monospace}"
-    ".token-spans .tok,.token-spans .tok-gap{white-space:pre-wrap;overflow-wrap:anywhere;min-width:0}"
+    "<style>.token-spans{line-height:1.9;font-family:monospace}"
+    ".token-spans .tok,.token-spans .tok-gap{display:inline-block;white-space:pre-wrap;overflow-wrap:anywhere;"
+    "max-width:100%}"
     ".token-spans .tok{padding:1px 2px;margin:1px;border-radius:3px}"
     ".token-spans .tok-special{border:2px solid #444;font-weight:bold;background:#f4f4f4}"
     ".token-spans .tok-gap{color:#999}"
