@@ -68,7 +68,7 @@ def test_scores_rollout_statistics_and_generation_views(client, tiny_dir):
 def test_generation_view_explains_itself_for_other_families(client, tiny_dir):
     client.predict(str(tiny_dir["bert"]), "The tiger jumped.", "", api_name="/analyze")
     _, text, _ = client.predict(1, 1, 5, 3, api_name="/generation_attention")
-    assert "decoders" in text
+    assert "decoder-only models" in text and "Model box" in text
 
 
 def test_grid_and_token_links_then_no_view_change_reruns_the_model(client, ctx, tiny_dir):
