@@ -128,25 +128,19 @@ def wait_for_rows(page, at_least: int) -> None:
     page.wait_for_timeout(500)  # the columns are sized once the rows are in
 
 
-def test_the_retrieval_table_shows_its_ranks_at_1280(open_page, artifacts):
+@pytest.mark.parametrize(
+    "label, button, name",
+    [("Retrieval", "Search", "Retrieval"), ("Quantize & speculate", "Quantize and measure", "Quantization")],
+)
+def test_a_results_table_shows_every_column_at_1280(open_page, artifacts, label, button, name):
+    """Retrieval's ranks and the quantization table's numbers: every header inside the table's visible box."""
     page = open_page(viewport=DESKTOP)
-    open_tab(page, "Retrieval")
-    page.locator(PANEL).first.get_by_role("button", name="Search", exact=True).click()
+    open_tab(page, label)
+    page.locator(PANEL).first.get_by_role("button", name=button, exact=True).click()
     wait_for_rows(page, 5)
     show_the_last_table(page)
-    page.screenshot(path=artifacts / "retrieval-table-desktop.png")
-    assert_headers_fit(page, "Retrieval")
-
-
-def test_the_quantization_table_shows_its_numbers_at_1280(open_page, artifacts):
-    page = open_page(viewport=DESKTOP)
-    open_tab(page, "Quantize & speculate")
-    panel = page.locator(PANEL).first
-    panel.get_by_role("button", name="Quantize and measure").click()
-    wait_for_rows(page, 5)
-    show_the_last_table(page)
-    page.screenshot(path=artifacts / "quantization-table-desktop.png")
-    assert_headers_fit(page, "Quantization")
+    page.screenshot(path=artifacts / f"{name.lower()}-table-desktop.png")
+    assert_headers_fit(page, name)
 
 
 def test_the_lora_comparison_tables_show_every_column_at_1280(open_page, artifacts):
