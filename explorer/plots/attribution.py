@@ -44,12 +44,14 @@ def _rgba(value: float, scale: float, alpha_max: float = 0.85) -> str:
     return f"rgba({r}, {g}, {b}, {alpha_max * min(1.0, abs(value) / scale):.3f})"
 
 
-# The spans sit side by side with nothing between them, so a line could not break there: each strip is a
-# wrapping row of boxes that stays inside its own column (two strips stand side by side), and a token longer
-# than the column breaks inside.
-STRIP_STYLE = "display:flex;flex-wrap:wrap;align-items:center;line-height:2;min-width:0"
+# The spans sit side by side with nothing between them, so a line could not break there: each is an inline box,
+# between which a line may break, inside its strip's own column (two strips stand side by side), and a token
+# longer than the column breaks inside. Inline boxes, as in the token strips (``plots.tokens``), not a flex row:
+# the strip's text still reads as the text.
+STRIP_STYLE = "line-height:2;min-width:0"
 TOKEN_STYLE = (
-    "padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;white-space:pre-wrap;overflow-wrap:anywhere"
+    "display:inline-block;max-width:100%;padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;"
+    "white-space:pre-wrap;overflow-wrap:anywhere"
 )
 
 

@@ -76,7 +76,7 @@ def tab_names(tab_blocks: list) -> dict[str, str]:
     names = {}
     for tab in tab_blocks:
         if tab.id is not None:
-            names[slug(str(tab.label))] = names[slug(str(tab.id))] = tab.id
+            names[slug(tab.label)] = names[slug(tab.id)] = tab.id
     return names
 
 
