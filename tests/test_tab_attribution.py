@@ -2,7 +2,7 @@
 
 import pytest
 
-from explorer.ui.context import AppContext, Selection
+from explorer.ui.context import AppContext, Selection, md_escape
 from explorer.ui.tabs import attribution as tab
 from tests.plotly_json import figure_dict
 
@@ -26,11 +26,23 @@ def test_predictions_are_listed_and_explained_with_the_completeness_check(ctx):
     assert "tiny-gpt2" in bars["layout"]["title"]["text"]
 
 
-def test_a_prediction_out_of_range_is_a_sentence_not_an_error(ctx):
+def test_bad_choices_are_sentences_not_errors(ctx):
     selection = Selection("tiny-gpt2", "The tiger jumped")
-    note, _, _, figure = tab.attribute_view(ctx, selection, "saliency", None, "probability", "pad", 2, 4, 7, None)
+    note, _, _, figure = tab.attribute_view(ctx, selection, "saliency", None, "probability", "pad", 2, 4, "x", None)
     assert note.startswith("⚠️") and "predictions listed" in note
     assert tab.attribute_view(ctx, None, "saliency", None, "probability", "pad", 2, 4, 0, None)[0].startswith("⚠️")
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-t5"])
+def test_a_choice_from_a_longer_list_explains_the_first_word_and_says_so(ctx, model):
+    """The list follows "Tokens to generate", but a click can go out with the old list's choice (index 3 of 6)
+    before the one-item list arrives: the first word is explained, and the note says so."""
+    selection = Selection(model, "The tiger jumped")
+    listed = tab.list_predictions(ctx, selection, 1)
+    note, _, _, figure = tab.attribute_view(ctx, selection, "saliency", None, "probability", "pad", 1, 4, 3, None)
+    assert note.startswith("Prediction 4 is not among the 1 listed now; the first word instead:"), note
+    assert f"**{md_escape(listed['choices'][listed['value']][0])}**" in note
+    assert "Why" in figure_dict(figure)["layout"]["title"]["text"]
 
 
 def test_the_whole_generation_streams_rows_then_the_matrix(ctx):

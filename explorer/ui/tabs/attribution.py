@@ -78,9 +78,13 @@ def list_predictions(ctx: AppContext, selection, new_v):
         return gr.update(choices=[], value=None)
     lm = ctx.model(selection)
     task = predictions_of(lm, selection.text, int(new_v))
-    special = set(lm.tokenizer.all_special_ids)  # start on a word: T5's first token is often a sentinel
-    first = next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
-    return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first)
+    return gr.update(choices=[(p.label, i) for i, p in enumerate(task.predictions)], value=first_word(lm, task))
+
+
+def first_word(lm, task) -> int:
+    """The first prediction that is a word: T5's first token is often a sentinel."""
+    special = set(lm.tokenizer.all_special_ids)
+    return next((i for i, p in enumerate(task.predictions) if p.token_id not in special), 0)
 
 
 @guarded(lambda msg: (warning(msg), "", "", message_figure(msg)))
@@ -89,9 +93,16 @@ def attribute_view(
     progress=gr.Progress(),  # noqa: B008 (gradio idiom)
 ):  # fmt: skip
     lm, task = task_of(ctx, selection, new_v)
-    index = 0 if index in (None, "") else index
-    if not str(index).isdigit() or int(index) >= len(task.predictions):
+    index = first_word(lm, task) if index in (None, "") else index
+    if not str(index).isdigit():
         raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
+    moved = ""
+    if int(index) >= len(task.predictions):
+        # A list made for another "Tokens to generate" (the click can go out before the new list arrives).
+        moved = (
+            f"Prediction {int(index) + 1} is not among the {len(task.predictions)} listed now; the first word instead: "
+        )
+        index = first_word(lm, task)
     pred = task.predictions[int(index)]
     methods = [check_method(a_v).key] + ([check_method(b_v).key] if b_v and b_v != a_v else [])
     results = []
@@ -102,7 +113,7 @@ def attribute_view(
     first = results[0]
     htmls = [attribution_text_html(list(r.labels), r.scores, METHODS[r.method].name) for r in results]
     lines = "\n".join(f"- {value_line(r)}" for r in results)
-    head = f"**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
+    head = f"{moved}**{md_escape(pred.label)}** · {md_escape(task.note)} · {SIGN_NOTE}."
     figure = attribution_bars(
         list(first.labels), {METHODS[r.method].name: r.scores for r in results},
         f"Why “{first.token}” ({output_v}) · {about(selection)}",
