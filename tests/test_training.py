@@ -1,6 +1,9 @@
 """The training recipe's parts that need no corpus: warm start across tokenizers, the time budget,
 documents, deduplication and the held-out split (tiny random-weight models, real tokenizers)."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -166,3 +169,51 @@ def test_a_cards_stages_keep_each_runs_dropout_and_the_card_names_them():
     assert dropouts({"dropout": 0.0, "stages": stages}) == "0.1, then 0.0"
     assert earlier_stages({"dropout": 0.0, "stages": stages, "steps": 11962, "lr": 0.003}) == stages  # kept as written
     assert dropouts({"dropout": 0.1, "steps": 900, "lr": 6e-4}) == "0.1" and earlier_stages({}) == []
+
+
+def test_the_standard_error_of_a_ratio_over_windows():
+    # Windows of one token each: the plain standard error of the mean, std (ddof 1) / sqrt(n).
+    assert recipes.ratio_standard_error([(1.0, 1), (3.0, 1)]) == pytest.approx(1.0)
+    # Every window at the same rate per token, whatever its length: no spread, whatever the counts.
+    assert recipes.ratio_standard_error([(2.0, 1), (6.0, 3), (10.0, 5)]) == pytest.approx(0.0)
+    # Longer windows weigh more: (0 + 8) / (1 + 3) = 2; residuals -2 and 2; sqrt(2 * 8) / 4 = 1.
+    assert recipes.ratio_standard_error([(0.0, 1), (8.0, 3)]) == pytest.approx(1.0)
+    assert math.isnan(recipes.ratio_standard_error([(1.0, 1)]))  # one window: no spread to measure
+
+
+def test_span_corruption_takes_spans_out_and_writes_them_after_their_sentinels():
+    ids = np.arange(100, 140)  # 40 distinct ids: what is taken out can be found again
+    sentinels = list(range(1000, 1100))
+    inputs, targets = objectives.span_corrupt(ids, sentinels, np.random.default_rng(0))
+    n_spans = sum(i in sentinels for i in inputs)
+    assert n_spans == 2  # 15% of 40 tokens is 6, in spans of 3 on average
+    assert targets[0] == sentinels[0] and targets[-1] == sentinels[n_spans]
+    # Each sentinel of the input stands where the target's span after the same sentinel was.
+    rebuilt, spans = [], {}
+    for tok in targets:
+        if tok in sentinels:
+            current = spans.setdefault(tok, [])
+        else:
+            current.append(tok)
+    for tok in inputs:
+        rebuilt.extend(spans[tok] if tok in sentinels else [tok])
+    assert rebuilt == list(ids)
+
+
+def test_a_share_of_short_windows_gives_sentence_long_inputs_with_one_or_two_spans():
+    tok = tokenizer_training.train_unigram([TEXT], 300)
+    stream = objectives.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
+    sentinels = set(tok.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)]))
+
+    def spans_per_row(batch):
+        return [sum(int(i) in sentinels for i in row) for row in batch["input_ids"]]
+
+    plain = objectives.span_corruption_batch(stream, 8, 64, np.random.default_rng(3), tok)
+    assert min(spans_per_row(plain)) >= 3  # 63 tokens: about 9 noise tokens, 3 spans
+    mixed = objectives.span_corruption_batch(stream, 8, 64, np.random.default_rng(3), tok, short_share=0.5)
+    lengths = mixed["attention_mask"].sum(dim=1).tolist()
+    short = [n for n, length in zip(spans_per_row(mixed), lengths, strict=True) if length < 40]
+    assert len(short) == 4 and all(1 <= n <= 2 for n in short)
+    # No short windows asked for: the very batches of every earlier run.
+    again = objectives.span_corruption_batch(stream, 8, 64, np.random.default_rng(3), tok, short_share=0.0)
+    assert torch.equal(again["input_ids"], plain["input_ids"]) and torch.equal(again["labels"], plain["labels"])

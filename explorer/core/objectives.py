@@ -99,13 +99,26 @@ def _random_partition(total: int, parts: int, rng: np.random.Generator) -> list[
     return list(np.diff(np.concatenate([[0], cuts, [total]])))
 
 
-def span_corruption_batch(stream, batch, length, rng, tokenizer) -> dict[str, torch.Tensor]:
-    """``batch`` random windows of ``length - 1`` tokens, span-corrupted (``span_corrupt_windows``)."""
-    return span_corrupt_windows(random_windows(stream, batch, length - 1, rng), rng, tokenizer)
+SHORT_WINDOW = (8, 32)  # tokens: a sentence or two, which corrupted gives one or two spans
 
 
-def span_corrupt_windows(windows: np.ndarray, rng, tokenizer) -> dict[str, torch.Tensor]:
-    """Each window (B, T) span-corrupted and ended by </s>, padded into one encoder-decoder batch."""
+def span_corruption_batch(stream, batch, length, rng, tokenizer, short_share: float = 0.0) -> dict[str, torch.Tensor]:
+    """``batch`` random windows of ``length - 1`` tokens, span-corrupted (``span_corrupt_windows``).
+
+    ``short_share`` of them are instead 8 to 32 tokens long: a sentence with one blank, as the app's texts
+    are. Long windows alone (about seven spans each) never show the model an input whose one span is its last.
+    """
+    n_short = round(batch * short_share)
+    if not n_short:  # the draws of every run before short windows existed, kept
+        return span_corrupt_windows(random_windows(stream, batch, length - 1, rng), rng, tokenizer)
+    windows = list(random_windows(stream, batch - n_short, length - 1, rng)) if batch > n_short else []
+    for size in rng.integers(SHORT_WINDOW[0], SHORT_WINDOW[1] + 1, size=n_short):
+        windows.append(random_windows(stream, 1, int(size), rng)[0])
+    return span_corrupt_windows(windows, rng, tokenizer)
+
+
+def span_corrupt_windows(windows, rng, tokenizer) -> dict[str, torch.Tensor]:
+    """Each window (rows of token ids, any lengths) span-corrupted and ended by </s>, padded into one batch."""
     sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pairs = [span_corrupt(w, sentinels, rng) for w in windows]

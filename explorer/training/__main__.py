@@ -71,6 +71,10 @@ def main(argv=None) -> None:
     parser.add_argument("--dropout", type=float, help="encoder dropout (default: the recipe's)")
     parser.add_argument("--batch", type=int, help="sequences per step (default: the recipe's)")
     parser.add_argument(
+        "--short-share", type=float,
+        help="encoder-decoder: share of each batch that is a sentence-long window with one or two spans (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--minutes", type=float, help="stop after this long, the learning rate decaying over it (default: no limit)"
     )
     parser.add_argument(
@@ -98,7 +102,9 @@ def main(argv=None) -> None:
         log_file.flush()
 
     recipe = recipes.recipe_for(args.family, args.shape)
-    overrides = {k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch", "short_share") if getattr(args, k) is not None
+    }
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
     log(f"corpus: {corpus.describe()}")
@@ -162,7 +168,8 @@ def main(argv=None) -> None:
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
         stages=[*earlier_stages(previous),
-                *([{"steps": steps_run, "lr": recipe.lr, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {})}] if steps_run else [])],
+                *([{"steps": steps_run, "lr": recipe.lr, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
+                    **({"short_share": recipe.short_share} if recipe.short_share else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -123,7 +124,9 @@ def _figure(family: str, m: dict | None) -> str:
         return f"top-5 {m['top5_accuracy']:.1%}, top-1 {m['top1_accuracy']:.1%}"
     gap = m["unigram_baseline_loss"] - m["held_out_loss"]
     blanked = f"; input blanked {m['input_blanked_loss']:.2f}" if "input_blanked_loss" in m else ""
-    return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f} under{blanked})"
+    se = m.get("gap_standard_error")  # over corrupted windows; absent from cards written before it was measured
+    error = f" ± {se:.2f}" if se is not None and math.isfinite(se) else ""
+    return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f}{error} under{blanked})"
 
 
 def compared_with(family: str, metrics: dict, models: Path | None = None) -> tuple[str, dict]:
@@ -154,12 +157,16 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         "encoder": "Fill-mask: 15% of tokens replaced by [MASK]; is the right one the first, or among the first five, guesses?",
         "encoder_decoder": "Span infill: T5 span corruption (15% noise, mean span 3), loss per target token beside a "
         "unigram model of the training targets that ignores the input, and beside the same model with its input "
-        "blanked (all padding): the gap between the two says how much the decoder reads its encoder.",
+        "blanked (all padding): the gap between the two says how much the decoder reads its encoder. "
+        "± is one standard error of the gap under unigram, over the corrupted windows.",
     }[family]
     lines += ["", unit]
     if family != "decoder":
+        modern = metrics.get("modern", {})
+        tokens = modern.get("masked_tokens", modern.get("target_tokens"))
         lines.append(f"The modern sample is masked or corrupted {metrics.get('modern_passes', 10)} times with "
-                     "different random choices, so each figure rests on a few thousand tokens.")  # fmt: skip
+                     "different random choices, so its figures rest on "
+                     f"{f'{tokens:,}' if tokens else 'a few thousand'} predicted tokens.")  # fmt: skip
     if "tokens_per_word_modern" in metrics:
         lines += [
             "",
@@ -200,6 +207,7 @@ def write_card(
         f"    python -m explorer.training --family {family} --steps {st['steps']}"
         + (f" --resume --lr {st['lr']}" if i else first)
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
+        + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")
         + (" --shape draft" if draft_for and not i else "")
         + (f" --tokenizer-from {metrics['tokenizer_from']}" if metrics.get("tokenizer_from") and not i else "")
