@@ -70,8 +70,12 @@ CSS = """
 /* Presenter mode: the header on one line (no intro, lesson path, labels or notes) and the figure on screen. */
 .explorer-presenter .explorer-intro, .explorer-presenter .explorer-toolbar, .explorer-presenter .explorer-explain,
 .explorer-presenter .explorer-inputs [data-testid=block-info], .explorer-presenter .explorer-inputs label > span:first-child,
-.explorer-presenter .explorer-share-link { display: none !important; }
-.explorer-presenter .explorer-inputs textarea { height: 2.6em !important; min-height: 0 !important; }
+.explorer-presenter .explorer-share-link, .explorer-presenter .explorer-aside { display: none !important; }
+/* Two whole lines of text (a fixed line height and padding: 2.6em at the theme's line height cut the second). */
+.explorer-presenter .explorer-inputs textarea { height: calc(2.6em + 12px) !important; min-height: 0 !important;
+                                                line-height: 1.3em !important; padding-top: 6px !important;
+                                                padding-bottom: 6px !important; }
+.explorer-presenter [role=tabpanel] fieldset label { padding-top: 3px !important; padding-bottom: 3px !important; }
 .explorer-presenter .explorer-inputs .explorer-toggle { padding: 2px 8px !important; }
 .explorer-presenter .explorer-toggles { flex-direction: row !important; align-items: center; }
 .explorer-presenter [role=tabpanel] .block:has(> [data-testid=block-info]) > [data-testid=block-info],

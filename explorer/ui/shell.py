@@ -28,9 +28,10 @@ class Shared:
         its tab is next opened: nothing a screen does not show is computed before it is shown."""
         self._listeners.append((self.building, fn, inputs, outputs, api_name))
 
-    def preset_button(self, label: str, text: str) -> gr.Button:
-        """A button that puts ``text`` in the text box and analyzes it."""
-        button = gr.Button(label, size="sm", variant="secondary")
+    def preset_button(self, label: str, text: str, presenting: bool = True) -> gr.Button:
+        """A button that puts ``text`` in the text box and analyzes it; ``presenting=False`` hides it in presenter
+        mode (a preset above a figure, where the figure needs the room)."""
+        button = gr.Button(label, size="sm", variant="secondary", elem_classes=None if presenting else "explorer-aside")
         self.analyze_after(button.click(lambda: text, None, self.text, api_name=False))
         return button
 

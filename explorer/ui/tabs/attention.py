@@ -216,7 +216,7 @@ def build(ctx: AppContext, shared) -> None:
     """The tab's layout, and its events wired to the handlers above."""
     with gr.Tab("Attention", id="attention"):
         gr.Markdown(EXPLANATION, elem_classes="explorer-explain")
-        shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER)
+        shared.preset_button("Preset: “The tiger … because it was thirsty.”", TIGER, presenting=False)
         with gr.Row():
             kind = gr.Radio(
                 [(name, k) for k, name in KIND_NAMES.items()],
