@@ -123,7 +123,11 @@ def test_refresh_fits_the_selectors_and_draws_only_the_view_on_screen(app, t5):
     out = tab.refresh_all(app, t5, "self", 99, 99, "grid", "weights", "entropy", 4, 1)
     spec = app.model(t5).spec
     assert len(out) == 14
-    assert out[0] == {"value": "encoder_self", "__type__": "update"}  # T5 has no plain self-attention
+    assert out[0]["value"] == "encoder_self"  # T5 has no plain self-attention, and its choice is not shown:
+    assert out[0]["elem_classes"] == [
+        "explorer-kinds",
+        *(f"explorer-has-{k}" for k in ("encoder_self", "decoder_self", "cross")),
+    ]
     assert out[1] == {"maximum": spec.n_layers - 1, "value": spec.n_layers - 1, "__type__": "update"}
     assert out[2] == {"maximum": spec.n_heads - 1, "value": spec.n_heads - 1, "__type__": "update"}
     assert out[3] == SKIP and out[4]["choices"][0] == "L0 H0" and out[5].data

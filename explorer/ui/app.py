@@ -67,6 +67,11 @@ CSS = """
    its box. The width is left to the box (auto): a percentage inside a zoomed element is taken of the zoomed
    box in current browsers, and calc(100% / 1.3) drew the figures at 1/1.69, shrinking the text fitted to cells. */
 .explorer-large .js-plotly-plot { zoom: 1.3; width: auto !important; }
+/* Attention kinds the model lacks are hidden (explorer/ui/tabs/attention.py: kind_classes). */
+.explorer-kinds:not(.explorer-has-self) label:has(> input[value="self"]),
+.explorer-kinds:not(.explorer-has-encoder_self) label:has(> input[value="encoder_self"]),
+.explorer-kinds:not(.explorer-has-decoder_self) label:has(> input[value="decoder_self"]),
+.explorer-kinds:not(.explorer-has-cross) label:has(> input[value="cross"]) { display: none; }
 /* Presenter mode: the header on one line (no intro, lesson path, labels or notes) and the figure on screen. */
 .explorer-presenter .explorer-intro, .explorer-presenter .explorer-toolbar, .explorer-presenter .explorer-explain,
 .explorer-presenter .explorer-inputs [data-testid=block-info], .explorer-presenter .explorer-inputs label > span:first-child,

@@ -243,3 +243,31 @@ def test_results_a_button_made_go_when_another_text_is_analysed(open_page):
     analyze(page, "Once upon a time there was a king.")
     greedy.first.wait_for(state="detached", timeout=PLOT_TIMEOUT)
     assert max(trace_counts(panel) or [0]) == 0, "the beam tree of the last text is still drawn"
+
+
+def shown_kinds(page) -> list[str]:
+    """The attention kinds a person sees offered (labels on screen), once the app has fitted them to the model."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=120_000)
+    radio = page.locator("[role=tabpanel]:visible fieldset:has(input[value=cross])").first
+    return [label.inner_text().strip() for label in radio.locator("label").all() if label.is_visible()]
+
+
+def test_attention_offers_only_the_kinds_the_model_has(open_page, artifacts):
+    from tests.browser.test_shell import status_changes, type_model
+    from tests.browser.test_tab_bar import open_tab
+
+    page = open_page("?model=tiny-t5")
+    open_tab(page, "Attention")
+    t5 = ["encoder self-attention", "decoder masked self-attention", "cross-attention (decoder → encoder)"]
+    page.wait_for_function("() => document.querySelector('.explorer-kinds.explorer-has-cross')")
+    assert shown_kinds(page) == t5
+    page.locator("[role=tabpanel]:visible").first.get_by_label(t5[2], exact=True).check()
+    before = page.locator(STATUS).inner_text()
+    type_model(page, "tiny-gpt2")  # a model without cross-attention, while cross-attention is picked
+    assert status_changes(page, before).startswith("tiny-gpt2")
+    page.wait_for_function("() => document.querySelector('.explorer-kinds.explorer-has-self')")
+    assert shown_kinds(page) == ["self-attention"]
+    checked = page.locator("[role=tabpanel]:visible fieldset input[value=self]").first
+    assert checked.is_checked(), "the one kind shown is the one drawn"
+    page.screenshot(path=artifacts / "attention-kinds-gpt2.png")

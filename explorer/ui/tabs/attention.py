@@ -35,8 +35,8 @@ weights that sum to 1, and the token's output is the weighted mix of the **value
 look ahead: a **mask** sets future scores to −∞, so its grid is empty above the diagonal. Each layer has \
 several **heads**, each free to learn its own pattern (the previous token, the first token, the same \
 word...). T5 adds **cross-attention**: target tokens looking at the source. Try the preset below and \
-look for the head where *it* attends to *tiger*. An attention kind the model lacks shows its first one (the \
-title says which)."""
+look for the head where *it* attends to *tiger*. Only the attention kinds the model has are offered (a \
+link or an API call naming another draws the model's first; the title says which)."""
 TIGER = "The tiger jumped out of a tree to get a drink because it was thirsty."
 VALUES = {
     "weights": "attention weights (after softmax)",
@@ -175,12 +175,19 @@ def refresh_all(ctx: AppContext, selection, kind_v, layer_v, head_v, active_v, v
     for view, size in VIEW_OUTPUTS.items():
         drawn += list(views[view]()) if view == active_v else [gr.skip()] * size
     return (
-        # the value only: narrowing the choices made gradio refuse events still carrying the old kind
-        gr.update(value=kind_v),
+        # The value and which choices show: narrowing the choices themselves made gradio refuse events still
+        # carrying the old kind, so the others stay, hidden (CSS), and a kind the model lacks draws its first.
+        gr.update(value=kind_v, elem_classes=kind_classes(trace.kinds)),
         gr.update(maximum=trace.n_layers - 1, value=layer_v),
         gr.update(maximum=trace.n_heads - 1, value=head_v),
         *drawn,
     )
+
+
+def kind_classes(kinds) -> list[str]:
+    """The attention-kind radio's classes: ``explorer-has-<kind>`` for each kind the model has; the app's CSS
+    hides the choices of the others (a GPT or BERT shows only self-attention)."""
+    return ["explorer-kinds", *(f"explorer-has-{k}" for k in kinds)]
 
 
 def on_screen(view: str, fn, n_outputs: int):
@@ -222,6 +229,7 @@ def build(ctx: AppContext, shared) -> None:
                 [(name, k) for k, name in KIND_NAMES.items()],
                 value="self",
                 label="Attention kind",
+                elem_classes=kind_classes(KIND_NAMES),  # every choice until a model is analyzed
                 scale=3,
             )
             # Wide initial ranges (fitted to the model after each analysis) so API calls validate.
