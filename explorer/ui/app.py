@@ -67,6 +67,10 @@ CSS = """
    its box. The width is left to the box (auto): a percentage inside a zoomed element is taken of the zoomed
    box in current browsers, and calc(100% / 1.3) drew the figures at 1/1.69, shrinking the text fitted to cells. */
 .explorer-large .js-plotly-plot { zoom: 1.3; width: auto !important; }
+/* A figure with nothing drawn yet (its button not pressed) takes no room, unless its work is under way (gradio's
+   status tracker shows then). It stays displayed, at no height, so the page can still tell a tab has figures. */
+.explorer-figure:has(> .empty):not(:has(> [data-testid=status-tracker]:not(.hide))) {
+  min-height: 0 !important; height: 0; padding: 0 !important; border-width: 0 !important; overflow: hidden; }
 /* Attention kinds the model lacks are hidden (explorer/ui/tabs/attention.py: kind_classes). */
 .explorer-kinds:not(.explorer-has-self) label:has(> input[value="self"]),
 .explorer-kinds:not(.explorer-has-encoder_self) label:has(> input[value="encoder_self"]),

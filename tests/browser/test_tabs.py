@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import ANALYZED, APP_TEXT, STATUS
+from tests.browser.conftest import ANALYZED, APP_TEXT, DESKTOP, STATUS
 
 PLOT_TIMEOUT = 60_000
 ACTION_TIMEOUT = 240_000  # a view drawn only on a button press (beam search, a benchmark, a fine-tune)
@@ -271,3 +271,25 @@ def test_attention_offers_only_the_kinds_the_model_has(open_page, artifacts):
     checked = page.locator("[role=tabpanel]:visible fieldset input[value=self]").first
     assert checked.is_checked(), "the one kind shown is the one drawn"
     page.screenshot(path=artifacts / "attention-kinds-gpt2.png")
+
+
+def test_a_figure_takes_room_only_once_it_is_drawn(open_page, artifacts):
+    """Retrieval opened with six empty frames (about 1,500 px) before its first button was pressed."""
+    from tests.browser.test_tab_bar import open_tab
+
+    page = open_page(viewport=DESKTOP)
+    open_tab(page, "Retrieval")
+    panel = page.locator("[role=tabpanel]:visible").first
+    frames = "(p) => [...p.querySelectorAll('.explorer-figure')].map((el) => el.getBoundingClientRect().height)"
+    page.wait_for_timeout(500)
+    empty = panel.evaluate(frames)
+    assert len(empty) >= 6 and max(empty) < 2, f"figure frames before any search: {empty}"
+    panel.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[role=tabpanel] .js-plotly-plot')].filter((el) => el.offsetParent"
+        " && (el.data || []).length).length >= 3",
+        timeout=120_000,
+    )
+    drawn = sorted(panel.evaluate(frames), reverse=True)
+    assert all(height > 250 for height in drawn[:3]), f"the search's three figures: {drawn[:3]} px high"
+    page.screenshot(path=artifacts / "retrieval-after-search.png", full_page=True)
