@@ -217,3 +217,25 @@ def test_a_share_of_short_windows_gives_sentence_long_inputs_with_one_or_two_spa
     # No short windows asked for: the very batches of every earlier run.
     again = objectives.span_corruption_batch(stream, 8, 64, np.random.default_rng(3), tok, short_share=0.0)
     assert torch.equal(again["input_ids"], plain["input_ids"]) and torch.equal(again["labels"], plain["labels"])
+
+
+def test_the_infill_gap_is_the_sum_of_its_parts():
+    from tests.tiny_models import build
+
+    model, tok = build("t5")
+    model.eval()
+    x0, x1, x2 = tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_1>", "<extra_id_2>"])
+    marks = {x0, x1, x2, tok.eos_token_id}
+    assert recipes.target_parts([x0, 7, 8, x1, 9, x2, tok.eos_token_id], marks) == [
+        "sentinels", "first tokens", "later tokens", "sentinels", "first tokens", "sentinels", "sentinels",
+    ]  # fmt: skip
+    stream = objectives.token_stream(tok, [TEXT] * 2, tok.eos_token_id)
+    unigram = np.log(np.full(len(tok), 1 / len(tok)))
+    result = recipes.span_infill_loss(model, tok, stream, [TEXT], seq_len=32, passes=2, unigram_logp=unigram)
+    parts = result["gap_parts"]
+    assert sum(p["tokens"] for p in parts.values()) == result["target_tokens"]
+    gap = result["unigram_baseline_loss"] - result["held_out_loss"]
+    assert sum(p["under_unigram"] for p in parts.values()) == pytest.approx(gap, abs=1e-4)
+    blanked = result["input_blanked_loss"] - result["held_out_loss"]
+    assert sum(p["under_blanked"] for p in parts.values()) == pytest.approx(blanked, abs=1e-4)
+    assert parts["first tokens"]["tokens"] > 0 and parts["later tokens"]["tokens"] > 0

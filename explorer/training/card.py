@@ -129,6 +129,21 @@ def _figure(family: str, m: dict | None) -> str:
     return f"{m['held_out_loss']:.2f} nats (unigram {m['unigram_baseline_loss']:.2f}; {gap:.2f}{error} under{blanked})"
 
 
+def gap_parts_line(parts: dict) -> str:
+    """Where the modern sample's gap under unigram comes from (``recipes.GAP_PARTS``): each part's share of the
+    per-token figures."""
+    total = sum(p["tokens"] for p in parts.values())
+    share = {part: f"{p['under_unigram']:.2f} ({p['tokens'] / total:.0%} of the tokens)" for part, p in parts.items()}
+    blanked = sum(p["under_blanked"] for p in parts.values())
+    return (
+        "Where the modern sample's gap under unigram comes from (each part's share of the per-token figure): the "
+        f"sentinels and `</s>` that frame the spans {share['sentinels']}, the first token of each span "
+        f"{share['first tokens']}, its later tokens {share['later tokens']}. The first token of a span is the one "
+        f"only the text around the blank can tell; of the {blanked:.2f} nats that blanking the input costs, it "
+        f"accounts for {parts['first tokens']['under_blanked']:.2f}."
+    )
+
+
 def compared_with(family: str, metrics: dict, models: Path | None = None) -> tuple[str, dict]:
     """The model a card compares with: a draft's target (its card beside it), else the first bundled one."""
     target = metrics.get("draft_for")
@@ -167,6 +182,8 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         lines.append(f"The modern sample is masked or corrupted {metrics.get('modern_passes', 10)} times with "
                      "different random choices, so its figures rest on "
                      f"{f'{tokens:,}' if tokens else 'a few thousand'} predicted tokens.")  # fmt: skip
+    if metrics.get("modern", {}).get("gap_parts"):
+        lines += ["", gap_parts_line(metrics["modern"]["gap_parts"])]
     if "tokens_per_word_modern" in metrics:
         lines += [
             "",

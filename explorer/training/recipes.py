@@ -334,6 +334,8 @@ def span_infill_loss(
     nll = base_nll = blank_nll = 0.0
     n = 0
     window_gaps = []  # (nats under unigram, target tokens) per corrupted window: for the figure's standard error
+    marks = set(tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)])) | {tokenizer.eos_token_id}
+    parts = {part: np.zeros(3) for part in GAP_PARTS}  # nats under unigram, nats under blanked, tokens
     for _ in range(passes):
         for start in range(0, max(1, len(stream) - seq_len), seq_len):
             windows = stream[start : start + seq_len][None]
@@ -345,12 +347,43 @@ def span_infill_loss(
             k = int((labels != -100).sum())
             base = -unigram_logp[labels[labels != -100].numpy()].sum()
             nll += out.loss.item() * k
-            blank_nll += model(**{key: v.to(model.device) for key, v in blanked.items()}).loss.item() * k
+            blank_out = model(**{key: v.to(model.device) for key, v in blanked.items()})
+            blank_nll += blank_out.loss.item() * k
             base_nll += base
             n += k
             window_gaps.append((base - out.loss.item() * k, k))
+            kept = labels[labels != -100]
+            token_nll = torch.nn.functional.cross_entropy(out.logits[0, : len(kept)], kept, reduction="none")
+            blank_token_nll = torch.nn.functional.cross_entropy(
+                blank_out.logits[0, : len(kept)], kept, reduction="none"
+            )
+            for i, (token, part) in enumerate(zip(kept.tolist(), target_parts(kept.tolist(), marks), strict=True)):
+                parts[part] += (
+                    -unigram_logp[token] - token_nll[i].item(),
+                    blank_token_nll[i].item() - token_nll[i].item(),
+                    1,
+                )
     return {"held_out_loss": nll / n, "unigram_baseline_loss": base_nll / n, "input_blanked_loss": blank_nll / n,
-            "target_tokens": n, "gap_standard_error": ratio_standard_error(window_gaps)}  # fmt: skip
+            "target_tokens": n, "gap_standard_error": ratio_standard_error(window_gaps),
+            "gap_parts": {part: {"under_unigram": float(v[0] / n), "under_blanked": float(v[1] / n),
+                                 "tokens": int(v[2])} for part, v in parts.items()}}  # fmt: skip
+
+
+# Where an infill figure's gap under unigram comes from: the sentinels and </s> a target is framed by (the
+# format, learned early), the first token of each span (the one only the input around the blank can tell)
+# and the span's later tokens (which the decoder can also guess from the span so far).
+GAP_PARTS = ("sentinels", "first tokens", "later tokens")
+
+
+def target_parts(targets: list[int], marks: set[int]) -> list[str]:
+    """Each target token's part of the gap (``GAP_PARTS``): ``<X0> a b <X1> c <X2> </s>`` ->
+    sentinels, first, later, sentinels, first, sentinels, sentinels."""
+    parts, after_mark = [], True
+    for token in targets:
+        mark = token in marks
+        parts.append("sentinels" if mark else "first tokens" if after_mark else "later tokens")
+        after_mark = mark
+    return parts
 
 
 def ratio_standard_error(parts: list[tuple[float, int]]) -> float:
