@@ -28,8 +28,11 @@ def test_predictions_are_listed_and_explained_with_the_completeness_check(ctx):
 
 def test_bad_choices_are_sentences_not_errors(ctx):
     selection = Selection("tiny-gpt2", "The tiger jumped")
-    note, _, _, figure = tab.attribute_view(ctx, selection, "saliency", None, "probability", "pad", 2, 4, "x", None)
-    assert note.startswith("⚠️") and "predictions listed" in note
+    for index in ("x", tab.MAX_NEW_TOKENS):  # not a number; past any list the tab shows
+        note, _, _, figure = tab.attribute_view(
+            ctx, selection, "saliency", None, "probability", "pad", 2, 4, index, None
+        )
+        assert note.startswith("⚠️") and "predictions listed" in note
     assert tab.attribute_view(ctx, None, "saliency", None, "probability", "pad", 2, 4, 0, None)[0].startswith("⚠️")
 
 

@@ -94,11 +94,11 @@ def attribute_view(
 ):  # fmt: skip
     lm, task = task_of(ctx, selection, new_v)
     index = first_word(lm, task) if index in (None, "") else index
-    if not str(index).isdigit():
+    if not str(index).isdigit() or int(index) >= MAX_NEW_TOKENS:
         raise InputError(f"Pick one of the {len(task.predictions)} predictions listed.")
     moved = ""
     if int(index) >= len(task.predictions):
-        # A list made for another "Tokens to generate" (the click can go out before the new list arrives).
+        # A choice from the list for another "Tokens to generate": the click can go out before the new list arrives.
         moved = (
             f"Prediction {int(index) + 1} is not among the {len(task.predictions)} listed now; the first word instead: "
         )
