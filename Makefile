@@ -90,10 +90,11 @@ FIRST_MODELS := cdb888448c42bd9e093465c7aa3ec6d262ceea07
 build/first/%:
 	mkdir -p $@ && git archive $(FIRST_MODELS) models/$* | tar -x --strip-components=2 -C $@
 
-# Rebuild the bundled models as they were made: about an hour on two free CPU cores (the step
+# Rebuild the bundled models as they were made: a few hours on two free CPU cores (the step
 # counts are what each run reached in its time budget on a shared machine; see each model card).
 train: corpus build/first/tiny-gpt2 build/first/tiny-bert
 	$(PY) -m explorer.training --family decoder --steps 900 --lr 6e-4 --warmup 100 --init-from build/first/tiny-gpt2 --out models/tiny-gpt2
+	$(PY) -m explorer.training --family decoder --resume --steps 3568 --lr 6e-4 --threads 1 --out models/tiny-gpt2
 	$(PY) -m explorer.training --family encoder --steps 1688 --lr 5e-4 --warmup 100 --init-from build/first/tiny-bert --out models/tiny-bert
 	$(PY) -m explorer.training --family encoder_decoder --steps 7962 --batch 16 --threads 1 --out models/tiny-t5
 	$(PY) -m explorer.training --family encoder_decoder --resume --steps 4000 --lr 3e-3 --dropout 0 --batch 16 --threads 1 --out models/tiny-t5

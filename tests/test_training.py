@@ -158,17 +158,19 @@ def test_set_dropout_turns_off_every_dropout_of_a_loaded_model_and_its_config_sa
     assert fields and all(getattr(model.config, f) == 0.0 for f in fields)
 
 
-def test_a_cards_stages_keep_each_runs_dropout_and_the_card_names_them():
-    """A resumed stage without dropout after a first run with it: the card said "dropout 0.0" for both."""
+def test_a_cards_stages_keep_each_runs_dropout_and_warmup_and_the_card_names_them():
+    """A resumed stage without dropout after a first run with it: the card said "dropout 0.0" for both; and the
+    first run's warm-up (100) was written as the resumed one's (50)."""
     from explorer.training.__main__ import earlier_stages
-    from explorer.training.card import dropouts
+    from explorer.training.card import per_stage
 
-    first_run = {"steps": 7962, "lr": 0.01, "dropout": 0.1, "stages": [{"steps": 7962, "lr": 0.01}]}
-    stages = [*earlier_stages(first_run), {"steps": 4000, "lr": 0.003, "dropout": 0.0}]
-    assert [st.get("dropout") for st in stages] == [0.1, 0.0]
-    assert dropouts({"dropout": 0.0, "stages": stages}) == "0.1, then 0.0"
+    first_run = {"steps": 7962, "lr": 0.01, "dropout": 0.1, "warmup": 100, "stages": [{"steps": 7962, "lr": 0.01}]}
+    stages = [*earlier_stages(first_run), {"steps": 4000, "lr": 0.003, "dropout": 0.0, "warmup": 50}]
+    assert [st.get("dropout") for st in stages] == [0.1, 0.0] and [st.get("warmup") for st in stages] == [100, 50]
+    assert per_stage({"dropout": 0.0, "stages": stages}, "dropout") == "0.1, then 0.0"
+    assert per_stage({"warmup": 50, "stages": stages}, "warmup") == "100, then 50"
     assert earlier_stages({"dropout": 0.0, "stages": stages, "steps": 11962, "lr": 0.003}) == stages  # kept as written
-    assert dropouts({"dropout": 0.1, "steps": 900, "lr": 6e-4}) == "0.1" and earlier_stages({}) == []
+    assert per_stage({"dropout": 0.1, "steps": 900, "lr": 6e-4}, "dropout") == "0.1" and earlier_stages({}) == []
 
 
 def test_the_standard_error_of_a_ratio_over_windows():

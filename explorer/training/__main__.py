@@ -52,7 +52,7 @@ def earlier_stages(previous: dict) -> list[dict]:
         return []
     stages = previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}])
     if len(stages) == 1 and "dropout" in previous:
-        return [{"dropout": previous["dropout"], **stages[0]}]
+        return [{"dropout": previous["dropout"], "warmup": previous.get("warmup"), **stages[0]}]
     return stages
 
 
@@ -168,7 +168,7 @@ def main(argv=None) -> None:
         train_tokens=int(len(stream)), warmup=recipe.warmup, dropout=recipe.dropout,
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
         stages=[*earlier_stages(previous),
-                *([{"steps": steps_run, "lr": recipe.lr, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
+                *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
                     **({"short_share": recipe.short_share} if recipe.short_share else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),

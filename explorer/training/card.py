@@ -196,10 +196,12 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
     return lines
 
 
-def dropouts(metrics: dict) -> str:
-    """The dropout of each stage, "0.1, then 0.0" when a resumed stage changed it."""
-    rates = [st["dropout"] for st in metrics.get("stages") or [] if "dropout" in st]
-    return ", then ".join(str(r) for r in dict.fromkeys(rates)) if rates else str(metrics.get("dropout", 0.1))
+def per_stage(metrics: dict, key: str) -> str:
+    """A setting of each stage, "0.1, then 0.0" when a resumed stage changed it (the card's own value for
+    stages that did not record it)."""
+    values = [st.get(key, metrics.get(key)) for st in metrics.get("stages") or []]
+    values = [v for v in values if v is not None] or [metrics.get(key, "?")]
+    return ", then ".join(str(v) for v in dict.fromkeys(values))
 
 
 def write_card(
@@ -216,7 +218,8 @@ def write_card(
     stages = metrics.get("stages") or [{"steps": metrics["steps"], "lr": metrics["lr"]}]
     start = metrics.get("initialised_from")
     first = (
-        f" --lr {stages[0]['lr']} --warmup {metrics.get('warmup')} --init-from build/first/{start['model']}"
+        f" --lr {stages[0]['lr']} --warmup {stages[0].get('warmup', metrics.get('warmup'))}"
+        f" --init-from build/first/{start['model']}"
         if start
         else ""
     )
@@ -273,7 +276,7 @@ tags: [llm-explorer, {family}]
 - Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus" + (f" (the one in `{metrics['tokenizer_from']}`, reused)" if metrics.get("tokenizer_from") else "")}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
-- Training: warm-up {metrics.get("warmup", "?")} steps, dropout {dropouts(metrics)}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
+- Training: warm-up {per_stage(metrics, "warmup")} steps, dropout {per_stage(metrics, "dropout")}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {metrics["lr"]},
   {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
