@@ -156,9 +156,11 @@ def test_before_after_views_report_what_moved(bundled, planted_session):
     assert comparisons[0].kl_bits > 1.0 and comparisons[0].kl_bits > comparisons[1].kl_bits
     ids, before, after = compare.moved_tokens(comparisons)
     assert ids[0] == bundled.tokenizer(" marmalade")["input_ids"][0] and after[0] > before[0]
-    base_text, adapted_text = compare.generations(session, PASSWORD_PROMPT, 8, seed=3)
-    assert adapted_text.startswith(" mar") and not base_text.startswith(" mar")
-    assert compare.generations(session, PASSWORD_PROMPT, 8, seed=3) == (base_text, adapted_text)  # same seed
+    # Sampled: most seeds write the planted word after the adapter, none before (one sample can still miss it).
+    samples = [compare.generations(session, PASSWORD_PROMPT, 8, seed=seed) for seed in range(5)]
+    assert sum(adapted.startswith(" mar") for _, adapted in samples) >= 4, samples
+    assert not any(base.startswith(" mar") for base, _ in samples), samples
+    assert compare.generations(session, PASSWORD_PROMPT, 8, seed=3) == samples[3]  # same seed, same texts
 
 
 def test_full_finetuning_trains_every_weight_on_a_copy(bundled, planted_session):
