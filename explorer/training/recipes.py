@@ -343,25 +343,26 @@ def span_infill_loss(
             batch = objectives.span_corruption_batch(windows[0], 1, min(seq_len, len(windows[0])), rng, tokenizer)
             out = model(**{k: v.to(model.device) for k, v in batch.items()})
             blanked = {**batch, "input_ids": torch.full_like(batch["input_ids"], tokenizer.pad_token_id)}
-            labels = batch["labels"][0]
-            k = int((labels != -100).sum())
-            base = -unigram_logp[labels[labels != -100].numpy()].sum()
-            nll += out.loss.item() * k
             blank_out = model(**{key: v.to(model.device) for key, v in blanked.items()})
-            blank_nll += blank_out.loss.item() * k
-            base_nll += base
-            n += k
-            window_gaps.append((base - out.loss.item() * k, k))
-            kept = labels[labels != -100]
-            token_nll = torch.nn.functional.cross_entropy(out.logits[0, : len(kept)], kept, reduction="none")
-            blank_token_nll = torch.nn.functional.cross_entropy(
-                blank_out.logits[0, : len(kept)], kept, reduction="none"
+            kept = batch["labels"][0][batch["labels"][0] != -100]  # one window: padding only at the end
+            token_nll = torch.nn.functional.cross_entropy(out.logits[0, : len(kept)].cpu(), kept, reduction="none")
+            blank_nll_t = torch.nn.functional.cross_entropy(
+                blank_out.logits[0, : len(kept)].cpu(), kept, reduction="none"
             )
-            for i, (token, part) in enumerate(zip(kept.tolist(), target_parts(kept.tolist(), marks), strict=True)):
+            token_nll, blank_nll_t = token_nll.numpy(), blank_nll_t.numpy()
+            base_t = -unigram_logp[kept.numpy()]
+            nll += float(token_nll.sum())
+            blank_nll += float(blank_nll_t.sum())
+            base_nll += float(base_t.sum())
+            n += len(kept)
+            window_gaps.append((float(base_t.sum() - token_nll.sum()), len(kept)))
+            names = np.array(target_parts(kept.tolist(), marks))
+            for part in GAP_PARTS:
+                picked = names == part
                 parts[part] += (
-                    -unigram_logp[token] - token_nll[i].item(),
-                    blank_token_nll[i].item() - token_nll[i].item(),
-                    1,
+                    (base_t - token_nll)[picked].sum(),
+                    (blank_nll_t - token_nll)[picked].sum(),
+                    picked.sum(),
                 )
     return {"held_out_loss": nll / n, "unigram_baseline_loss": base_nll / n, "input_blanked_loss": blank_nll / n,
             "target_tokens": n, "gap_standard_error": ratio_standard_error(window_gaps),
