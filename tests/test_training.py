@@ -241,3 +241,28 @@ def test_the_infill_gap_is_the_sum_of_its_parts():
     blanked = result["input_blanked_loss"] - result["held_out_loss"]
     assert sum(p["under_blanked"] for p in parts.values()) == pytest.approx(blanked, abs=1e-4)
     assert parts["first tokens"]["tokens"] > 0 and parts["later tokens"]["tokens"] > 0
+
+
+def test_t5_attention_starts_local_in_the_encoder_and_matching_in_the_cross_attention():
+    """``--local-bias`` / ``--match-prior``: a fresh T5's encoder bias falls with distance per head, and the prior
+    head looks at the input's copy of the decoder's token (a sentinel at its own sentinel); T5's own start does not."""
+    from tests.tiny_models import build
+
+    model, tok = build("t5")
+    recipes.start_t5_attention(model, local_bias=(1.0, 0.0), match_prior=8.0)
+    bias = model.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0]  # (heads, query, key)
+    distance = (torch.arange(6)[:, None] - torch.arange(6)[None]).abs().float()
+    assert torch.allclose(bias[0], -distance) and torch.equal(bias[1], torch.zeros(6, 6))
+
+    words = tok("she opened the door and walked into the room", add_special_tokens=False)["input_ids"]
+    x0 = tok.convert_tokens_to_ids("<extra_id_0>")
+    ids = torch.tensor([words[:3] + [x0] + words[3:] + [tok.eos_token_id]])
+
+    def on_sentinel(m) -> float:
+        m.set_attn_implementation("eager")
+        m.eval()
+        out = m(input_ids=ids, decoder_input_ids=torch.tensor([[tok.pad_token_id, x0]]), output_attentions=True)
+        return float(out.cross_attentions[0][0, 0, 1, len(words[:3])])  # head 0, the sentinel's place
+
+    fresh, _ = build("t5")
+    assert on_sentinel(model) > 1 / 3 and on_sentinel(fresh) < 1 / 10  # of 35 input tokens

@@ -75,6 +75,14 @@ def main(argv=None) -> None:
         help="encoder-decoder: share of each batch that is a sentence-long window with one or two spans (default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--local-bias", type=lambda text: tuple(float(x) for x in text.split(",")),
+        help="encoder-decoder from scratch: per-head slopes of a local start for the encoder's position bias, e.g. 1,0.5,0.25,0",
+    )  # fmt: skip
+    parser.add_argument(
+        "--match-prior", type=float,
+        help="encoder-decoder from scratch: logit by which one cross-attention head starts out matching equal tokens",
+    )  # fmt: skip
+    parser.add_argument(
         "--minutes", type=float, help="stop after this long, the learning rate decaying over it (default: no limit)"
     )
     parser.add_argument(
@@ -103,7 +111,7 @@ def main(argv=None) -> None:
 
     recipe = recipes.recipe_for(args.family, args.shape)
     overrides = {
-        k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch", "short_share") if getattr(args, k) is not None
+        k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch", "short_share", "local_bias", "match_prior") if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
@@ -126,6 +134,8 @@ def main(argv=None) -> None:
             tokenizer = recipes.train_tokenizer(args.family, corpus.train)
         torch.manual_seed(args.seed)
         model = recipes.build_model(args.family, tokenizer, recipe.dropout, recipe.sinusoidal_positions, args.shape)
+        if recipe.local_bias or recipe.match_prior:
+            recipes.start_t5_attention(model, recipe.local_bias, recipe.match_prior)
         if args.init_from:
             old_tokenizer, old_model = recipes.load_trained(args.family, args.init_from)
             warm = warm_start.transfer(model, tokenizer, old_model, old_tokenizer)
@@ -169,7 +179,9 @@ def main(argv=None) -> None:
         sinusoidal_positions=recipe.sinusoidal_positions, mask_rate=recipe.mask_rate, optimizer=recipe.optimizer, stopped_early=previous.get("stopped_early", False),
         stages=[*earlier_stages(previous),
                 *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
-                    **({"short_share": recipe.short_share} if recipe.short_share else {})}] if steps_run else [])],
+                    **({"short_share": recipe.short_share} if recipe.short_share else {}),
+                    **({"local_bias": list(recipe.local_bias)} if recipe.local_bias and not args.resume else {}),
+                    **({"match_prior": recipe.match_prior} if recipe.match_prior and not args.resume else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),
         initialised_from=initialised or previous.get("initialised_from"),
     )  # fmt: skip

@@ -228,6 +228,8 @@ def write_card(
         + (f" --resume --lr {st['lr']}" if i else first)
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
         + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
+        + (f" --local-bias {','.join(map(str, st['local_bias']))}" if st.get("local_bias") else "")
+        + (f" --match-prior {st['match_prior']}" if st.get("match_prior") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")
         + (" --shape draft" if draft_for and not i else "")
         + (f" --tokenizer-from {metrics['tokenizer_from']}" if metrics.get("tokenizer_from") and not i else "")

@@ -49,6 +49,8 @@ class Recipe:
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
+    local_bias: tuple[float, ...] = ()  # encoder-decoder: per-head slopes of a local start for the encoder's position bias
+    match_prior: float = 0.0  # encoder-decoder: a cross-attention head that starts out matching equal tokens
     notes: list[str] = field(default_factory=list)
 
 
@@ -152,6 +154,41 @@ def build_model(
         decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=dropout,
     )  # fmt: skip
     return T5ForConditionalGeneration(config)
+
+
+@torch.no_grad()
+def start_t5_attention(model: T5ForConditionalGeneration, local_bias=(), match_prior: float = 0.0) -> None:
+    """Two starting points for a T5 trained from scratch, each a plain initial value of its weights.
+
+    ``local_bias``: the encoder's relative-position bias (shared by its layers) starts at ``-slope * |distance|``
+    for each head, so a word's state gathers its neighbours from the first step (compare ALiBi, Press et al. 2022);
+    T5's own start is near zero, which leaves the encoder blind to word order until the bias grows.
+    ``match_prior``: the first head of the decoder's first cross-attention starts with equal query and key
+    projections, so a decoder token looks at the same token in the input (a sentinel at its own sentinel) with
+    a logit about ``match_prior`` above the rest (RMS-normed states of a fresh model are near their embeddings).
+    """
+    if local_bias:
+        from transformers.models.t5.modeling_t5 import T5Attention
+
+        attention = model.encoder.block[0].layer[0].SelfAttention
+        config = model.config
+        distance = torch.arange(-config.relative_attention_max_distance, config.relative_attention_max_distance + 1)
+        buckets = T5Attention._relative_position_bucket(
+            distance, bidirectional=True, num_buckets=config.relative_attention_num_buckets,
+            max_distance=config.relative_attention_max_distance,
+        )  # fmt: skip
+        for bucket in buckets.unique():
+            mean_distance = distance[buckets == bucket].abs().float().mean()
+            for head, slope in enumerate(local_bias):
+                attention.relative_attention_bias.weight[bucket, head] = -slope * mean_distance
+    if match_prior:
+        d_model, d_kv = model.config.d_model, model.config.d_kv
+        generator = torch.Generator().manual_seed(0)
+        basis = torch.linalg.qr(torch.randn(d_model, d_kv, generator=generator))[0].T  # (d_kv, d_model), orthonormal
+        scale = (match_prior / d_kv) ** 0.5  # a state of RMS 1 projects to d_kv dims of RMS 1: q.k ~ d_kv * scale**2
+        attention = model.decoder.block[0].layer[1].EncDecAttention
+        attention.q.weight[:d_kv] = scale * basis
+        attention.k.weight[:d_kv] = scale * basis
 
 
 _DROPOUT_FIELDS = ("dropout_rate", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
