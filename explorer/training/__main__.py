@@ -111,7 +111,9 @@ def main(argv=None) -> None:
 
     recipe = recipes.recipe_for(args.family, args.shape)
     overrides = {
-        k: getattr(args, k) for k in ("lr", "warmup", "dropout", "batch", "short_share", "local_bias", "match_prior") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("lr", "warmup", "dropout", "batch", "short_share", "local_bias", "match_prior")
+        if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
     corpus = build_corpus()
