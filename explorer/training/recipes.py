@@ -49,9 +49,7 @@ class Recipe:
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
-    local_bias: tuple[
-        float, ...
-    ] = ()  # encoder-decoder: per-head slopes of a local start for the encoder's position bias
+    local_bias: tuple[float, ...] = ()  # encoder-decoder: per-head slopes, a local start for the position bias
     match_prior: float = 0.0  # encoder-decoder: a cross-attention head that starts out matching equal tokens
     notes: list[str] = field(default_factory=list)
 
