@@ -266,3 +266,25 @@ def test_t5_attention_starts_local_in_the_encoder_and_matching_in_the_cross_atte
 
     fresh, _ = build("t5")
     assert on_sentinel(model) > 1 / 3 and on_sentinel(fresh) < 1 / 10  # of 35 input tokens
+
+
+def test_a_share_of_decoder_windows_ends_by_repeating_a_stretch_of_itself():
+    stream = np.arange(5000)  # every id once: a repeat can only come from the window itself
+    plain = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4))
+    mixed = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.25)
+    assert mixed["input_ids"].shape == (8, 128) and torch.equal(mixed["labels"], mixed["input_ids"])
+    repeats = 0
+    for row in mixed["input_ids"].tolist():
+        seen, tail = {}, 0
+        for i, token in enumerate(row):
+            tail = tail + 1 if token in seen else 0
+            seen.setdefault(token, i)
+        if tail:  # the window's last `tail` tokens are a stretch of its start, in order
+            lo, hi = objectives.REPEAT_SPAN
+            first = seen[row[-tail]]
+            assert lo <= tail <= hi and row[-tail:] == row[first : first + tail] and len(set(row[:-tail])) == 128 - tail
+            repeats += 1
+    assert repeats == 2
+    # No repeats asked for: the very batches of every earlier run.
+    again = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.0)
+    assert torch.equal(again["input_ids"], plain["input_ids"])

@@ -27,9 +27,32 @@ def random_windows(stream: np.ndarray, batch: int, length: int, rng: np.random.G
     return np.stack([stream[s : s + length] for s in starts])
 
 
-def causal_lm_batch(stream, batch, length, rng) -> dict[str, torch.Tensor]:
-    ids = torch.from_numpy(random_windows(stream, batch, length, rng))
+def causal_lm_batch(stream, batch, length, rng, repeat_share: float = 0.0) -> dict[str, torch.Tensor]:
+    """``batch`` random windows of ``length`` tokens, the labels their own ids (the model shifts them).
+
+    ``repeat_share`` of the windows end by repeating a stretch of their own text (``repeated_window``).
+    """
+    windows = random_windows(stream, batch, length, rng)
+    n_repeat = round(batch * repeat_share)
+    for row in range(n_repeat):  # no repeats asked for: the very draws of every run before them
+        windows[row] = repeated_window(windows[row], rng)
+    ids = torch.from_numpy(windows)
     return {"input_ids": ids, "labels": ids.clone()}
+
+
+REPEAT_SPAN = (8, 32)  # tokens repeated at the end of a window (a name and the words around it, a sentence)
+
+
+def repeated_window(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The window's text cut short and ended by a copy of a stretch of it: "... A B C D ... A B C". A model
+    that reads the first copy predicts the second; text of a few million tokens has too few such repeats
+    in 128 tokens for a small model to learn it (in-context copying, induction heads: Olsson et al. 2022),
+    and copying is what retrieval-augmented answers and the indirect-object preset ask of it."""
+    length = len(window)
+    span = int(rng.integers(REPEAT_SPAN[0], min(REPEAT_SPAN[1], length // 3) + 1))
+    body = window[: length - span]
+    start = int(rng.integers(0, len(body) - span + 1))
+    return np.concatenate([body, body[start : start + span]])
 
 
 def mask_tokens(

@@ -75,6 +75,10 @@ def main(argv=None) -> None:
         help="encoder-decoder: share of each batch that is a sentence-long window with one or two spans (default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--repeat-share", type=float,
+        help="decoder: share of each batch whose windows end by repeating a stretch of their own text (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--local-bias", type=lambda text: tuple(float(x) for x in text.split(",")),
         help="encoder-decoder from scratch: per-head slopes of a local start for the encoder's position bias, e.g. 1,0.5,0.25,0",
     )  # fmt: skip
@@ -112,7 +116,7 @@ def main(argv=None) -> None:
     recipe = recipes.recipe_for(args.family, args.shape)
     overrides = {
         k: getattr(args, k)
-        for k in ("lr", "warmup", "dropout", "batch", "short_share", "local_bias", "match_prior")
+        for k in ("lr", "warmup", "dropout", "batch", "short_share", "repeat_share", "local_bias", "match_prior")
         if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
@@ -182,6 +186,7 @@ def main(argv=None) -> None:
         stages=[*earlier_stages(previous),
                 *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
                     **({"short_share": recipe.short_share} if recipe.short_share else {}),
+                    **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
                     **({"local_bias": list(recipe.local_bias)} if recipe.local_bias and not args.resume else {}),
                     **({"match_prior": recipe.match_prior} if recipe.match_prior and not args.resume else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),

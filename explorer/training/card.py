@@ -228,6 +228,7 @@ def write_card(
         + (f" --resume --lr {st['lr']}" if i else first)
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
         + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
+        + (f" --repeat-share {st['repeat_share']}" if st.get("repeat_share") else "")
         + (f" --local-bias {','.join(map(str, st['local_bias']))}" if st.get("local_bias") else "")
         + (f" --match-prior {st['match_prior']}" if st.get("match_prior") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")

@@ -46,6 +46,7 @@ class Recipe:
     weight_decay: float = 0.01
     dropout: float = 0.1
     mask_rate: float = 0.15  # encoder: share of tokens to predict
+    repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -223,7 +224,9 @@ def load_trained(family: str, folder: Path):
 
 def batch_maker(family: str, tokenizer, stream: np.ndarray, recipe: Recipe):
     if family == "decoder":
-        return partial(objectives.causal_lm_batch, stream, recipe.batch, recipe.seq_len)
+        return partial(
+            objectives.causal_lm_batch, stream, recipe.batch, recipe.seq_len, repeat_share=recipe.repeat_share
+        )
     if family == "encoder":
         return partial(
             objectives.masked_lm_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer, rate=recipe.mask_rate
