@@ -113,3 +113,14 @@ def test_token_spans_show_each_space_of_the_text_once(name, shown):
     # the spaces no token holds are in greyed gaps, never a gap beside a piece that shows the same space
     gaps = [text for kind, _, text in spans if kind == "tok-gap"]
     assert gaps == {"tiny-t5": ["␣", "↵"], "tiny-gpt2": [], "tiny-bert": ["␣", "␣", "␣␣", "␣", "␣", "↵"]}[name]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bert", "tiny-t5"])
+def test_token_spans_write_undrawable_characters_as_the_figures_do(name):
+    """A control character and a carriage return read "<1c>" and "<0d>" in the strip as in every figure
+    (``readable_token``); the strip showed ``\\x1c`` and an empty box. BERT drops the control character and T5
+    reads it as ``<unk>``; every one shows the carriage return, in a token or a greyed gap."""
+    text = "a\x1cb\rc"
+    shown = "".join(part for _, _, part in parse(token_spans_html(tokenize(load_tokenizer(name), text), text)))
+    assert "<0d>" in shown and "\\x" not in shown and "␍" not in shown, shown
+    assert "<1c>" in shown or name != "tiny-gpt2"

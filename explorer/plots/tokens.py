@@ -7,6 +7,7 @@ from html import escape
 
 from explorer.core.tokens import looks_byte_level, piece_bytes
 from explorer.core.trace import Token, visible
+from explorer.plots.text import readable_token
 
 PASTELS = ("#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db")
 # One style block per view instead of a style attribute per token: a 10 kB text has ~2,800 spans.
@@ -70,14 +71,14 @@ def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_le
             if gap.endswith(" ") and _stands_for_the_space_before(t, text):
                 gap = gap[:-1]  # shown once: as the token's own ␣
             if gap:
-                parts.append(f'<span class="tok-gap" title="not part of any token">{escape(visible(gap))}</span>')
+                parts.append(f'<span class="tok-gap" title="not part of any token">{escape(readable_token(visible(gap)))}</span>')
         if t.special:
             classes = "tok tok-special"
         else:
             classes = f"tok c{colour % len(PASTELS)}"  # neighbours never share a colour
             colour += 1
         title = escape(token_title(i, t, text, byte_level), quote=True)
-        label = escape(t.display or visible(t.piece))
+        label = escape(readable_token(t.display or visible(t.piece)))  # as the figures write it
         parts.append(f'<span class="{classes}" title="{title}">{label}</span>')
         cursor = max(cursor, t.end)
     return f'<div class="token-spans">{SPAN_STYLE}' + "".join(parts) + "</div>"
