@@ -71,7 +71,9 @@ def token_spans_html(tokens: tuple[Token, ...] | list[Token], text: str, byte_le
             if gap.endswith(" ") and _stands_for_the_space_before(t, text):
                 gap = gap[:-1]  # shown once: as the token's own ␣
             if gap:
-                parts.append(f'<span class="tok-gap" title="not part of any token">{escape(readable_token(visible(gap)))}</span>')
+                parts.append(
+                    f'<span class="tok-gap" title="not part of any token">{escape(readable_token(visible(gap)))}</span>'
+                )
         if t.special:
             classes = "tok tok-special"
         else:
