@@ -261,7 +261,8 @@ def test_t5_attention_starts_local_in_the_encoder_and_matching_in_the_cross_atte
     def on_sentinel(m) -> float:
         m.set_attn_implementation("eager")
         m.eval()
-        out = m(input_ids=ids, decoder_input_ids=torch.tensor([[tok.pad_token_id, x0]]), output_attentions=True)
+        with torch.no_grad():
+            out = m(input_ids=ids, decoder_input_ids=torch.tensor([[tok.pad_token_id, x0]]), output_attentions=True)
         return float(out.cross_attentions[0][0, 0, 1, len(words[:3])])  # head 0, the sentinel's place
 
     fresh, _ = build("t5")
