@@ -289,3 +289,12 @@ def test_a_share_of_decoder_windows_ends_by_repeating_a_stretch_of_itself():
     # No repeats asked for: the very batches of every earlier run.
     again = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.0)
     assert torch.equal(again["input_ids"], plain["input_ids"])
+
+
+def test_the_card_names_the_t5_starts_of_the_first_stage_and_its_command_repeats_them():
+    from explorer.training.card import attention_start
+
+    stages = [{"steps": 7123, "lr": 0.01, "local_bias": [1.0, 0.5, 0.25, 0.0], "match_prior": 8.0}, {"steps": 10}]
+    clause = attention_start(stages)
+    assert "slopes 1, 0.5, 0.25, 0 by head" in clause and "logit +8" in clause
+    assert attention_start([{"steps": 10}]) == "" and attention_start([]) == ""

@@ -196,6 +196,18 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
     return lines
 
 
+def attention_start(stages: list[dict]) -> str:
+    """The T5 starts a first stage used (``recipes.start_t5_attention``), as a clause of the card's Training line."""
+    first = stages[0] if stages else {}
+    parts = []
+    if first.get("local_bias"):
+        slopes = ", ".join(f"{s:g}" for s in first["local_bias"])
+        parts.append(f"the encoder's position bias started local (−slope × distance, slopes {slopes} by head)")
+    if first.get("match_prior"):
+        parts.append(f"one cross-attention head started matching equal tokens (logit +{first['match_prior']:g})")
+    return ", " + " and ".join(parts) if parts else ""
+
+
 def per_stage(metrics: dict, key: str) -> str:
     """A setting of each stage, "0.1, then 0.0" when a resumed stage changed it (the card's own value for
     stages that did not record it)."""
@@ -279,7 +291,7 @@ tags: [llm-explorer, {family}]
 - Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus" + (f" (the one in `{metrics['tokenizer_from']}`, reused)" if metrics.get("tokenizer_from") else "")}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
-- Training: warm-up {per_stage(metrics, "warmup")} steps, dropout {per_stage(metrics, "dropout")}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""};
+- Training: warm-up {per_stage(metrics, "warmup")} steps, dropout {per_stage(metrics, "dropout")}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""}{attention_start(stages)};
   {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {metrics["lr"]},
   {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
