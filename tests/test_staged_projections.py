@@ -40,3 +40,14 @@ def test_without_start_nothing_runs_and_a_bad_request_is_a_sentence(tiny, tmp_pa
     assert view.shown.method == "pca" and not view.pending and staged.running == 0
     with pytest.raises(InputError):
         staged.get(table.matrix, np.arange(60), "umap", 4)
+
+
+def test_stop_ends_a_running_background_map_and_the_next_request_hears_why(tmp_path):
+    x = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    ids = np.arange(len(x))
+    staged = StagedProjections(ProjectionCache(tmp_path))
+    assert staged.get(x, ids, "umap", 2).pending
+    staged.stop(timeout=120)
+    assert staged.running == 0
+    after = staged.get(x, ids, "umap", 2, start=False)
+    assert after.shown.method == "pca" and not after.pending and "stopped" in after.error

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.analysis.embeddings.projections import Projection, ProjectionCache, check_size, fingerprint, ids_key
+from explorer.core.errors import Stopped
 
 log = logging.getLogger("explorer")
 FIRST_METHOD = "pca"
@@ -53,6 +54,7 @@ class StagedProjections:
         self._jobs: dict[tuple, _Job] = {}
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_running)
+        self._stopping = threading.Event()
 
     def get(
         self,
@@ -92,9 +94,14 @@ class StagedProjections:
         return StagedMap(first, pending=True, fraction=job.fraction, message=job.message)
 
     def _compute(self, job: _Job, matrix, ids, method, dims, matrix_id, shipped) -> None:
+        def progress(fraction: float, message: str) -> None:
+            if self._stopping.is_set():
+                raise Stopped("The background map was stopped.")
+            job.progress(fraction, message)
+
         with self._slots:
             try:
-                self.cache.get(matrix, ids, method, dims, matrix_id, list(shipped), progress=job.progress)
+                self.cache.get(matrix, ids, method, dims, matrix_id, list(shipped), progress=progress)
                 job.progress(1.0, "done")
             except Exception as err:  # reported to the next request; the job is then dropped
                 log.exception("background projection failed")
@@ -106,6 +113,15 @@ class StagedProjections:
             threads = [job.thread for job in self._jobs.values() if job.thread is not None]
         for thread in threads:
             thread.join(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every background projection at its next progress report and wait for it (tests: a map one test
+        started must not run on beside the next); the next request starts it again."""
+        self._stopping.set()
+        try:
+            self.wait(timeout)
+        finally:
+            self._stopping.clear()
 
     @property
     def running(self) -> int:
