@@ -56,3 +56,15 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_background_maps():
+    """A whole-vocabulary map a module started in the background (the app's embeddings tab) is stopped when the
+    module ends, so it never runs on beside the next module's tests (two UMAPs compiling at once can hang)."""
+    yield
+    import sys
+
+    tab = sys.modules.get("explorer.ui.tabs.embeddings")
+    if tab is not None:
+        tab.staged_projections().stop(timeout=120)
