@@ -1,6 +1,8 @@
 """The training recipe's parts that need no corpus: warm start across tokenizers, the time budget,
-documents, deduplication and the held-out split (tiny random-weight models, real tokenizers)."""
+documents, deduplication and the held-out split (tiny random-weight models, real tokenizers); the decoder's
+copy start on the bundled tiny-gpt2, whose trained positions it needs."""
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +11,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from explorer.core import objectives, tokenizer_training
+from explorer.core.settings import BUNDLED_MODELS
 from explorer.training import corpus, recipes, warm_start
+from explorer.training.corpus import MODERN_SAMPLE
 from tests.tiny_models import TEXT
 
 
@@ -298,3 +302,67 @@ def test_the_card_names_the_t5_starts_of_the_first_stage_and_its_command_repeats
     clause = attention_start(stages)
     assert "slopes 1, 0.5, 0.25, 0 by head" in clause and "logit +8" in clause
     assert attention_start([{"steps": 10}]) == "" and attention_start([]) == ""
+
+
+def test_the_card_names_the_decoders_copy_start_and_its_command_repeats_it(tmp_path):
+    from explorer.training.card import attention_start, write_card
+
+    stages = [{"steps": 900, "lr": 6e-4}, {"steps": 2400, "lr": 3e-4, "copy_share": 0.375,
+              "copy_start": {"previous_token": 0.97, "induction": 0.38}}]  # fmt: skip
+    clause = attention_start(stages)
+    assert "stage 2 began by fitting a previous-token head (0.97" in clause and "induction head (0.38" in clause
+    assert "38% of stage 2's windows" in clause
+    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
+    shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())
+    metrics = {**{k: v for k, v in shipped.items() if k != "samples"}, "stages": stages}
+    write_card(tmp_path, "decoder", metrics, model, tokenizer, "a corpus", [])
+    commands = [line for line in (tmp_path / "README.md").read_text().splitlines() if "python -m explorer" in line]
+    assert "--copy" not in commands[0] and "--copy-share 0.375 --copy-start" in commands[1]
+
+
+def test_copy_windows_say_a_stretch_again_and_again_and_label_only_what_can_be_read_back():
+    stream = np.arange(5000)  # every id once: a repeat can only come from the window itself
+    batch = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.25, copy_share=0.5)
+    ids, labels = batch["input_ids"].numpy(), batch["labels"].numpy()
+    assert (labels[:2] == ids[:2]).all() and (labels[6:] == ids[6:]).all()  # repeats and plain windows
+    for i, (row, lab) in enumerate(zip(ids[2:6], labels[2:6])):
+        span = int((lab == -100).sum())
+        lo, hi = objectives.COPY_SPAN
+        assert lo <= span <= hi and (lab[:span] == -100).all() and (lab[span:] == row[span:]).all()
+        assert (row[span:] == row[:-span]).all()  # every labelled token is the one `span` before it
+        stretch = row[:span]
+        contiguous = (np.diff(stretch) == 1).all()
+        assert contiguous == (i % 2 == 0)  # even rows a stretch of text, odd rows ids drawn at random
+    # No copies asked for: the very batches of every earlier run.
+    plain = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.25)
+    assert torch.equal(plain["input_ids"][:2], batch["input_ids"][:2])
+
+
+def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_nothing_else():
+    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
+    model.train()
+    stream = objectives.token_stream(tokenizer, [MODERN_SAMPLE.read_text(encoding="utf-8")], tokenizer.eos_token_id)
+    untouched = recipes.start_copy_heads(model, stream, steps=(0, 0), log=lambda msg: None)  # scores as it is
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fitted = recipes.start_copy_heads(model, stream, steps=(60, 60), log=lambda msg: None)
+    assert untouched["previous_token"] < 0.5 < 0.8 < fitted["previous_token"]
+    assert untouched["induction"] < 0.02 and fitted["induction"] > 0.1
+    (pl, ph), (il, ih) = recipes.PREVIOUS_TOKEN_HEAD, recipes.INDUCTION_HEAD
+    d = model.config.n_embd
+    width = d // model.config.n_head
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {f"transformer.h.{pl}.attn.c_attn.weight", f"transformer.h.{pl}.attn.c_attn.bias",
+                       f"transformer.h.{pl}.attn.c_proj.weight", f"transformer.h.{il}.attn.c_attn.weight",
+                       f"transformer.h.{il}.attn.c_attn.bias"}  # fmt: skip
+    # Within them, only the fitted heads' columns (query, key, value) and output rows moved.
+    w = dict(model.named_parameters())
+    prev_cols = [c for part in (0, 1, 2) for c in range(part * d + ph * width, part * d + (ph + 1) * width)]
+    ind_cols = [c for part in (0, 1) for c in range(part * d + ih * width, part * d + (ih + 1) * width)]
+    for layer, cols in ((pl, prev_cols), (il, ind_cols)):
+        name = f"transformer.h.{layer}.attn.c_attn.weight"
+        others = [c for c in range(3 * d) if c not in cols]
+        assert torch.equal(w[name][:, others], before[name][:, others])
+    proj = f"transformer.h.{pl}.attn.c_proj.weight"
+    others = [r for r in range(d) if not ph * width <= r < (ph + 1) * width]
+    assert torch.equal(w[proj][others], before[proj][others])
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())

@@ -27,17 +27,42 @@ def random_windows(stream: np.ndarray, batch: int, length: int, rng: np.random.G
     return np.stack([stream[s : s + length] for s in starts])
 
 
-def causal_lm_batch(stream, batch, length, rng, repeat_share: float = 0.0) -> dict[str, torch.Tensor]:
+def causal_lm_batch(
+    stream, batch, length, rng, repeat_share: float = 0.0, copy_share: float = 0.0
+) -> dict[str, torch.Tensor]:
     """``batch`` random windows of ``length`` tokens, the labels their own ids (the model shifts them).
 
-    ``repeat_share`` of the windows end by repeating a stretch of their own text (``repeated_window``).
+    ``repeat_share`` of the windows end by repeating a stretch of their own text (``repeated_window``);
+    the next ``copy_share`` of them are a short stretch said over and over (``copy_window``).
     """
     windows = random_windows(stream, batch, length, rng)
-    n_repeat = round(batch * repeat_share)
+    labels = windows.copy()
+    n_repeat, n_copy = round(batch * repeat_share), round(batch * copy_share)
     for row in range(n_repeat):  # no repeats asked for: the very draws of every run before them
-        windows[row] = repeated_window(windows[row], rng)
-    ids = torch.from_numpy(windows)
-    return {"input_ids": ids, "labels": ids.clone()}
+        windows[row] = labels[row] = repeated_window(windows[row], rng)
+    for i, row in enumerate(range(n_repeat, min(batch, n_repeat + n_copy))):
+        windows[row], labels[row] = copy_window(stream, length, rng, shuffled=bool(i % 2))
+    return {"input_ids": torch.from_numpy(windows), "labels": torch.from_numpy(labels)}
+
+
+COPY_SPAN = (8, 40)  # tokens in the stretch a copy window repeats
+
+
+def copy_window(stream: np.ndarray, length: int, rng: np.random.Generator, shuffled: bool = False):
+    """(ids, labels): a stretch of the corpus said again and again to fill ``length`` tokens, the first saying
+    unlabelled (-100) so every labelled token can be read off the text before it. With ``shuffled`` the
+    stretch is tokens drawn at random from the corpus, which only copying predicts: the purest lesson in
+    the in-context copying that ``repeated_window`` teaches too slowly for a model of a few million weights."""
+    span = int(rng.integers(COPY_SPAN[0], COPY_SPAN[1] + 1))
+    if shuffled:
+        stretch = stream[rng.integers(0, len(stream), size=span)]
+    else:
+        start = int(rng.integers(0, len(stream) - span))
+        stretch = stream[start : start + span]
+    ids = np.resize(stretch, length)
+    labels = ids.copy()
+    labels[:span] = -100
+    return ids, labels
 
 
 REPEAT_SPAN = (8, 32)  # tokens repeated at the end of a window (a name and the words around it, a sentence)

@@ -79,6 +79,14 @@ def main(argv=None) -> None:
         help="decoder: share of each batch whose windows end by repeating a stretch of their own text (default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--copy-share", type=float,
+        help="decoder: share of each batch that is a short stretch said again and again (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--copy-start", action="store_true",
+        help="decoder: before training, fit a previous-token head and an induction head (recipes.start_copy_heads)",
+    )  # fmt: skip
+    parser.add_argument(
         "--local-bias", type=lambda text: tuple(float(x) for x in text.split(",")),
         help="encoder-decoder from scratch: per-head slopes of a local start for the encoder's position bias, e.g. 1,0.5,0.25,0",
     )  # fmt: skip
@@ -116,7 +124,17 @@ def main(argv=None) -> None:
     recipe = recipes.recipe_for(args.family, args.shape)
     overrides = {
         k: getattr(args, k)
-        for k in ("lr", "warmup", "dropout", "batch", "short_share", "repeat_share", "local_bias", "match_prior")
+        for k in (
+            "lr",
+            "warmup",
+            "dropout",
+            "batch",
+            "short_share",
+            "repeat_share",
+            "copy_share",
+            "local_bias",
+            "match_prior",
+        )
         if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
@@ -151,6 +169,13 @@ def main(argv=None) -> None:
     stream = token_stream(tokenizer, corpus.train, recipes.separator_id(args.family, tokenizer))
     log(f"tokenizer: {recipe.tokenizer_kind}, {len(tokenizer)} entries; {len(stream):,} training tokens")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
+    copy_start = None
+    if args.copy_start:
+        if args.family != "decoder":
+            parser.error("--copy-start is for the decoder")
+        model.cpu()  # a short fit of two heads; CPU is plenty
+        copy_start = recipes.start_copy_heads(model, stream, seed=args.seed, log=log)
+        model.to(args.device)
 
     def checkpoint(step: int) -> None:
         model.save_pretrained(args.out)
@@ -187,6 +212,8 @@ def main(argv=None) -> None:
                 *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
                     **({"short_share": recipe.short_share} if recipe.short_share else {}),
                     **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
+                    **({"copy_share": recipe.copy_share} if recipe.copy_share else {}),
+                    **({"copy_start": copy_start} if copy_start else {}),
                     **({"local_bias": list(recipe.local_bias)} if recipe.local_bias and not args.resume else {}),
                     **({"match_prior": recipe.match_prior} if recipe.match_prior and not args.resume else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),

@@ -197,7 +197,8 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
 
 
 def attention_start(stages: list[dict]) -> str:
-    """The T5 starts a first stage used (``recipes.start_t5_attention``), as a clause of the card's Training line."""
+    """The attention starts the stages used (``recipes.start_t5_attention``, ``recipes.start_copy_heads``) and
+    their copy windows, as a clause of the card's Training line."""
     first = stages[0] if stages else {}
     parts = []
     if first.get("local_bias"):
@@ -205,6 +206,16 @@ def attention_start(stages: list[dict]) -> str:
         parts.append(f"the encoder's position bias started local (−slope × distance, slopes {slopes} by head)")
     if first.get("match_prior"):
         parts.append(f"one cross-attention head started matching equal tokens (logit +{first['match_prior']:g})")
+    for number, stage in enumerate(stages, 1):  # the decoder's copy start (``recipes.start_copy_heads``)
+        if stage.get("copy_start"):
+            fit = stage["copy_start"]
+            parts.append(
+                f"stage {number} began by fitting a previous-token head ({fit['previous_token']:.2f} of its attention"
+                f" on the token before) and an induction head ({fit['induction']:.2f} on the token after the"
+                " current one's last appearance; geometric means)"
+            )
+        if stage.get("copy_share"):
+            parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")
     return ", " + " and ".join(parts) if parts else ""
 
 
@@ -241,6 +252,8 @@ def write_card(
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
         + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
         + (f" --repeat-share {st['repeat_share']}" if st.get("repeat_share") else "")
+        + (f" --copy-share {st['copy_share']}" if st.get("copy_share") else "")
+        + (" --copy-start" if st.get("copy_start") else "")
         + (f" --local-bias {','.join(map(str, st['local_bias']))}" if st.get("local_bias") else "")
         + (f" --match-prior {st['match_prior']}" if st.get("match_prior") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")

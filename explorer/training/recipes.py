@@ -47,6 +47,8 @@ class Recipe:
     dropout: float = 0.1
     mask_rate: float = 0.15  # encoder: share of tokens to predict
     repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
+    copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
+    copy_start: bool = False  # decoder: fit a previous-token and an induction head before training
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -192,6 +194,116 @@ def start_t5_attention(model: T5ForConditionalGeneration, local_bias=(), match_p
         attention.k.weight[:d_kv] = scale * basis
 
 
+PREVIOUS_TOKEN_HEAD = (0, 0)  # (layer, head) of the decoder's copy start: the least missed heads of tiny-gpt2's
+INDUCTION_HEAD = (1, 2)  # first two layers when each was zeroed in turn (+0.02 and +0.005 nats)
+
+
+def start_copy_heads(
+    model: GPT2LMHeadModel, stream: np.ndarray, steps: tuple[int, int] = (400, 600), seed: int = 0, log=print
+):
+    """A start for in-context copying in a GPT-2: two heads fitted, the rest of the model untouched.
+
+    A model of a few million weights trained on a few million tokens never forms an induction head (Olsson
+    et al. 2022 saw them form after hundreds of millions of tokens), so it cannot say a name again that its
+    prompt has just said. Here, before a training stage, two of its heads are fitted to the two halves of one:
+    ``PREVIOUS_TOKEN_HEAD`` (its query and key) to look one token back, on the corpus's windows; then its value
+    and output, with ``INDUCTION_HEAD``'s query and key, so that in a window saying a stretch again the second
+    head looks at the token after the current token's last appearance. Each fit trains only those weights
+    (Adam on the attention pattern's log-likelihood); the training stage after it learns what to do with them.
+    Returns the mean attention each head gives its target after the fit.
+    """
+    d, head_dim = model.config.n_embd, model.config.n_embd // model.config.n_head
+    length, blocks = SEQ_LEN, model.transformer.h
+    rng, mode = np.random.default_rng(seed), model.training
+    model.eval()  # no dropout while fitting
+    causal = torch.ones(length, length).tril().bool()
+    additive = torch.zeros(1, 1, length, length).masked_fill(~causal, float("-inf"))
+    positions = model.transformer.wpe.weight[:length]
+
+    def columns(head: int, parts) -> np.ndarray:  # c_attn's columns of a head's query (0), key (1), value (2)
+        return np.concatenate(
+            [np.arange(part * d + head * head_dim, part * d + (head + 1) * head_dim) for part in parts]
+        )
+
+    def pattern(block, x, head):  # (B, T, T) attention of one head of ``block`` on residual stream ``x``
+        y = block.ln_1(x)
+        q_cols, k_cols = columns(head, [0]), columns(head, [1])
+        weight, bias = block.attn.c_attn.weight, block.attn.c_attn.bias
+        q, k = y @ weight[:, q_cols] + bias[q_cols], y @ weight[:, k_cols] + bias[k_cols]
+        return (q @ k.transpose(1, 2) / head_dim**0.5).masked_fill(~causal, float("-inf")).softmax(-1)
+
+    def fit(targets: dict, n_steps: int, lr: float, loss_of) -> float:
+        """Adam on ``loss_of()`` over the given (tensor -> mask of its trainable entries)."""
+        for tensor in targets:
+            tensor.requires_grad_(True)
+        opt = torch.optim.Adam(list(targets), lr=lr)
+        for _ in range(n_steps):
+            loss = loss_of()
+            opt.zero_grad()
+            loss.backward()
+            for tensor, mask in targets.items():
+                tensor.grad *= mask
+            opt.step()
+        return float(torch.exp(-loss_of()).item())
+
+    def mask(tensor, cols=None, rows=None):
+        m = torch.zeros_like(tensor)
+        if cols is not None:
+            m[..., cols] = 1
+        if rows is not None:
+            m[rows] = 1
+        return m
+
+    trainable = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    (prev_layer, prev_head), (ind_layer, ind_head) = PREVIOUS_TOKEN_HEAD, INDUCTION_HEAD
+    prev_block, ind_block = blocks[prev_layer], blocks[ind_layer]
+    shift = torch.arange(1, length)
+
+    def previous_token_loss():
+        ids = torch.from_numpy(objectives.random_windows(stream, 16, length, rng))
+        a = pattern(prev_block, model.transformer.wte(ids) + positions, prev_head)
+        return -(a[:, shift, shift - 1] + 1e-6).log().mean()
+
+    qk = columns(prev_head, [0, 1])
+    attn = prev_block.attn
+    prev_score = fit({attn.c_attn.weight: mask(attn.c_attn.weight, cols=qk), attn.c_attn.bias: mask(attn.c_attn.bias, cols=qk)},
+                     steps[0], 1e-2, previous_token_loss)  # fmt: skip
+
+    def induction_loss():
+        pairs = [objectives.copy_window(stream, length, rng, shuffled=True) for _ in range(16)]
+        ids = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        x = model.transformer.wte(ids) + positions
+        for block in blocks[:ind_layer]:
+            out = block(x, attention_mask=additive)
+            x = out[0] if isinstance(out, tuple) else out
+        a = pattern(ind_block, x, ind_head)
+        losses = []
+        for row, (_, labels) in enumerate(pairs):
+            span = int((labels == -100).sum())  # the stretch's length: a token's last appearance is span back
+            q = torch.arange(span, length)
+            losses.append(-(a[row, q, q - span + 1] + 1e-6).log().mean())
+        return torch.stack(losses).mean()
+
+    v, qk = columns(prev_head, [2]), columns(ind_head, [0, 1])
+    rows = slice(prev_head * head_dim, (prev_head + 1) * head_dim)
+    ind_attn = ind_block.attn
+    targets = {
+        attn.c_attn.weight: mask(attn.c_attn.weight, cols=v), attn.c_attn.bias: mask(attn.c_attn.bias, cols=v),
+        attn.c_proj.weight: mask(attn.c_proj.weight, rows=rows),
+        ind_attn.c_attn.weight: mask(ind_attn.c_attn.weight, cols=qk), ind_attn.c_attn.bias: mask(ind_attn.c_attn.bias, cols=qk),
+    }  # fmt: skip
+    ind_score = fit(targets, steps[1], 3e-3, induction_loss)
+    for p, flag in trainable.items():
+        p.requires_grad_(flag)
+        p.grad = None
+    model.train(mode)
+    log(f"copy start: previous-token head {PREVIOUS_TOKEN_HEAD} {prev_score:.2f} on the token before, "
+        f"induction head {INDUCTION_HEAD} {ind_score:.2f} on the token after the last appearance (geometric means)")  # fmt: skip
+    return {"previous_token": round(prev_score, 3), "induction": round(ind_score, 3)}
+
+
 _DROPOUT_FIELDS = ("dropout_rate", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
                    "attention_probs_dropout_prob")  # fmt: skip
 
@@ -225,8 +337,9 @@ def load_trained(family: str, folder: Path):
 def batch_maker(family: str, tokenizer, stream: np.ndarray, recipe: Recipe):
     if family == "decoder":
         return partial(
-            objectives.causal_lm_batch, stream, recipe.batch, recipe.seq_len, repeat_share=recipe.repeat_share
-        )
+            objectives.causal_lm_batch, stream, recipe.batch, recipe.seq_len, repeat_share=recipe.repeat_share,
+            copy_share=recipe.copy_share,
+        )  # fmt: skip
     if family == "encoder":
         return partial(
             objectives.masked_lm_batch, stream, recipe.batch, recipe.seq_len, tokenizer=tokenizer, rate=recipe.mask_rate
