@@ -366,3 +366,20 @@ def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_not
     others = [r for r in range(d) if not ph * width <= r < (ph + 1) * width]
     assert torch.equal(w[proj][others], before[proj][others])
     assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--family", "encoder_decoder", "--resume", "--local-bias", "1,0.5"], "without --resume"),
+        (["--family", "encoder_decoder", "--resume", "--match-prior", "8"], "without --resume"),
+        (["--family", "encoder", "--copy-start"], "--family decoder"),
+    ],
+)
+def test_a_start_the_run_cannot_use_is_refused_before_any_work(tmp_path, capsys, argv, message):
+    """--local-bias on a resumed run was ignored without a word."""
+    from explorer.training.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "model"), "--steps", "0"])
+    assert message in capsys.readouterr().err and not (tmp_path / "model").exists()

@@ -112,6 +112,10 @@ def main(argv=None) -> None:
         help="reuse this trained model's tokenizer instead of training one (a draft shares its target's ids)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.resume and (args.local_bias or args.match_prior):  # initial values: a trained model has its own
+        parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")
+    if args.copy_start and args.family != "decoder":
+        parser.error("--copy-start fits two heads of a decoder: use it with --family decoder")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = (args.out / "train.log").open("a", encoding="utf-8")
@@ -171,8 +175,6 @@ def main(argv=None) -> None:
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
     copy_start = None
     if args.copy_start:
-        if args.family != "decoder":
-            parser.error("--copy-start is for the decoder")
         model.cpu()  # a short fit of two heads; CPU is plenty
         copy_start = recipes.start_copy_heads(model, stream, seed=args.seed, log=log)
         model.to(args.device)
