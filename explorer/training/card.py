@@ -184,6 +184,15 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
                      f"{f'{tokens:,}' if tokens else 'a few thousand'} predicted tokens.")  # fmt: skip
     if metrics.get("modern", {}).get("gap_parts"):
         lines += ["", gap_parts_line(metrics["modern"]["gap_parts"])]
+    if metrics.get("copying"):
+        copy = metrics["copying"]
+        lines += [
+            "",
+            f"In-context copying: a {copy['stretch']}-token stretch of held-out text, read again {copy['gap']} tokens later, "
+            f"costs {copy['second']:.2f} nats per token the second time against {copy['first']:.2f} the first "
+            f"({copy['windows']} windows). The difference is what the model takes from its own context: an induction "
+            "head looks at what followed the current token last time.",
+        ]
     if "tokens_per_word_modern" in metrics:
         lines += [
             "",

@@ -556,6 +556,32 @@ def ratio_standard_error(parts: list[tuple[float, int]]) -> float:
 MODERN_PASSES = 40
 
 
+COPY_STRETCH, COPY_GAP = 24, 60  # tokens: a stretch of held-out text, read again this many tokens later
+
+
+@torch.no_grad()
+def copy_reading(model, tokenizer, docs: list[str], windows: int = 64, seed: int = 7) -> dict[str, float]:
+    """In-context copying, measured: windows of held-out text "S, 60 other tokens, S again" (S a 24-token stretch).
+    Mean loss (nats) on S's tokens after its first at the first and at the second reading: a model that reads its
+    context (an induction head) predicts the second far better than the first."""
+    stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(stream) - COPY_STRETCH - COPY_GAP, size=windows)
+    rows = [np.concatenate([stream[a : a + COPY_STRETCH + COPY_GAP], stream[a : a + COPY_STRETCH]]) for a in starts]
+    ids = torch.from_numpy(np.stack(rows)).to(next(model.parameters()).device)
+    model.eval()
+    logp = model(ids).logits.float().log_softmax(-1)
+    nll = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # nll[:, i] is the loss of token i + 1
+    second = COPY_STRETCH + COPY_GAP
+    return {
+        "first": float(nll[:, : COPY_STRETCH - 1].mean()),
+        "second": float(nll[:, second : second + COPY_STRETCH - 1].mean()),
+        "windows": windows,
+        "stretch": COPY_STRETCH,
+        "gap": COPY_GAP,
+    }
+
+
 def evaluate_on(family: str, model, tokenizer, docs: list[str], passes: int = 1, unigram_logp=None) -> dict:
     model.eval()
     if family == "decoder":
@@ -571,7 +597,9 @@ def evaluate(family: str, model, tokenizer, corpus: Corpus, train_stream) -> dic
     from explorer.training.corpus import modern_sample
 
     logp = unigram_log_probs(tokenizer, train_stream) if family == "encoder_decoder" else None
+    copying = {"copying": copy_reading(model, tokenizer, corpus.held_out)} if family == "decoder" else {}
     return {
+        **copying,
         **evaluate_on(family, model, tokenizer, corpus.held_out, unigram_logp=logp),
         "modern": evaluate_on(family, model, tokenizer, modern_sample(), MODERN_PASSES, unigram_logp=logp),
         "old": evaluate_on(family, model, tokenizer, list(corpus.old_held_out), unigram_logp=logp),
