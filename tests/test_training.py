@@ -308,9 +308,11 @@ def test_the_card_names_the_decoders_copy_start_and_its_command_repeats_it(tmp_p
     from explorer.training.card import attention_start, write_card
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 2400, "lr": 3e-4, "copy_share": 0.375,
-              "copy_start": {"previous_token": 0.97, "induction": 0.38}}]  # fmt: skip
+              "copy_start": {"previous_token": 0.97, "induction": 0.38, "previous_token_head": [0, 0],
+                                            "induction_head": [1, 2]}}]  # fmt: skip
     clause = attention_start(stages)
-    assert "stage 2 began by fitting a previous-token head (0.97" in clause and "induction head (0.38" in clause
+    assert "stage 2 began by fitting a previous-token head (layer 0 head 0: 0.97" in clause
+    assert "induction head (layer 1 head 2: 0.38" in clause
     assert "38% of stage 2's windows" in clause
     tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
     shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())

@@ -188,7 +188,7 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         copy = metrics["copying"]
         lines += [
             "",
-            f"In-context copying: a {copy['stretch']}-token stretch of held-out text, read again {copy['gap']} tokens later, "
+            f"In-context copying: a {copy['stretch']}-token stretch of the modern sample, read again {copy['gap']} tokens later, "
             f"costs {copy['second']:.2f} nats per token the second time against {copy['first']:.2f} the first "
             f"({copy['windows']} windows). The difference is what the model takes from its own context: an induction "
             "head looks at what followed the current token last time.",
@@ -218,10 +218,11 @@ def attention_start(stages: list[dict]) -> str:
     for number, stage in enumerate(stages, 1):  # the decoder's copy start (``recipes.start_copy_heads``)
         if stage.get("copy_start"):
             fit = stage["copy_start"]
+            (pl, ph), (il, ih) = fit["previous_token_head"], fit["induction_head"]
             parts.append(
-                f"stage {number} began by fitting a previous-token head ({fit['previous_token']:.2f} of its attention"
-                f" on the token before) and an induction head ({fit['induction']:.2f} on the token after the"
-                " current one's last appearance; geometric means)"
+                f"stage {number} began by fitting a previous-token head (layer {pl} head {ph}: {fit['previous_token']:.2f}"
+                f" of its attention on the token before) and an induction head (layer {il} head {ih}: {fit['induction']:.2f}"
+                " on the token after the current one's last appearance; geometric means)"
             )
         if stage.get("copy_share"):
             parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")

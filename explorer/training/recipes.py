@@ -210,7 +210,7 @@ def start_copy_heads(
     and output, with ``INDUCTION_HEAD``'s query and key, so that in a window saying a stretch again the second
     head looks at the token after the current token's last appearance. Each fit trains only those weights
     (Adam on the attention pattern's log-likelihood); the training stage after it learns what to do with them.
-    Returns the mean attention each head gives its target after the fit.
+    Returns the mean attention each head gives its target after the fit (a geometric mean), and the heads.
     """
     d, head_dim = model.config.n_embd, model.config.n_embd // model.config.n_head
     length, blocks = SEQ_LEN, model.transformer.h
@@ -301,7 +301,8 @@ def start_copy_heads(
     model.train(mode)
     log(f"copy start: previous-token head {PREVIOUS_TOKEN_HEAD} {prev_score:.2f} on the token before, "
         f"induction head {INDUCTION_HEAD} {ind_score:.2f} on the token after the last appearance (geometric means)")  # fmt: skip
-    return {"previous_token": round(prev_score, 3), "induction": round(ind_score, 3)}
+    return {"previous_token": round(prev_score, 3), "induction": round(ind_score, 3),
+            "previous_token_head": list(PREVIOUS_TOKEN_HEAD), "induction_head": list(INDUCTION_HEAD)}  # fmt: skip
 
 
 _DROPOUT_FIELDS = ("dropout_rate", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
@@ -561,7 +562,7 @@ COPY_STRETCH, COPY_GAP = 24, 60  # tokens: a stretch of held-out text, read agai
 
 @torch.no_grad()
 def copy_reading(model, tokenizer, docs: list[str], windows: int = 64, seed: int = 7) -> dict[str, float]:
-    """In-context copying, measured: windows of held-out text "S, 60 other tokens, S again" (S a 24-token stretch).
+    """In-context copying, measured: windows of ``docs`` "S, 60 other tokens, S again" (S a 24-token stretch).
     Mean loss (nats) on S's tokens after its first at the first and at the second reading: a model that reads its
     context (an induction head) predicts the second far better than the first."""
     stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
@@ -597,7 +598,7 @@ def evaluate(family: str, model, tokenizer, corpus: Corpus, train_stream) -> dic
     from explorer.training.corpus import modern_sample
 
     logp = unigram_log_probs(tokenizer, train_stream) if family == "encoder_decoder" else None
-    copying = {"copying": copy_reading(model, tokenizer, corpus.held_out)} if family == "decoder" else {}
+    copying = {"copying": copy_reading(model, tokenizer, modern_sample())} if family == "decoder" else {}
     return {
         **copying,
         **evaluate_on(family, model, tokenizer, corpus.held_out, unigram_logp=logp),
