@@ -3,6 +3,7 @@ analogies, contextual states, position encodings of every family, and the tab's 
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,15 +85,25 @@ def test_umap_reports_its_epochs_and_stops_at_the_next_one():
 def test_two_umaps_at_once_run_one_after_the_other_and_a_waiting_one_can_stop():
     """A background map and a request (or the warm-up) ran UMAP in two threads at once: importing and compiling
     numba code together, they could deadlock (a CI run hung there). They now take turns; the one waiting says so
-    and can be stopped while it waits."""
+    and can be stopped while it waits.
+
+    Run in a fresh interpreter: in a test worker that earlier tests had filled with threads (app servers, warm-ups,
+    background maps) the worker hung here in two make-test runs even with those maps stopped first, and a hung
+    worker takes its report with it. Alone, a hang fails this test with its own message."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "from tests.test_embeddings import two_umaps_take_turns; two_umaps_take_turns()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"two UMAPs did not finish in 400 s: {e.stderr}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def two_umaps_take_turns():
     import threading
-
-    # A background map an earlier test started in this process (the robustness suite's whole-vocabulary UMAP)
-    # could hold the lock for minutes: stopped first. (A lock of the test's own, tried before, let that map run
-    # beside this test's two: the very concurrency the lock prevents, and the worker hung again.)
-    from explorer.ui.tabs.embeddings import staged_projections
-
-    staged_projections().stop(timeout=120)
 
     x = np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32)
     heard = {0: [], 1: []}

@@ -344,14 +344,21 @@ def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_not
     tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
     model.train()
     stream = objectives.token_stream(tokenizer, [MODERN_SAMPLE.read_text(encoding="utf-8")], tokenizer.eos_token_id)
+    (pl, ph), (il, ih) = recipes.PREVIOUS_TOKEN_HEAD, recipes.INDUCTION_HEAD
+    d = model.config.n_embd
+    width = d // model.config.n_head
+    torch.manual_seed(0)
+    with torch.no_grad():  # the bundled model was trained from this start: make the two heads plain again
+        for layer, head in ((pl, ph), (il, ih)):
+            for part in (0, 1, 2):
+                cols = slice(part * d + head * width, part * d + (head + 1) * width)
+                model.transformer.h[layer].attn.c_attn.weight[:, cols].normal_(0, 0.02)
+                model.transformer.h[layer].attn.c_attn.bias[cols] = 0
     untouched = recipes.start_copy_heads(model, stream, steps=(0, 0), log=lambda msg: None)  # scores as it is
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fitted = recipes.start_copy_heads(model, stream, steps=(60, 60), log=lambda msg: None)
     assert untouched["previous_token"] < 0.5 < 0.8 < fitted["previous_token"]
     assert untouched["induction"] < 0.02 and fitted["induction"] > 0.1
-    (pl, ph), (il, ih) = recipes.PREVIOUS_TOKEN_HEAD, recipes.INDUCTION_HEAD
-    d = model.config.n_embd
-    width = d // model.config.n_head
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {f"transformer.h.{pl}.attn.c_attn.weight", f"transformer.h.{pl}.attn.c_attn.bias",
                        f"transformer.h.{pl}.attn.c_proj.weight", f"transformer.h.{il}.attn.c_attn.weight",
