@@ -86,7 +86,10 @@ def test_the_bundled_draft_model_writes_plain_greedys_tokens_and_is_often_right(
             result = speculative_generate(lm, prompt, model_draft(lm, draft), k, 40)
             assert result.new_ids == plain.new_ids and result.ids == plain.ids, (text, k)
             kept, proposed = kept + result.accepted_count, proposed + result.proposed_count
-    assert kept / proposed > 0.2  # trained on the same text: far more often right than chance (1 in 12,288)
+    # Trained on the same text: far more often right than chance (1 in 12,288). Since tiny-gpt2 learned to copy
+    # from its context (its copy stage) it agrees with this draft less: 75 of 486 proposals kept (15%), where the
+    # draft, too narrow for the copy start (a previous-token head of 0.11 at width 64), cannot follow it.
+    assert kept / proposed > 0.1
 
 
 def test_the_whole_model_as_its_own_draft_is_always_accepted(bundled):
