@@ -201,3 +201,32 @@ def test_decoder_takes_the_retrieval_presets_answers_from_the_passages(bundled):
         answered.append(first_word in both.open_book.continuation)
         closed.append(first_word in both.closed_book.continuation)
     assert sum(answered) >= DECODER_RETRIEVAL_ANSWERS and not any(closed), (answered, closed)
+
+
+def test_decoder_s_induction_head_is_the_one_the_lesson_names(bundled):
+    """The interventions lesson: switching layer 1 head 2 off takes a repeated sentence's second copy from
+    about 0.42 mean probability to 0.10."""
+    import torch
+
+    lm = bundled["tiny-gpt2"]
+    sentence = "The tiger jumped out of a tree to catch its prey."
+    ids = lm.tokenizer(sentence + " " + sentence, return_tensors="pt")["input_ids"]
+    n = len(lm.tokenizer(sentence)["input_ids"])
+    (layer, head), width = recipes.INDUCTION_HEAD, lm.model.config.n_embd // lm.model.config.n_head
+
+    def second_copy() -> float:
+        with torch.no_grad():
+            logp = lm.model(ids).logits.float().log_softmax(-1)[0, :-1].gather(-1, ids[0, 1:, None])[:, 0]
+        return float(logp[n:].exp().mean())
+
+    rows = lm.model.transformer.h[layer].attn.c_proj.weight[head * width : (head + 1) * width]
+    clean, kept = second_copy(), rows.detach().clone()
+    try:
+        with torch.no_grad():
+            rows.zero_()
+        ablated = second_copy()
+    finally:
+        with torch.no_grad():
+            rows.copy_(kept)
+    assert clean > 0.3 and ablated < clean / 2, (clean, ablated)
+    assert second_copy() == clean
