@@ -48,7 +48,6 @@ class Recipe:
     mask_rate: float = 0.15  # encoder: share of tokens to predict
     repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
     copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
-    copy_start: bool = False  # decoder: fit a previous-token and an induction head before training
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -244,7 +243,8 @@ def start_copy_heads(
             for tensor, mask in targets.items():
                 tensor.grad *= mask
             opt.step()
-        return float(torch.exp(-loss_of()).item())
+        with torch.no_grad():
+            return float(torch.exp(-loss_of()).item())
 
     def mask(tensor, cols=None, rows=None):
         m = torch.zeros_like(tensor)
