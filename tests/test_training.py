@@ -383,6 +383,7 @@ def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_not
         (["--family", "encoder_decoder", "--resume", "--local-bias", "1,0.5"], "without --resume"),
         (["--family", "encoder_decoder", "--resume", "--match-prior", "8"], "without --resume"),
         (["--family", "encoder", "--copy-start"], "--family decoder"),
+        (["--family", "decoder", "--resume", "--copy-start"], "give it --steps"),
     ],
 )
 def test_a_start_the_run_cannot_use_is_refused_before_any_work(tmp_path, capsys, argv, message):

@@ -116,6 +116,8 @@ def main(argv=None) -> None:
         parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")
     if args.copy_start and args.family != "decoder":
         parser.error("--copy-start fits two heads of a decoder: use it with --family decoder")
+    if args.copy_start and not args.steps:  # the fitted heads would be saved, and no stage would record them
+        parser.error("--copy-start begins a training stage: give it --steps")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = (args.out / "train.log").open("a", encoding="utf-8")
