@@ -17,9 +17,9 @@ from explorer.training.corpus import MODERN_SAMPLE
 from tests.tiny_models import TEXT
 
 
-def tiny_gpt2(tok):
+def tiny_gpt2(tok, positions=64):
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=positions, n_embd=16, n_layer=1, n_head=2,
                      bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
     return GPT2LMHeadModel(cfg)
 
@@ -377,6 +377,37 @@ def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_not
     assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
+def test_a_loop_is_every_token_of_a_4_gram_said_before_in_its_row():
+    rows = torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4, 5, 6], [7, 7, 7, 7, 7, 8, 9, 1, 2, 3]])
+    looped = objectives.repeated_ngrams(rows, 4).int().tolist()
+    # Row 0: "1 2 3 4" said again at 4..7. Row 1: "7 7 7 7" again at 1..4 (an overlapping repeat).
+    assert looped == [[0, 0, 0, 0, 1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0, 0, 0, 0, 0]]
+
+
+def test_the_loop_penalty_makes_a_models_own_loops_unlikely():
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok)
+    prefixes = torch.tensor([ids[:12] for ids in tok([TEXT[:60], TEXT[100:160]])["input_ids"]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    shares = []
+    for _ in range(40):
+        penalty, share = objectives.loop_unlikelihood(model, prefixes, new_tokens=32)
+        assert penalty.item() >= 0 and model.training  # greedy text made in eval mode, training mode back
+        shares.append(share)
+        opt.zero_grad()
+        penalty.backward()
+        opt.step()
+    assert shares[0] > 0.5 and min(shares[-5:]) < shares[0] / 2, shares  # a random model loops; taught, it stops
+
+
+@torch.no_grad()
+def test_greedy_loops_scores_the_models_continuations_and_text_itself():
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok, positions=128)  # a 32-token opening and 64 more
+    looping = recipes.greedy_loops(model, tok, [TEXT * 3], prefixes=4)
+    assert looping["looped"] > 0.5 and looping["prefixes"] == 4 and looping["text"] < looping["looped"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -384,6 +415,7 @@ def test_the_copy_start_fits_a_previous_token_head_and_an_induction_head_and_not
         (["--family", "encoder_decoder", "--resume", "--match-prior", "8"], "without --resume"),
         (["--family", "encoder", "--copy-start"], "--family decoder"),
         (["--family", "decoder", "--resume", "--copy-start"], "give it --steps"),
+        (["--family", "encoder", "--unlikelihood", "1"], "--family decoder"),
     ],
 )
 def test_a_start_the_run_cannot_use_is_refused_before_any_work(tmp_path, capsys, argv, message):

@@ -65,6 +65,40 @@ def copy_window(stream: np.ndarray, length: int, rng: np.random.Generator, shuff
     return ids, labels
 
 
+def repeated_ngrams(tokens: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """(B, T) bool: the tokens of every n-gram that already appeared earlier in its row."""
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    for row, ids in enumerate(tokens.tolist()):
+        seen = set()
+        for i in range(len(ids) - n + 1):
+            gram = tuple(ids[i : i + n])
+            if gram in seen:
+                mask[row, i : i + n] = True
+            seen.add(gram)
+    return mask
+
+
+def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: int = 4) -> tuple[torch.Tensor, float]:
+    """Sequence-level unlikelihood (Welleck et al. 2019, "Neural text generation with unlikelihood training"):
+    the model continues each prefix greedily, and every continuation token inside an n-gram the continuation
+    already said is made less likely, -log(1 - p). Copying from the prefix is left alone: only the model's
+    own loops are penalised. Returns (the loss, averaged over all continuation tokens; the share looped)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        full = model.generate(
+            prefixes, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+            pad_token_id=model.config.eos_token_id, attention_mask=torch.ones_like(prefixes),
+        )  # fmt: skip
+    model.train(was_training)
+    start = prefixes.shape[1]
+    looped = repeated_ngrams(full[:, start:].cpu(), n).to(full.device)  # (B, new_tokens)
+    logits = model(input_ids=full).logits[:, start - 1 : -1]  # the predictions of the continuation's tokens
+    p = logits.float().softmax(-1).gather(-1, full[:, start:, None])[..., 0]
+    loss = -(torch.log((1 - p).clamp_min(1e-5)) * looped).sum() / looped.numel()
+    return loss, looped.float().mean().item()
+
+
 REPEAT_SPAN = (8, 32)  # tokens repeated at the end of a window (a name and the words around it, a sentence)
 
 

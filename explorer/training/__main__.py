@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.core.objectives import token_stream  # noqa: E402
+from explorer.core.objectives import random_windows, token_stream  # noqa: E402
 from explorer.core.tokenizer_training import tokens_per_word  # noqa: E402
 from explorer.training import card, recipes, warm_start  # noqa: E402
 from explorer.training.corpus import MODERN_SAMPLE, build_corpus  # noqa: E402
@@ -83,6 +83,10 @@ def main(argv=None) -> None:
         help="decoder: share of each batch that is a short stretch said again and again (default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--unlikelihood", type=float,
+        help="decoder: weight of a penalty on loops in its own greedy continuations, every second step (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--copy-start", action="store_true",
         help="decoder: before training, fit a previous-token head and an induction head (recipes.start_copy_heads)",
     )  # fmt: skip
@@ -116,6 +120,8 @@ def main(argv=None) -> None:
         parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")
     if args.copy_start and args.family != "decoder":
         parser.error("--copy-start fits two heads of a decoder: use it with --family decoder")
+    if args.unlikelihood and args.family != "decoder":
+        parser.error("--unlikelihood penalises a decoder's loops: use it with --family decoder")
     if args.copy_start and not args.steps:  # the fitted heads would be saved, and no stage would record them
         parser.error("--copy-start begins a training stage: give it --steps")
     torch.set_num_threads(args.threads)
@@ -138,6 +144,7 @@ def main(argv=None) -> None:
             "short_share",
             "repeat_share",
             "copy_share",
+            "unlikelihood",
             "local_bias",
             "match_prior",
         )
@@ -190,7 +197,14 @@ def main(argv=None) -> None:
     next_batch = recipes.batch_maker(args.family, tokenizer, stream, recipe)
     seed = args.seed + previous.get("steps", 0)  # a resumed run draws fresh batches
     budget = args.minutes * 60 if args.minutes else None
-    losses = recipes.train(model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint, seconds=budget)
+
+    def next_prefixes(rng):  # what the loop penalty continues: 32-token openings of training windows
+        return torch.from_numpy(random_windows(stream, recipe.batch, 32, rng))
+
+    losses = recipes.train(
+        model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint, seconds=budget,
+        next_prefixes=next_prefixes,
+    )  # fmt: skip
     steps_run = len(losses)
     wall = time.time() - start
     model.cpu()  # evaluated, sampled and saved on the CPU whatever it was trained on
@@ -218,6 +232,7 @@ def main(argv=None) -> None:
                     **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
                     **({"copy_share": recipe.copy_share} if recipe.copy_share else {}),
                     **({"copy_start": copy_start} if copy_start else {}),
+                    **({"unlikelihood": recipe.unlikelihood} if recipe.unlikelihood else {}),
                     **({"local_bias": list(recipe.local_bias)} if recipe.local_bias and not args.resume else {}),
                     **({"match_prior": recipe.match_prior} if recipe.match_prior and not args.resume else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),

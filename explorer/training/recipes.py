@@ -48,6 +48,9 @@ class Recipe:
     mask_rate: float = 0.15  # encoder: share of tokens to predict
     repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
     copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
+    unlikelihood: float = (
+        0.0  # decoder: weight of the loop penalty on its own greedy text (objectives.loop_unlikelihood)
+    )
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -369,11 +372,21 @@ def default_device() -> torch.device:
 
 
 def train(
-    model, next_batch, steps: int, recipe: Recipe, log, seed: int = 0, checkpoint=None, seconds: float | None = None
+    model,
+    next_batch,
+    steps: int,
+    recipe: Recipe,
+    log,
+    seed: int = 0,
+    checkpoint=None,
+    seconds: float | None = None,
+    next_prefixes=None,
 ) -> list[float]:
     """Plain AdamW (or Adafactor) loop on the model's device; returns the loss of every step. ``checkpoint(step)`` is
     called every 250 steps. With ``seconds`` the run also stops when that much time has passed, its
-    learning rate decaying over that time, so a run on a busy machine still ends fully decayed."""
+    learning rate decaying over that time, so a run on a busy machine still ends fully decayed.
+    With ``recipe.unlikelihood`` every second step also continues ``next_prefixes(rng)`` (B, P) greedily and
+    penalises the continuations' loops (``objectives.loop_unlikelihood``)."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -385,7 +398,7 @@ def train(
     else:
         opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98))
     model.train()
-    losses, start = [], time.time()
+    losses, looped, start = [], [], time.time()
     for step in range(steps):
         time_progress = (time.time() - start) / seconds if seconds else 0.0
         if time_progress >= 1.0:
@@ -395,6 +408,10 @@ def train(
             group["lr"] = lr_at(step, steps, recipe, time_progress)
         batch = {k: v.to(device) for k, v in next_batch(rng).items()}
         loss = objectives.objective_loss(model, batch)
+        if recipe.unlikelihood and step % 2:
+            penalty, share = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device))
+            loss = loss + recipe.unlikelihood * penalty
+            looped.append(share)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -402,7 +419,10 @@ def train(
         losses.append(loss.item())
         if step % 25 == 0 or step == steps - 1:  # "step N  loss L  lr R  T s" (read back by --resume)
             recent = np.mean(losses[-25:])
-            log(f"step {step:5d}  loss {recent:.3f}  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - start:7.0f} s")
+            loops = f"  looped {np.mean(looped[-12:]):.2f}" if looped else ""  # share of greedy tokens in a loop
+            log(
+                f"step {step:5d}  loss {recent:.3f}  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - start:7.0f} s{loops}"
+            )
         if checkpoint and step and step % 250 == 0:
             checkpoint(step)
     model.eval()
@@ -581,6 +601,27 @@ def copy_reading(model, tokenizer, docs: list[str], windows: int = 64, seed: int
         "stretch": COPY_STRETCH,
         "gap": COPY_GAP,
     }
+
+
+LOOP_PREFIX, LOOP_TOKENS = 32, 64
+
+
+@torch.no_grad()
+def greedy_loops(model, tokenizer, docs: list[str], prefixes: int = 32, seed: int = 7) -> dict[str, float]:
+    """Degeneration, measured: the model continues ``prefixes`` 32-token openings of ``docs`` greedily for 64
+    tokens, and the share of those tokens inside a 4-gram the continuation already said (Welleck et al.'s
+    seq-rep-4 counted per token). Human text scores near 0; a model stuck in "the door of the door of" near 1."""
+    stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
+    rng = np.random.default_rng(seed)
+    ids = torch.from_numpy(objectives.random_windows(stream, prefixes, LOOP_PREFIX, rng))
+    model.eval()
+    full = model.generate(
+        ids.to(next(model.parameters()).device), max_new_tokens=LOOP_TOKENS, min_new_tokens=LOOP_TOKENS,
+        do_sample=False, pad_token_id=tokenizer.eos_token_id, attention_mask=torch.ones_like(ids),
+    )  # fmt: skip
+    looped = objectives.repeated_ngrams(full[:, LOOP_PREFIX:].cpu(), 4)
+    text = objectives.repeated_ngrams(torch.from_numpy(objectives.random_windows(stream, prefixes, LOOP_TOKENS, rng)))
+    return {"looped": float(looped.float().mean()), "text": float(text.float().mean()), "prefixes": prefixes}
 
 
 def evaluate_on(family: str, model, tokenizer, docs: list[str], passes: int = 1, unigram_logp=None) -> dict:
