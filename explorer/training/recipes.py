@@ -48,9 +48,7 @@ class Recipe:
     mask_rate: float = 0.15  # encoder: share of tokens to predict
     repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
     copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
-    unlikelihood: float = (
-        0.0  # decoder: weight of the loop penalty on its own greedy text (objectives.loop_unlikelihood)
-    )
+    unlikelihood: float = 0.0  # decoder: weight of the penalty on loops in its own greedy text
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
