@@ -193,6 +193,15 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
             f"({copy['windows']} windows). The difference is what the model takes from its own context: an induction "
             "head looks at what followed the current token last time.",
         ]
+    if metrics.get("loops"):
+        loops = metrics["loops"]
+        lines += [
+            "",
+            f"Greedy loops: continuing {loops['prefixes']} 32-token openings of the modern sample greedily for 64 tokens, "
+            f"{loops['looped']:.0%} of the tokens it wrote repeat a 4-gram it had already written "
+            f'(the sample\'s own text: {loops["text"]:.0%}). Small models fall into loops ("the door of the door of") '
+            "under greedy decoding; sampling, or the Next token tab's repetition penalty, breaks them.",
+        ]
     if "tokens_per_word_modern" in metrics:
         lines += [
             "",
@@ -226,6 +235,11 @@ def attention_start(stages: list[dict]) -> str:
             )
         if stage.get("copy_share"):
             parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")
+        if stage.get("unlikelihood"):
+            parts.append(
+                f"every second step of stage {number} the model continued 32-token openings greedily and its loops "
+                f"were made unlikely (weight {stage['unlikelihood']:g}; sequence-level unlikelihood, Welleck et al. 2019)"
+            )
     return ", " + " and ".join(parts) if parts else ""
 
 
@@ -264,6 +278,7 @@ def write_card(
         + (f" --repeat-share {st['repeat_share']}" if st.get("repeat_share") else "")
         + (f" --copy-share {st['copy_share']}" if st.get("copy_share") else "")
         + (" --copy-start" if st.get("copy_start") else "")
+        + (f" --unlikelihood {st['unlikelihood']}" if st.get("unlikelihood") else "")
         + (f" --local-bias {','.join(map(str, st['local_bias']))}" if st.get("local_bias") else "")
         + (f" --match-prior {st['match_prior']}" if st.get("match_prior") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")

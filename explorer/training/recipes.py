@@ -637,7 +637,14 @@ def evaluate(family: str, model, tokenizer, corpus: Corpus, train_stream) -> dic
     from explorer.training.corpus import modern_sample
 
     logp = unigram_log_probs(tokenizer, train_stream) if family == "encoder_decoder" else None
-    copying = {"copying": copy_reading(model, tokenizer, modern_sample())} if family == "decoder" else {}
+    copying = (
+        {
+            "copying": copy_reading(model, tokenizer, modern_sample()),
+            "loops": greedy_loops(model, tokenizer, modern_sample()),
+        }
+        if family == "decoder"
+        else {}
+    )
     return {
         **copying,
         **evaluate_on(family, model, tokenizer, corpus.held_out, unigram_logp=logp),
