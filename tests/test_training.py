@@ -322,6 +322,23 @@ def test_the_card_names_the_decoders_copy_start_and_its_command_repeats_it(tmp_p
     assert "--copy" not in commands[0] and "--copy-share 0.375 --copy-start" in commands[1]
 
 
+def test_the_card_names_a_stages_loop_penalty_and_its_command_repeats_it(tmp_path):
+    from explorer.training.card import attention_start, write_card
+
+    stages = [{"steps": 900, "lr": 6e-4}, {"steps": 1632, "lr": 2e-4, "copy_share": 0.1, "unlikelihood": 1.0,
+              "loop_opening": [32, 32]}, {"steps": 800, "lr": 1e-4, "unlikelihood": 1.0, "loop_opening": [4, 32]}]  # fmt: skip
+    clause = attention_start(stages)
+    assert "every second step of stage 2 the model continued 32-token openings greedily" in clause
+    assert "stage 3 the model continued openings of 4 to 32 tokens" in clause and "weight 1" in clause
+    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
+    shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())
+    metrics = {**{k: v for k, v in shipped.items() if k != "samples"}, "stages": stages}
+    write_card(tmp_path, "decoder", metrics, model, tokenizer, "a corpus", [])
+    commands = [line for line in (tmp_path / "README.md").read_text().splitlines() if "python -m explorer" in line]
+    assert "--unlikelihood" not in commands[0] and "--copy-share 0.1 --unlikelihood 1.0" in commands[1]
+    assert "--unlikelihood 1.0" in commands[2]
+
+
 def test_copy_windows_say_a_stretch_again_and_again_and_label_only_what_can_be_read_back():
     stream = np.arange(5000)  # every id once: a repeat can only come from the window itself
     batch = objectives.causal_lm_batch(stream, 8, 128, np.random.default_rng(4), repeat_share=0.25, copy_share=0.5)

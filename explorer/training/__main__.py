@@ -56,6 +56,9 @@ def earlier_stages(previous: dict) -> list[dict]:
     return stages
 
 
+LOOP_OPENING = (4, 32)  # tokens of text the loop penalty's greedy continuations start from
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Train one of the bundled models from scratch.")
     parser.add_argument("--family", choices=list(recipes.RECIPES), required=True)
@@ -198,8 +201,9 @@ def main(argv=None) -> None:
     seed = args.seed + previous.get("steps", 0)  # a resumed run draws fresh batches
     budget = args.minutes * 60 if args.minutes else None
 
-    def next_prefixes(rng):  # what the loop penalty continues: 32-token openings of training windows
-        return torch.from_numpy(random_windows(stream, recipe.batch, 32, rng))
+    def next_prefixes(rng):  # what the loop penalty continues: openings of 4 to 32 tokens of training windows
+        length = int(rng.integers(LOOP_OPENING[0], LOOP_OPENING[1] + 1))  # short prompts start loops too
+        return torch.from_numpy(random_windows(stream, recipe.batch, length, rng))
 
     losses = recipes.train(
         model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint, seconds=budget,
@@ -232,7 +236,7 @@ def main(argv=None) -> None:
                     **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
                     **({"copy_share": recipe.copy_share} if recipe.copy_share else {}),
                     **({"copy_start": copy_start} if copy_start else {}),
-                    **({"unlikelihood": recipe.unlikelihood} if recipe.unlikelihood else {}),
+                    **({"unlikelihood": recipe.unlikelihood, "loop_opening": list(LOOP_OPENING)} if recipe.unlikelihood else {}),
                     **({"local_bias": list(recipe.local_bias)} if recipe.local_bias and not args.resume else {}),
                     **({"match_prior": recipe.match_prior} if recipe.match_prior and not args.resume else {})}] if steps_run else [])],
         device=str(args.device) if steps_run else previous.get("device", "cpu"),

@@ -214,6 +214,12 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
     return lines
 
 
+def opening_words(stage: dict) -> str:
+    """The openings a stage's loop penalty continued: "32-token openings", "openings of 4 to 32 tokens"."""
+    low, high = stage.get("loop_opening", (32, 32))
+    return f"{low}-token openings" if low == high else f"openings of {low} to {high} tokens"
+
+
 def attention_start(stages: list[dict]) -> str:
     """The attention starts the stages used (``recipes.start_t5_attention``, ``recipes.start_copy_heads``) and
     their copy windows, as a clause of the card's Training line."""
@@ -237,7 +243,7 @@ def attention_start(stages: list[dict]) -> str:
             parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")
         if stage.get("unlikelihood"):
             parts.append(
-                f"every second step of stage {number} the model continued 32-token openings greedily and its loops "
+                f"every second step of stage {number} the model continued {opening_words(stage)} greedily and its loops "
                 f"were made unlikely (weight {stage['unlikelihood']:g}; sequence-level unlikelihood, Welleck et al. 2019)"
             )
     return ", " + " and ".join(parts) if parts else ""
