@@ -197,7 +197,8 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
         loops = metrics["loops"]
         lines += [
             "",
-            f"Greedy loops: continuing {loops['prefixes']} 32-token openings of the modern sample greedily for 64 tokens, "
+            f"Greedy loops: continuing {loops['prefixes']} openings of the modern sample (32 tokens each) greedily for 64 "
+            "tokens, "
             f"{loops['looped']:.0%} of the tokens it wrote repeat a 4-gram it had already written "
             f'(the sample\'s own text: {loops["text"]:.0%}). Small models fall into loops ("the door of the door of") '
             "under greedy decoding; sampling, or the Next token tab's repetition penalty, breaks them.",
@@ -246,7 +247,7 @@ def attention_start(stages: list[dict]) -> str:
                 f"every second step of stage {number} the model continued {opening_words(stage)} greedily and its loops "
                 f"were made unlikely (weight {stage['unlikelihood']:g}; sequence-level unlikelihood, Welleck et al. 2019)"
             )
-    return ", " + " and ".join(parts) if parts else ""
+    return ", " + "; ".join(parts) if parts else ""
 
 
 def per_stage(metrics: dict, key: str) -> str:
