@@ -88,8 +88,10 @@ def test_the_bundled_draft_model_writes_plain_greedys_tokens_and_is_often_right(
             kept, proposed = kept + result.accepted_count, proposed + result.proposed_count
     # Trained on the same text: far more often right than chance (1 in 12,288). Since tiny-gpt2 learned to copy
     # from its context (its copy stage) it agrees with this draft less: 75 of 486 proposals kept (15%), where the
-    # draft, too narrow for the copy start (a previous-token head of 0.11 at width 64), cannot follow it.
-    assert kept / proposed > 0.1
+    # draft, too narrow for the copy start (a previous-token head of 0.11 at width 64), cannot follow it. Since its
+    # loop stage, 51 of 566 (9%): its greedy text left the loops the draft still falls into (85% of the draft's
+    # greedy tokens loop on the modern sample's openings, tiny-gpt2's 9%), and a loop is easy to guess.
+    assert kept / proposed > 0.05
 
 
 def test_the_whole_model_as_its_own_draft_is_always_accepted(bundled):
