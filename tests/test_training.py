@@ -74,6 +74,24 @@ def test_time_budget_stops_training_and_decays_the_learning_rate():
     assert recipes.lr_at(10, 100_000, recipe, time_progress=0.0) > 0.99 * recipe.lr
 
 
+def test_training_with_the_loop_penalty_reports_the_objectives_own_loss_and_the_looped_share():
+    """The penalty's steps once reported objective + penalty, so a stage with it looked worse than one without."""
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok, positions=128)
+    stream = objectives.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
+    batch = objectives.causal_lm_batch(stream, 2, 16, np.random.default_rng(0))
+    recipe = recipes.Recipe("decoder", "byte-level BPE", lr=0.0, warmup=0, dropout=0.0, unlikelihood=1.0)
+    recipes.set_dropout(model, 0.0)
+    lines = []
+
+    def prefixes(rng):
+        return torch.from_numpy(objectives.random_windows(stream, 2, 8, rng))
+
+    losses = recipes.train(model, lambda rng: batch, 4, recipe, lines.append, next_prefixes=prefixes)
+    assert losses == pytest.approx([losses[0]] * 4, abs=1e-6)  # lr 0: the same loss, penalty steps or not
+    assert "looped" in lines[-1]
+
+
 def test_documents_dedup_and_held_out_split_are_stable():
     paragraphs = [f"Paragraph {i} " + " ".join(["word"] * 50) for i in range(40)]
     docs = corpus._documents(paragraphs, size=600)

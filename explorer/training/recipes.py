@@ -406,15 +406,16 @@ def train(
             group["lr"] = lr_at(step, steps, recipe, time_progress)
         batch = {k: v.to(device) for k, v in next_batch(rng).items()}
         loss = objectives.objective_loss(model, batch)
+        total = loss
         if recipe.unlikelihood and step % 2:
             penalty, share = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device))
-            loss = loss + recipe.unlikelihood * penalty
+            total = loss + recipe.unlikelihood * penalty
             looped.append(share)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.item())  # the objective's own loss, comparable with runs without the penalty
         if step % 25 == 0 or step == steps - 1:  # "step N  loss L  lr R  T s" (read back by --resume)
             recent = np.mean(losses[-25:])
             loops = f"  looped {np.mean(looped[-12:]):.2f}" if looped else ""  # share of greedy tokens in a loop
