@@ -322,8 +322,19 @@ def test_the_card_names_the_t5_starts_of_the_first_stage_and_its_command_repeats
     assert attention_start([{"steps": 10}]) == "" and attention_start([]) == ""
 
 
+def decoder_card_commands(folder, stages: list[dict]) -> list[str]:
+    """The command lines of tiny-gpt2's card written again into ``folder`` with these stages."""
+    from explorer.training.card import write_card
+
+    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
+    shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())
+    metrics = {**{k: v for k, v in shipped.items() if k != "samples"}, "stages": stages}
+    write_card(folder, "decoder", metrics, model, tokenizer, "a corpus", [])
+    return [line for line in (folder / "README.md").read_text().splitlines() if "python -m explorer" in line]
+
+
 def test_the_card_names_the_decoders_copy_start_and_its_command_repeats_it(tmp_path):
-    from explorer.training.card import attention_start, write_card
+    from explorer.training.card import attention_start
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 2400, "lr": 3e-4, "copy_share": 0.375,
               "copy_start": {"previous_token": 0.97, "induction": 0.38, "previous_token_head": [0, 0],
@@ -332,27 +343,19 @@ def test_the_card_names_the_decoders_copy_start_and_its_command_repeats_it(tmp_p
     assert "stage 2 began by fitting a previous-token head (layer 0 head 0: 0.97" in clause
     assert "induction head (layer 1 head 2: 0.38" in clause
     assert "38% of stage 2's windows" in clause
-    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
-    shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())
-    metrics = {**{k: v for k, v in shipped.items() if k != "samples"}, "stages": stages}
-    write_card(tmp_path, "decoder", metrics, model, tokenizer, "a corpus", [])
-    commands = [line for line in (tmp_path / "README.md").read_text().splitlines() if "python -m explorer" in line]
+    commands = decoder_card_commands(tmp_path, stages)
     assert "--copy" not in commands[0] and "--copy-share 0.375 --copy-start" in commands[1]
 
 
 def test_the_card_names_a_stages_loop_penalty_and_its_command_repeats_it(tmp_path):
-    from explorer.training.card import attention_start, write_card
+    from explorer.training.card import attention_start
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 1632, "lr": 2e-4, "copy_share": 0.1, "unlikelihood": 1.0,
               "loop_opening": [32, 32]}, {"steps": 800, "lr": 1e-4, "unlikelihood": 1.0, "loop_opening": [4, 32]}]  # fmt: skip
     clause = attention_start(stages)
     assert "every second step of stage 2 the model continued 32-token openings greedily" in clause
     assert "stage 3 the model continued openings of 4 to 32 tokens" in clause and "weight 1" in clause
-    tokenizer, model = recipes.load_trained("decoder", BUNDLED_MODELS / "tiny-gpt2")
-    shipped = json.loads((BUNDLED_MODELS / "tiny-gpt2" / "card.json").read_text())
-    metrics = {**{k: v for k, v in shipped.items() if k != "samples"}, "stages": stages}
-    write_card(tmp_path, "decoder", metrics, model, tokenizer, "a corpus", [])
-    commands = [line for line in (tmp_path / "README.md").read_text().splitlines() if "python -m explorer" in line]
+    commands = decoder_card_commands(tmp_path, stages)
     assert "--unlikelihood" not in commands[0] and "--copy-share 0.1 --unlikelihood 1.0" in commands[1]
     assert "--unlikelihood 1.0" in commands[2]
 
