@@ -78,19 +78,26 @@ def repeated_ngrams(tokens: torch.Tensor, n: int = 4) -> torch.Tensor:
     return mask
 
 
+@torch.no_grad()
+def greedy_continuations(model, prefixes: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """(B, P + new_tokens): every prefix continued greedily for exactly ``new_tokens`` tokens (end of text
+    held back, so the rows stay one length), in eval mode; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    full = model.generate(
+        prefixes, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        pad_token_id=model.config.eos_token_id, attention_mask=torch.ones_like(prefixes),
+    )  # fmt: skip
+    model.train(was_training)
+    return full
+
+
 def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: int = 4) -> tuple[torch.Tensor, float]:
     """Sequence-level unlikelihood (Welleck et al. 2019, "Neural text generation with unlikelihood training"):
     the model continues each prefix greedily, and every continuation token inside an n-gram the continuation
     already said is made less likely, -log(1 - p). Copying from the prefix is left alone: only the model's
     own loops are penalised. Returns (the loss, averaged over all continuation tokens; the share looped)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        full = model.generate(
-            prefixes, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-            pad_token_id=model.config.eos_token_id, attention_mask=torch.ones_like(prefixes),
-        )  # fmt: skip
-    model.train(was_training)
+    full = greedy_continuations(model, prefixes, new_tokens)
     start = prefixes.shape[1]
     looped = repeated_ngrams(full[:, start:].cpu(), n).to(full.device)  # (B, new_tokens)
     logits = model(input_ids=full).logits[:, start - 1 : -1]  # the predictions of the continuation's tokens

@@ -613,11 +613,7 @@ def greedy_loops(model, tokenizer, docs: list[str], prefixes: int = 32, seed: in
     stream = objectives.token_stream(tokenizer, docs, tokenizer.eos_token_id)
     rng = np.random.default_rng(seed)
     ids = torch.from_numpy(objectives.random_windows(stream, prefixes, LOOP_PREFIX, rng))
-    model.eval()
-    full = model.generate(
-        ids.to(next(model.parameters()).device), max_new_tokens=LOOP_TOKENS, min_new_tokens=LOOP_TOKENS,
-        do_sample=False, pad_token_id=tokenizer.eos_token_id, attention_mask=torch.ones_like(ids),
-    )  # fmt: skip
+    full = objectives.greedy_continuations(model, ids.to(next(model.parameters()).device), LOOP_TOKENS)
     looped = objectives.repeated_ngrams(full[:, LOOP_PREFIX:].cpu(), 4)
     text = objectives.repeated_ngrams(torch.from_numpy(objectives.random_windows(stream, prefixes, LOOP_TOKENS, rng)))
     return {"looped": float(looped.float().mean()), "text": float(text.float().mean()), "prefixes": prefixes}
