@@ -189,8 +189,11 @@ def test_a_cards_stages_keep_each_runs_dropout_and_warmup_and_the_card_names_the
     first_run = {"steps": 7962, "lr": 0.01, "dropout": 0.1, "warmup": 100, "stages": [{"steps": 7962, "lr": 0.01}]}
     stages = [*earlier_stages(first_run), {"steps": 4000, "lr": 0.003, "dropout": 0.0, "warmup": 50}]
     assert [st.get("dropout") for st in stages] == [0.1, 0.0] and [st.get("warmup") for st in stages] == [100, 50]
-    assert per_stage({"dropout": 0.0, "stages": stages}, "dropout") == "0.1, then 0.0"
-    assert per_stage({"warmup": 50, "stages": stages}, "warmup") == "100, then 50"
+    assert per_stage({"dropout": 0.0, "stages": stages}, "dropout") == "0.1 (stage 1), 0.0 (stage 2)"
+    assert per_stage({"warmup": 50, "stages": stages}, "warmup", " steps") == "100 steps (stage 1), 50 (stage 2)"
+    # Runs of one value are named by their first and last stage; a stage that did not record it takes the card's.
+    four = {"lr": 2e-4, "stages": [{"lr": 6e-4}, {"lr": 6e-4}, {"lr": 3e-4}, {}]}
+    assert per_stage(four, "lr") == "0.0006 (stages 1–2), 0.0003 (stage 3), 0.0002 (stage 4)"
     assert earlier_stages({"dropout": 0.0, "stages": stages, "steps": 11962, "lr": 0.003}) == stages  # kept as written
     assert per_stage({"dropout": 0.1, "steps": 900, "lr": 6e-4}, "dropout") == "0.1" and earlier_stages({}) == []
 

@@ -250,12 +250,20 @@ def attention_start(stages: list[dict]) -> str:
     return ", " + "; ".join(parts) if parts else ""
 
 
-def per_stage(metrics: dict, key: str) -> str:
-    """A setting of each stage, "0.1, then 0.0" when a resumed stage changed it (the card's own value for
-    stages that did not record it)."""
-    values = [st.get(key, metrics.get(key)) for st in metrics.get("stages") or []]
-    values = [v for v in values if v is not None] or [metrics.get(key, "?")]
-    return ", then ".join(str(v) for v in dict.fromkeys(values))
+def per_stage(metrics: dict, key: str, unit: str = "") -> str:
+    """A setting of each stage: "0.1" when every stage had it, else each value with the stages that had it,
+    "100 steps (stage 1), 50 (stages 2–4)" (the card's own value for stages that did not record it)."""
+    values = [st.get(key, metrics.get(key, "?")) for st in metrics.get("stages") or []] or [metrics.get(key, "?")]
+    if len(set(values)) == 1:
+        return f"{values[0]}{unit}"
+    runs = []  # (value, first stage, last stage), stages counted from 1
+    for i, v in enumerate(values, 1):
+        if runs and runs[-1][0] == v:
+            runs[-1][2] = i
+        else:
+            runs.append([v, i, i])
+    named = [f"{v}{unit if not k else ''} (stage{f's {a}–{b}' if b > a else f' {a}'})" for k, (v, a, b) in enumerate(runs)]
+    return ", ".join(named)
 
 
 def write_card(
@@ -336,8 +344,8 @@ tags: [llm-explorer, {family}]
 - Tokenizer: {metrics["tokenizer"]}, {f"{draft_for}'s own, reused (same ids, not trained again)" if draft_for else "trained on the same corpus" + (f" (the one in `{metrics['tokenizer_from']}`, reused)" if metrics.get("tokenizer_from") else "")}
 - Objective: {objective}
 - Corpus: {corpus_text}; about 3% of documents held out (chosen by hash, never trained on)
-- Training: warm-up {per_stage(metrics, "warmup")} steps, dropout {per_stage(metrics, "dropout")}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""}{attention_start(stages)};
-  {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {metrics["lr"]},
+- Training: warm-up {per_stage(metrics, "warmup", " steps")}, dropout {per_stage(metrics, "dropout")}{f", {metrics['mask_rate']:.0%} of tokens predicted" if "mask_rate" in metrics and metrics.get("family") == "encoder" else ""}{", position embeddings started from the sinusoidal table" if metrics.get("sinusoidal_positions") else ""}{attention_start(stages)};
+  {metrics["steps"]} steps{f" in {len(stages)} stages" if len(stages) > 1 else ""} of {metrics["batch"]} × {metrics["seq_len"]} tokens, {OPTIMIZERS[metrics.get("optimizer", "adamw")]}, peak lr {per_stage(metrics, "lr")},
   {" (a stage was stopped at its last checkpoint, before its learning rate had decayed)" if metrics.get("stopped_early") else ""}
   {metrics["wall_time_s"] / 60:.1f} min, trained on {where}; final training loss {metrics["final_train_loss"]:.3f}
 
