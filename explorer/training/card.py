@@ -262,7 +262,9 @@ def per_stage(metrics: dict, key: str, unit: str = "") -> str:
             runs[-1][2] = i
         else:
             runs.append([v, i, i])
-    named = [f"{v}{unit if not k else ''} (stage{f's {a}–{b}' if b > a else f' {a}'})" for k, (v, a, b) in enumerate(runs)]
+    named = [
+        f"{v}{unit if not k else ''} (stage{f's {a}–{b}' if b > a else f' {a}'})" for k, (v, a, b) in enumerate(runs)
+    ]
     return ", ".join(named)
 
 
