@@ -354,13 +354,25 @@ def test_the_card_names_a_stages_loop_penalty_and_its_command_repeats_it(tmp_pat
     from explorer.training.card import attention_start
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 1632, "lr": 2e-4, "copy_share": 0.1, "unlikelihood": 1.0,
-              "loop_opening": [32, 32]}, {"steps": 800, "lr": 1e-4, "unlikelihood": 1.0, "loop_opening": [4, 32]}]  # fmt: skip
+              "loop_opening": [32, 32]}, {"steps": 800, "lr": 1e-4, "unlikelihood": 1.0, "loop_opening": [4, 32]},
+              {"steps": 900, "lr": 1e-4, "unlikelihood": 2.0, "loop_opening": [32, 32], "loop_starts": 0.5,
+               "loop_document_start": [4, 12], "loop_anchor": 1.0}]  # fmt: skip
     clause = attention_start(stages)
     assert "every second step of stage 2 the model continued 32-token openings greedily" in clause
     assert "stage 3 the model continued openings of 4 to 32 tokens" in clause and "weight 1" in clause
+    assert "stage 4 the model continued 32-token openings or (half the time) a document's first 4 to 12" in clause
     commands = decoder_card_commands(tmp_path, stages)
     assert "--unlikelihood" not in commands[0] and "--copy-share 0.1 --unlikelihood 1.0" in commands[1]
-    assert "--unlikelihood 1.0" in commands[2]
+    assert "--unlikelihood 1.0" in commands[2] and "--loop-starts" not in commands[2]
+    assert "kept near the model the stage began from (KL, weight 1)" in clause and clause.count("KL") == 1
+    assert "--unlikelihood 2.0 --loop-starts 0.5 --loop-anchor 1.0" in commands[3]
+
+
+def test_document_openings_are_the_first_tokens_of_documents():
+    separator = 0
+    stream = np.array([5, 6, 7, 0, 8, 9, 0, 10, 11, 12, 13, 0, 14])  # the last document is too short for 2 tokens
+    rows = objectives.document_openings(stream, separator, 200, 2, np.random.default_rng(0))
+    assert {tuple(r) for r in rows.tolist()} == {(5, 6), (8, 9), (10, 11)}
 
 
 def test_copy_windows_say_a_stretch_again_and_again_and_label_only_what_can_be_read_back():
@@ -432,13 +444,37 @@ def test_the_loop_penalty_makes_a_models_own_loops_unlikely():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     shares = []
     for _ in range(40):
-        penalty, share = objectives.loop_unlikelihood(model, prefixes, new_tokens=32)
-        assert penalty.item() >= 0 and model.training  # greedy text made in eval mode, training mode back
+        penalty, anchor, share = objectives.loop_unlikelihood(model, prefixes, new_tokens=32)
+        assert penalty.item() >= 0 and anchor.item() == 0 and model.training  # greedy text in eval mode, back after
         shares.append(share)
         opt.zero_grad()
         penalty.backward()
         opt.step()
     assert shares[0] > 0.5 and min(shares[-5:]) < shares[0] / 2, shares  # a random model loops; taught, it stops
+
+
+def test_the_loop_anchor_measures_how_far_the_model_moved_from_its_reference():
+    import copy
+
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok)
+    reference = copy.deepcopy(model).eval()
+    prefixes = torch.tensor([ids[:12] for ids in tok([TEXT[:60], TEXT[100:160]])["input_ids"]])
+    assert objectives.loop_unlikelihood(model, prefixes, 32, reference=reference).anchor.item() == pytest.approx(
+        0, abs=1e-4
+    )  # the model in training mode, the reference in eval: the same function, summed in another order
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(10):  # the penalty alone moves the model away from its reference
+        opt.zero_grad()
+        objectives.loop_unlikelihood(model, prefixes, 32).unlikelihood.backward()
+        opt.step()
+    moved = objectives.loop_unlikelihood(model, prefixes, 32, reference=reference).anchor.item()
+    assert moved > 1e-3  # a hundred times the difference of training and eval mode above
+    for _ in range(10):  # the anchor alone pulls it back
+        opt.zero_grad()
+        objectives.loop_unlikelihood(model, prefixes, 32, reference=reference).anchor.backward()
+        opt.step()
+    assert objectives.loop_unlikelihood(model, prefixes, 32, reference=reference).anchor.item() < moved / 2
 
 
 @torch.no_grad()
@@ -457,6 +493,8 @@ def test_greedy_loops_scores_the_models_continuations_and_text_itself():
         (["--family", "encoder", "--copy-start"], "--family decoder"),
         (["--family", "decoder", "--resume", "--copy-start"], "give it --steps"),
         (["--family", "encoder", "--unlikelihood", "1"], "--family decoder"),
+        (["--family", "decoder", "--loop-starts", "0.5"], "with --unlikelihood"),
+        (["--family", "decoder", "--unlikelihood", "1", "--loop-starts", "2"], "from 0 to 1"),
     ],
 )
 def test_a_start_the_run_cannot_use_is_refused_before_any_work(tmp_path, capsys, argv, message):

@@ -7,6 +7,8 @@ Every batch maker draws from a ``numpy.random.Generator``: the same seed gives t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from transformers import BertForMaskedLM, RobertaPreLayerNormForMaskedLM
@@ -25,6 +27,16 @@ def random_windows(stream: np.ndarray, batch: int, length: int, rng: np.random.G
     """``batch`` random windows of ``length`` tokens: shape (batch, length)."""
     starts = rng.integers(0, len(stream) - length, size=batch)
     return np.stack([stream[s : s + length] for s in starts])
+
+
+def document_openings(
+    stream: np.ndarray, separator_id: int, batch: int, length: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The first ``length`` tokens of ``batch`` random documents of the stream (the stream's start, or just after a
+    separator): shape (batch, length)."""
+    starts = np.concatenate([[0], np.flatnonzero(stream == separator_id) + 1])
+    starts = starts[starts <= len(stream) - length]
+    return np.stack([stream[s : s + length] for s in rng.choice(starts, size=batch)])
 
 
 def causal_lm_batch(
@@ -92,18 +104,34 @@ def greedy_continuations(model, prefixes: torch.Tensor, new_tokens: int) -> torc
     return full
 
 
-def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: int = 4) -> tuple[torch.Tensor, float]:
+class LoopPenalty(NamedTuple):
+    unlikelihood: torch.Tensor  # -log(1 - p) on the looped tokens, averaged over all continuation tokens
+    anchor: torch.Tensor  # KL(reference || model) on the other continuation tokens, same average; 0 without one
+    looped: float  # the share of continuation tokens inside a loop
+
+
+def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: int = 4, reference=None) -> LoopPenalty:
     """Sequence-level unlikelihood (Welleck et al. 2019, "Neural text generation with unlikelihood training"):
     the model continues each prefix greedily, and every continuation token inside an n-gram the continuation
     already said is made less likely, -log(1 - p). Copying from the prefix is left alone: only the model's
-    own loops are penalised. Returns (the loss, averaged over all continuation tokens; the share looped)."""
+    own loops are penalised.
+
+    With ``reference`` (a frozen copy of the model from before the stage), every other continuation token is
+    also kept near the reference's next-token distribution (KL). Pushed down alone, a loop's tokens handed
+    their probability to rare ones ("Lucius Lucius Lausey"); the anchor holds the rest of the text where it was."""
     full = greedy_continuations(model, prefixes, new_tokens)
     start = prefixes.shape[1]
     looped = repeated_ngrams(full[:, start:].cpu(), n).to(full.device)  # (B, new_tokens)
-    logits = model(input_ids=full).logits[:, start - 1 : -1]  # the predictions of the continuation's tokens
-    p = logits.float().softmax(-1).gather(-1, full[:, start:, None])[..., 0]
-    loss = -(torch.log((1 - p).clamp_min(1e-5)) * looped).sum() / looped.numel()
-    return loss, looped.float().mean().item()
+    logp = model(input_ids=full).logits[:, start - 1 : -1].float().log_softmax(-1)  # predicting the continuation
+    p = logp.exp().gather(-1, full[:, start:, None])[..., 0]
+    unlikelihood = -(torch.log((1 - p).clamp_min(1e-5)) * looped).sum() / looped.numel()
+    anchor = torch.zeros((), device=full.device)
+    if reference is not None:
+        with torch.no_grad():
+            ref = reference(input_ids=full).logits[:, start - 1 : -1].float().log_softmax(-1)
+        kl = (ref.exp() * (ref - logp)).sum(-1)
+        anchor = (kl * ~looped).sum() / looped.numel()
+    return LoopPenalty(unlikelihood, anchor, looped.float().mean().item())
 
 
 REPEAT_SPAN = (8, 32)  # tokens repeated at the end of a window (a name and the words around it, a sentence)

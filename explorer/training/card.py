@@ -216,9 +216,15 @@ def quality_lines(family: str, metrics: dict) -> list[str]:
 
 
 def opening_words(stage: dict) -> str:
-    """The openings a stage's loop penalty continued: "32-token openings", "openings of 4 to 32 tokens"."""
+    """The openings a stage's loop penalty continued: "32-token openings", "openings of 4 to 32 tokens",
+    "32-token openings or (half the time) a document's first 4 to 12 tokens"."""
     low, high = stage.get("loop_opening", (32, 32))
-    return f"{low}-token openings" if low == high else f"openings of {low} to {high} tokens"
+    words = f"{low}-token openings" if low == high else f"openings of {low} to {high} tokens"
+    if stage.get("loop_starts"):
+        first, last = stage["loop_document_start"]
+        share = "half" if stage["loop_starts"] == 0.5 else f"{stage['loop_starts']:.0%} of"
+        words += f" or ({share} the time) a document's first {first} to {last} tokens"
+    return words
 
 
 def attention_start(stages: list[dict]) -> str:
@@ -246,6 +252,11 @@ def attention_start(stages: list[dict]) -> str:
             parts.append(
                 f"every second step of stage {number} the model continued {opening_words(stage)} greedily and its loops "
                 f"were made unlikely (weight {stage['unlikelihood']:g}; sequence-level unlikelihood, Welleck et al. 2019)"
+                + (
+                    f", the rest of the continuations kept near the model the stage began from (KL, weight {stage['loop_anchor']:g})"
+                    if stage.get("loop_anchor")
+                    else ""
+                )
             )
     return ", " + "; ".join(parts) if parts else ""
 
@@ -296,6 +307,8 @@ def write_card(
         + (f" --copy-share {st['copy_share']}" if st.get("copy_share") else "")
         + (" --copy-start" if st.get("copy_start") else "")
         + (f" --unlikelihood {st['unlikelihood']}" if st.get("unlikelihood") else "")
+        + (f" --loop-starts {st['loop_starts']}" if st.get("loop_starts") else "")
+        + (f" --loop-anchor {st['loop_anchor']}" if st.get("loop_anchor") else "")
         + (f" --local-bias {','.join(map(str, st['local_bias']))}" if st.get("local_bias") else "")
         + (f" --match-prior {st['match_prior']}" if st.get("match_prior") else "")
         + (f" --batch {metrics['batch']} --threads {metrics['threads']}" if "minutes" in st or i else "")

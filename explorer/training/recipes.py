@@ -6,6 +6,7 @@ corpus, trains the tokenizer and the model, evaluates on held-out text and write
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -49,6 +50,8 @@ class Recipe:
     repeat_share: float = 0.0  # decoder: share of each batch whose windows end by repeating a stretch of themselves
     copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
     unlikelihood: float = 0.0  # decoder: weight of the penalty on loops in its own greedy text
+    loop_starts: float = 0.0  # decoder: share of the loop penalty's openings that are a document's first tokens
+    loop_anchor: float = 0.0  # decoder: weight of the KL that keeps the rest of those continuations near the start
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -384,7 +387,8 @@ def train(
     called every 250 steps. With ``seconds`` the run also stops when that much time has passed, its
     learning rate decaying over that time, so a run on a busy machine still ends fully decayed.
     With ``recipe.unlikelihood`` every second step also continues ``next_prefixes(rng)`` (B, P) greedily and
-    penalises the continuations' loops (``objectives.loop_unlikelihood``)."""
+    penalises the continuations' loops (``objectives.loop_unlikelihood``); with ``recipe.loop_anchor`` their
+    other tokens are kept near a frozen copy of the model as it was when the run began."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -395,6 +399,7 @@ def train(
         opt = torch.optim.Adafactor([{**g, "weight_decay": 0.0} for g in groups], lr=recipe.lr)
     else:
         opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98))
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if recipe.loop_anchor else None
     model.train()
     losses, looped, start = [], [], time.time()
     for step in range(steps):
@@ -408,9 +413,9 @@ def train(
         loss = objectives.objective_loss(model, batch)
         total = loss
         if recipe.unlikelihood and step % 2:
-            penalty, share = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device))
-            total = loss + recipe.unlikelihood * penalty
-            looped.append(share)
+            penalty = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device), reference=reference)
+            total = loss + recipe.unlikelihood * penalty.unlikelihood + recipe.loop_anchor * penalty.anchor
+            looped.append(penalty.looped)
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
