@@ -61,7 +61,14 @@ def earlier_stages(previous: dict) -> list[dict]:
 # raised the held-out loops from 9% to 15%.
 LOOP_OPENING = (32, 32)
 # With --loop-starts, that share of the openings are instead a training document's first 4 to 12 tokens: short
-# prompts like the lesson presets, whose loops the windows' openings did not reach.
+# prompts like the lesson presets, whose loops the windows' openings did not reach. Tried for 30-35 minutes on the
+# bundled decoder after its loop stage (lr 1e-4, copy share 0.2; presets' loop share 0.25, held-out loops 0.10):
+#   starts only, weight 2: presets 0.11, held-out 0.15, rare-token runs ("Laurous", "Michalavib");
+#   half starts, weight 2: presets 0.16, held-out 0.08, rare-token runs ("Worcester Worcester", "metPrinsey");
+#   half starts, weight 2, --loop-anchor 1: presets 0.23, held-out 0.17, no such runs, the presets' loops kept;
+#   half starts, the looped tokens only pulled towards the start model without them (a distillation, weight 1):
+#   presets 0.13 ("In the beginning God created the earth."), held-out 0.18, the door loop kept.
+# None was shipped: each traded one loop measure or plain text for another.
 LOOP_DOCUMENT_START = (4, 12)
 
 
