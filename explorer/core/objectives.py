@@ -106,7 +106,7 @@ def greedy_continuations(model, prefixes: torch.Tensor, new_tokens: int) -> torc
 
 class LoopPenalty(NamedTuple):
     unlikelihood: torch.Tensor  # -log(1 - p) on the looped tokens, averaged over all continuation tokens
-    anchor: torch.Tensor  # KL(reference || model) on the other continuation tokens, same average; 0 without one
+    anchor: torch.Tensor  # KL(reference without the looped tokens || model), same average; 0 without a reference
     looped: float  # the share of continuation tokens inside a loop
 
 
@@ -116,21 +116,25 @@ def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: in
     already said is made less likely, -log(1 - p). Copying from the prefix is left alone: only the model's
     own loops are penalised.
 
-    With ``reference`` (a frozen copy of the model from before the stage), every other continuation token is
-    also kept near the reference's next-token distribution (KL). Pushed down alone, a loop's tokens handed
-    their probability to rare ones ("Lucius Lucius Lausey"); the anchor holds the rest of the text where it was."""
+    With ``reference`` (a frozen copy of the model from before the stage), the anchor pulls every continuation
+    token's distribution towards the reference's, with the looped token taken out of the reference's and the rest
+    scaled up (a KL). Against the model itself that is the unlikelihood term again, -log(1 - p), but where the
+    penalty alone lets a loop's probability go wherever it drifts (rare tokens: "Lucius Lucius Lausey"), the
+    anchor hands it to the reference's own next choices, and holds the tokens outside loops where they were."""
     full = greedy_continuations(model, prefixes, new_tokens)
     start = prefixes.shape[1]
-    looped = repeated_ngrams(full[:, start:].cpu(), n).to(full.device)  # (B, new_tokens)
+    said = full[:, start:, None]
+    looped = repeated_ngrams(said[..., 0].cpu(), n).to(full.device)  # (B, new_tokens)
     logp = model(input_ids=full).logits[:, start - 1 : -1].float().log_softmax(-1)  # predicting the continuation
-    p = logp.exp().gather(-1, full[:, start:, None])[..., 0]
+    p = logp.exp().gather(-1, said)[..., 0]
     unlikelihood = -(torch.log((1 - p).clamp_min(1e-5)) * looped).sum() / looped.numel()
     anchor = torch.zeros((), device=full.device)
     if reference is not None:
         with torch.no_grad():
-            ref = reference(input_ids=full).logits[:, start - 1 : -1].float().log_softmax(-1)
-        kl = (ref.exp() * (ref - logp)).sum(-1)
-        anchor = (kl * ~looped).sum() / looped.numel()
+            q = reference(input_ids=full).logits[:, start - 1 : -1].float().softmax(-1)
+            q = q.scatter(-1, said, q.gather(-1, said) * ~looped[..., None])  # the looped token taken out
+            q = q / q.sum(-1, keepdim=True)
+        anchor = (torch.xlogy(q, q) - q * logp).sum() / looped.numel()
     return LoopPenalty(unlikelihood, anchor, looped.float().mean().item())
 
 

@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--loop-anchor", type=float,
-        help="decoder, with --unlikelihood: weight of a KL keeping the continuations' other tokens near the start (default 0)",
+        help="decoder, with --unlikelihood: weight of a KL to the starting model with the loops taken out (default 0)",
     )  # fmt: skip
     parser.add_argument(
         "--copy-start", action="store_true",

@@ -253,7 +253,7 @@ def attention_start(stages: list[dict]) -> str:
                 f"every second step of stage {number} the model continued {opening_words(stage)} greedily and its loops "
                 f"were made unlikely (weight {stage['unlikelihood']:g}; sequence-level unlikelihood, Welleck et al. 2019)"
                 + (
-                    f", the rest of the continuations kept near the model the stage began from (KL, weight {stage['loop_anchor']:g})"
+                    f", the continuations pulled towards the model the stage began from, its looped tokens taken out (KL, weight {stage['loop_anchor']:g})"
                     if stage.get("loop_anchor")
                     else ""
                 )

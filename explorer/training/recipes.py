@@ -51,7 +51,7 @@ class Recipe:
     copy_share: float = 0.0  # decoder: share of each batch that is a short stretch said again and again
     unlikelihood: float = 0.0  # decoder: weight of the penalty on loops in its own greedy text
     loop_starts: float = 0.0  # decoder: share of the loop penalty's openings that are a document's first tokens
-    loop_anchor: float = 0.0  # decoder: weight of the KL that keeps the rest of those continuations near the start
+    loop_anchor: float = 0.0  # decoder: weight of a KL to the start model without the loops (loop_unlikelihood)
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
@@ -387,8 +387,8 @@ def train(
     called every 250 steps. With ``seconds`` the run also stops when that much time has passed, its
     learning rate decaying over that time, so a run on a busy machine still ends fully decayed.
     With ``recipe.unlikelihood`` every second step also continues ``next_prefixes(rng)`` (B, P) greedily and
-    penalises the continuations' loops (``objectives.loop_unlikelihood``); with ``recipe.loop_anchor`` their
-    other tokens are kept near a frozen copy of the model as it was when the run began."""
+    penalises the continuations' loops (``objectives.loop_unlikelihood``); with ``recipe.loop_anchor`` they are
+    also pulled towards a frozen copy of the model as it was when the run began, its looped tokens taken out."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
