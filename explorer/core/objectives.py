@@ -126,7 +126,7 @@ def loop_unlikelihood(model, prefixes: torch.Tensor, new_tokens: int = 64, n: in
     said = full[:, start:, None]
     looped = repeated_ngrams(said[..., 0].cpu(), n).to(full.device)  # (B, new_tokens)
     logp = model(input_ids=full).logits[:, start - 1 : -1].float().log_softmax(-1)  # predicting the continuation
-    p = logp.exp().gather(-1, said)[..., 0]
+    p = logp.gather(-1, said)[..., 0].exp()  # only the said tokens, not the whole vocabulary
     unlikelihood = -(torch.log((1 - p).clamp_min(1e-5)) * looped).sum() / looped.numel()
     anchor = torch.zeros((), device=full.device)
     if reference is not None:
