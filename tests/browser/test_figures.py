@@ -41,10 +41,23 @@ def wait_for_title(page, *parts: str) -> None:
             arg=list(parts),
             timeout=DRAW_TIMEOUT,
         )
-    except Exception:  # what the page showed instead (a warning, a stale figure) is the first clue
+    except Exception as error:  # what the page showed instead (a warning, a stale figure) is the first clue
         page.screenshot(path=ARTIFACTS / f"timeout-{'-'.join(parts)[:60].replace('/', '_')}.png")
-        raise
+        raise AssertionError(f"no figure titled with {parts}; the page showed: {on_screen(page)}") from error
     page.wait_for_timeout(400)  # let plotly finish its layout pass
+
+
+def on_screen(page) -> dict:
+    """What a timed-out wait saw instead (CI keeps only the log): every figure's title and whether it is shown,
+    the warnings and toasts, and the elements gradio still marks as pending."""
+    return page.evaluate(
+        """() => ({
+            figures: [...document.querySelectorAll('.js-plotly-plot')].map((el) =>
+                `${el.offsetParent ? 'shown' : 'hidden'}: ${el.querySelector('.g-gtitle')?.textContent || '(no title)'}`),
+            toasts: [...document.querySelectorAll('[data-testid=toast-body]')].map((el) => el.innerText),
+            pending: document.querySelectorAll('.pending').length,
+        })"""
+    )
 
 
 def press(page, name: str) -> None:
