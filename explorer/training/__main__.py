@@ -72,7 +72,7 @@ LOOP_OPENING = (32, 32)
 #   distribution, every continuation token pulled towards it), --unlikelihood 1 / 2: presets 0.33 / 0.27,
 #   held-out 0.19 / 0.19, both presets' loops kept.
 # Through the CLI for 45 minutes, half starts, --unlikelihood 2 --loop-anchor 0.25 / 0.5: presets 0.09 / 0.10
-# ("In the beginning God created the earth. He will be a great covenant with the people"), held-out 0.14 / 0.15,
+# ("In the beginning God created the earth. He will be a great covenant with the people"), held-out 0.14 / 0.14,
 # no rare-token runs, the door loop kept; 0.25 was shipped as stage 5. Another 28 minutes from it at lr 5e-5 with
 # starts 0 / 0.25: presets 0.09 / 0.16, held-out 0.16 / 0.17, not kept.
 LOOP_DOCUMENT_START = (4, 12)
