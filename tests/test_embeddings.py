@@ -133,6 +133,38 @@ def two_umaps_take_turns():
             projections.umap_layout(x, 2, progress=stop_while_waiting)
 
 
+def test_a_umap_waits_while_another_process_holds_the_compiled_code_folder():
+    """numba's compiled-code folder is not safe for two processes compiling into it at once: a CI test worker
+    sharing it with the other worker crashed in its first UMAP. While another process holds the folder's lock, a
+    UMAP here waits, says why, and can be stopped while it waits, leaving this process's own lock free."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); sys.stdin.read()", str(projections.NUMBA_LOCK_FILE)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    heard = []
+
+    def stop_after_three_reports(f, message):
+        heard.append(message)
+        if len(heard) == 3:
+            raise Stopped("stopped")
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        x = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
+        with pytest.raises(Stopped):
+            projections.umap_layout(x, 2, progress=stop_after_three_reports)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert heard == ["waiting for another UMAP on this machine to finish (they share compiled code)"] * 3
+    assert projections._UMAP_LOCK.acquire(blocking=False)
+    projections._UMAP_LOCK.release()
+
+
 def test_tsne_is_sklearns_own_reports_its_iterations_and_stops_at_the_next_report():
     from sklearn.manifold import TSNE
 

@@ -12,6 +12,7 @@ matrix, so the second request for the same projection only reads a small ``.npz`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -54,6 +55,8 @@ def cache_dir() -> Path:
 
 # numba reads this once, when umap first imports it: its compiled code then persists across runs.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+# Taken by every process that runs UMAP with this compiled-code folder (see ``umap_layout``).
+NUMBA_LOCK_FILE = Path(os.environ["NUMBA_CACHE_DIR"]) / "umap.lock"
 
 
 def _quiet(progress: Progress | None) -> Progress:
@@ -142,16 +145,54 @@ class _EpochReports(io.TextIOBase):
 _UMAP_LOCK = threading.Lock()
 
 
-def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
-    progress = _quiet(progress)
-    acquired = _UMAP_LOCK.acquire(blocking=False)
-    while not acquired:  # a Stop raised by ``progress`` ends the wait
-        progress(0.02, "waiting for another UMAP on this server to finish")
-        acquired = _UMAP_LOCK.acquire(timeout=0.5)
+def _wait_turn(acquire: Callable[[float], bool], progress: Progress, waiting: str) -> None:
+    """``acquire(timeout)`` until it succeeds, saying ``waiting`` every half second (a Stop it raises ends it)."""
+    timeout = 0.0
+    while not acquire(timeout):
+        progress(0.02, waiting)
+        timeout = 0.5
+
+
+@contextlib.contextmanager
+def _umap_turn(progress: Progress):
+    """Wait for this process's other UMAP, then for other processes' ones.
+
+    numba's compiled-code folder is not safe for two processes compiling into it at once: one can load an entry
+    the other is still writing and crash (numba issues 4807 and 10128; a test worker sharing the folder with
+    another died so). Processes sharing ``NUMBA_CACHE_DIR`` (two test workers, the app and a benchmark) take turns
+    on ``NUMBA_LOCK_FILE``, which the system releases if its holder dies.
+    """
+    from filelock import FileLock, Timeout
+
+    file_lock = FileLock(NUMBA_LOCK_FILE, thread_local=False)
+
+    def across_processes(timeout: float) -> bool:
+        try:
+            NUMBA_LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+            file_lock.acquire(timeout=timeout)
+        except Timeout:
+            return False
+        except OSError as e:  # a folder it cannot write: numba cannot cache there either, so nothing to share
+            log.warning("UMAP runs without the lock on %s: %s", NUMBA_LOCK_FILE, e)
+        return True
+
+    _wait_turn(lambda timeout: _UMAP_LOCK.acquire(timeout=timeout), progress,
+               "waiting for another UMAP on this server to finish")  # fmt: skip
     try:
-        return _umap_layout(x, dims, seed, progress)
+        _wait_turn(across_processes, progress,
+                   "waiting for another UMAP on this machine to finish (they share compiled code)")  # fmt: skip
+        try:
+            yield
+        finally:
+            file_lock.release()  # nothing to release when it was never taken
     finally:
         _UMAP_LOCK.release()
+
+
+def umap_layout(x: np.ndarray, dims: int, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
+    progress = _quiet(progress)
+    with _umap_turn(progress):
+        return _umap_layout(x, dims, seed, progress)
 
 
 def _umap_layout(x: np.ndarray, dims: int, seed: int, progress: Progress) -> np.ndarray:
