@@ -14,11 +14,31 @@ ACTION_TIMEOUT = 240_000  # a view drawn only on a button press (beam search, a 
 EXPECTED_TEXT = {"tokens": "tiger", "attention": "tiger", "decoding": "entropy"}
 
 
+# Set before the click: window.analysisStarted turns true once the status line's block shows an analysis
+# running. The previous analysis' status stays on screen meanwhile, and gradio marks the block around the status
+# text (not something inside it) as pending, so neither the text nor '{STATUS} .pending' tells a new analysis.
+WATCH_ANALYSIS = f"""() => {{
+    const block = document.querySelector('{STATUS}').closest('.block');
+    const running = () => block.matches('.pending') || block.querySelector('.pending') !== null;
+    window.analysisStarted = false;
+    new MutationObserver((_, observer) => {{
+        if (running()) {{ window.analysisStarted = true; observer.disconnect(); }}
+    }}).observe(block, {{subtree: true, attributes: true, attributeFilter: ['class']}});
+}}"""
+QUIET = "() => !document.querySelector('.pending, .generating')"
+
+
 def analyze(page, text: str) -> None:
+    """Analyse ``text`` and return once the analysis and the views it redraws are done: a button pressed before
+    then had its result emptied by the analysis landing after it (the Interventions figure a CI run waited for)."""
     page.get_by_label("Text", exact=True).fill(text)
+    page.evaluate(WATCH_ANALYSIS)
     page.get_by_role("button", name="Analyze").click()
-    page.locator(STATUS).get_by_text(ANALYZED).wait_for()
-    page.wait_for_function(f"() => !document.querySelector('{STATUS} .pending')", timeout=PLOT_TIMEOUT)
+    page.wait_for_function("() => window.analysisStarted", timeout=PLOT_TIMEOUT)
+    page.locator(STATUS).get_by_text(ANALYZED).wait_for(timeout=PLOT_TIMEOUT)
+    for _ in range(2):  # the analysis, then the views hanging off it: quiet twice, half a second apart
+        page.wait_for_timeout(500)
+        page.wait_for_function(QUIET, timeout=PLOT_TIMEOUT)
 
 
 def panel_of(page, label: str):
@@ -243,6 +263,26 @@ def test_results_a_button_made_go_when_another_text_is_analysed(open_page):
     analyze(page, "Once upon a time there was a king.")
     greedy.first.wait_for(state="detached", timeout=PLOT_TIMEOUT)
     assert max(trace_counts(panel) or [0]) == 0, "the beam tree of the last text is still drawn"
+
+
+def test_analyze_returns_once_the_new_text_is_analysed_and_a_button_then_keeps_its_result(open_page):
+    """The helper every browser test analyses with returned while the previous analysis' status was still on
+    screen, so a button pressed next had its result emptied when the analysis landed (a CI run waited 180 s
+    for an Interventions figure so). Each text here has its own token count, shown as soon as it returns, and
+    a result made right after stays."""
+    page = open_page()
+    short, long = "A short text.", "A longer text, with a good many more words and tokens in it than the first."
+    counts = []
+    for text in (short, long, short):
+        analyze(page, text)
+        counts.append(re.search(r"(\d+) input tokens", page.locator(STATUS).inner_text())[1])
+    assert counts[0] == counts[2] != counts[1], f"token counts on the status line after each analysis: {counts}"
+    panel = panel_of(page, "Next token")
+    panel.get_by_role("tab", name="Strategies").click()
+    panel.get_by_role("button", name="Compare greedy, sampling and beam search").click()
+    panel.get_by_text("greedy", exact=True).first.wait_for(timeout=ACTION_TIMEOUT)
+    page.wait_for_timeout(2_000)
+    assert panel.get_by_text("greedy", exact=True).first.is_visible()
 
 
 def shown_kinds(page) -> list[str]:
