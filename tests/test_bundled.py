@@ -30,7 +30,8 @@ DECODER_LOOPED = 0.2  # greedy tokens in a loop: card 0.14 (0.09 after stage 4, 
 # Quillon"), so a copier that matches the last two tokens picks between them: one answer either way is fragile.
 DECODER_RETRIEVAL_ANSWERS = 1
 DRAFT_MODERN_BPB = 2.2  # tiny-gpt2-draft's card 2.027 (tiny-gpt2 1.937); under the first bundled decoder's 2.358
-ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.40, 0.21  # card 45.1% / 25.0% (38.8% / 20.3% after stage 1); first 30.2% / 13.7%
+# tiny-bert's card: 45.1% / 25.0% (38.8% / 20.3% after stage 1); the first bundled encoder 30.2% / 13.7%
+ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.40, 0.21
 ENCODER_OLD_TOP5 = 0.42  # on the first 12 old held-out documents: 47.1% (40.7% after stage 1)
 # tiny-t5 as trained from T5's own start (17,183 steps): 1.51 under unigram, 0.40 lost with the input blanked, of
 # which its first words 0.10; from the local and matching starts (7,123 steps): 1.68, 1.69, 0.66.
