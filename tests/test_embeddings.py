@@ -134,9 +134,9 @@ def two_umaps_take_turns():
 
 
 def test_a_umap_waits_while_another_process_holds_the_compiled_code_folder():
-    """numba's compiled-code folder is not safe for two processes compiling into it at once: a CI test worker
-    sharing it with the other worker crashed in its first UMAP. While another process holds the folder's lock, a
-    UMAP here waits, says why, and can be stopped while it waits, leaving this process's own lock free."""
+    """numba's compiled-code folder is not safe for two processes compiling into it at once (numba issues 4807
+    and 10128), and the two test workers share one. While another process holds the folder's lock, a UMAP here
+    waits, says why, and can be stopped while it waits, leaving this process's own lock free."""
     import subprocess
     import sys
 

@@ -158,9 +158,9 @@ def _umap_turn(progress: Progress):
     """Wait for this process's other UMAP, then for other processes' ones.
 
     numba's compiled-code folder is not safe for two processes compiling into it at once: one can load an entry
-    the other is still writing and crash (numba issues 4807 and 10128; a test worker sharing the folder with
-    another died so). Processes sharing ``NUMBA_CACHE_DIR`` (two test workers, the app and a benchmark) take turns
-    on ``NUMBA_LOCK_FILE``, which the system releases if its holder dies.
+    the other is still writing and crash (numba issues 4807 and 10128). Processes sharing ``NUMBA_CACHE_DIR`` (the
+    two test workers, the app and a benchmark) take turns on ``NUMBA_LOCK_FILE``, which the system releases if
+    its holder dies.
     """
     from filelock import FileLock, Timeout
 
