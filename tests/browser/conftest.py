@@ -20,6 +20,7 @@ DESKTOP = {"width": 1280, "height": 720}
 PHONE = {"width": 390, "height": 844}
 STATUS = ".prose.explorer-status"  # the status line under the text box
 ANALYZED = "layers ×"  # the status line after an analysis: "**tiny-gpt2** · decoder · 4 layers × 4 heads ..."
+QUIET = "() => !document.querySelector('.pending, .generating')"  # no event of the page is running
 
 
 def free_port() -> int:

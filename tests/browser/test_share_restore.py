@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import STATUS
+from tests.browser.conftest import QUIET, STATUS
 
 TOASTS = "[data-testid=toast-body]"
 
 
 def settled(page) -> None:
     page.wait_for_timeout(1_500)  # every event the load starts has been sent
-    page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=120_000)
+    page.wait_for_function(QUIET, timeout=120_000)
 
 
 @pytest.mark.parametrize(

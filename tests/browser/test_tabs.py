@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import ANALYZED, APP_TEXT, DESKTOP, STATUS
+from tests.browser.conftest import ANALYZED, APP_TEXT, DESKTOP, QUIET, STATUS
 
 PLOT_TIMEOUT = 60_000
 ACTION_TIMEOUT = 240_000  # a view drawn only on a button press (beam search, a benchmark, a fine-tune)
@@ -25,7 +25,6 @@ WATCH_ANALYSIS = f"""() => {{
         if (running()) {{ window.analysisStarted = true; observer.disconnect(); }}
     }}).observe(block, {{subtree: true, attributes: true, attributeFilter: ['class']}});
 }}"""
-QUIET = "() => !document.querySelector('.pending, .generating')"
 
 
 def analyze(page, text: str) -> None:
@@ -288,7 +287,7 @@ def test_analyze_returns_once_the_new_text_is_analysed_and_a_button_then_keeps_i
 def shown_kinds(page) -> list[str]:
     """The attention kinds a person sees offered (labels on screen), once the app has fitted them to the model."""
     page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=120_000)
+    page.wait_for_function(QUIET, timeout=120_000)
     radio = page.locator("[role=tabpanel]:visible fieldset:has(input[value=cross])").first
     return [label.inner_text().strip() for label in radio.locator("label").all() if label.is_visible()]
 
