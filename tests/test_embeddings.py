@@ -82,14 +82,48 @@ def test_umap_reports_its_epochs_and_stops_at_the_next_one():
         projections.umap_layout(x, 2, progress=stop_after_ten)
 
 
+def test_a_umap_stopped_in_one_thread_leaves_the_next_one_free_to_run():
+    """A UMAP stopped from a request thread used to leave tqdm's process-wide lock held (tqdm does not release it
+    when its bar's write raises, and the Stop was raised there). The thread went back to the server's pool, and
+    the next UMAP from any other thread waited for that lock forever: a test worker hung so in CI."""
+    import threading
+
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+
+    def stop_at_an_epoch(f, message):
+        if message.startswith("UMAP layout: epoch"):
+            raise Stopped("stopped")
+
+    def in_a_thread(job):
+        outcome = []
+        thread = threading.Thread(target=lambda: outcome.append(job()), daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the UMAP after a stopped one did not finish in 2 minutes"
+        return outcome[0]
+
+    def stopped():
+        try:
+            projections.umap_layout(x, 2, progress=stop_at_an_epoch)
+        except Stopped:
+            return "stopped"
+
+    heard = []
+    assert in_a_thread(stopped) == "stopped"
+    coords = in_a_thread(lambda: projections.umap_layout(x, 2, progress=lambda f, m: heard.append(m)))
+    assert coords.shape == (300, 2) and np.isfinite(coords).all()
+    assert heard[-1] == "UMAP layout: epoch 200 of 200"
+
+
 def test_two_umaps_at_once_run_one_after_the_other_and_a_waiting_one_can_stop():
     """A background map and a request (or the warm-up) ran UMAP in two threads at once: importing and compiling
     numba code together, they could deadlock (a CI run hung there). They now take turns; the one waiting says so
     and can be stopped while it waits.
 
     Run in a fresh interpreter: in a test worker that earlier tests had filled with threads (app servers, warm-ups,
-    background maps) the worker hung here in two make-test runs even with those maps stopped first, and a hung
-    worker takes its report with it. Alone, a hang fails this test with its own message."""
+    background maps) the worker hung here in two make-test runs even with those maps stopped first (most likely
+    tqdm's lock left held by a stopped map: see the test above), and a hung worker takes its report with it.
+    Alone, a hang fails this test with its own message."""
     import subprocess
     import sys
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
-import re
 import threading
 import time
 import warnings
@@ -123,19 +121,39 @@ def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
 
 
-class _EpochReports(io.TextIOBase):
-    """Where UMAP's epoch loop writes its progress bar (``tqdm``, formatted ``n/total``): each write becomes a
-    ``progress`` report, so the layout reports its epochs, and a report that raises (a Stop) ends it there."""
+class _EpochBar:
+    """Stands in for ``tqdm`` around UMAP's epoch loop (``for n in tqdm(range(n_epochs), **tqdm_kwds)``), so the
+    layout reports its epochs and a report that raises (a Stop) ends the loop there.
 
-    def __init__(self, progress: Progress, start: float, end: float):
-        self.progress, self.start, self.end = progress, start, end
+    Not tqdm itself: tqdm writes its bar holding a lock shared by every bar in the process and does not release it
+    if the write raises. A UMAP stopped from a request thread so left that lock held by a thread that went on to
+    other work, and the next UMAP (and tqdm's monitor thread) waited for it forever (a test worker hung so).
+    Here a report is made between epochs, holding nothing.
+    """
 
-    def write(self, text: str) -> int:
-        found = re.search(r"(\d+)/(\d+)", text)
-        if found and int(found[2]):
-            done, total = int(found[1]), int(found[2])
-            self.progress(self.start + (self.end - self.start) * done / total, f"UMAP layout: epoch {done} of {total}")
-        return len(text)
+    def __init__(self, epochs, *, report: Callable[[int, int], None], mininterval: float = 0.25, **_tqdm_kwds):
+        self.epochs, self.report, self.mininterval = epochs, report, mininterval
+
+    def __iter__(self):
+        total, last = len(self.epochs), time.perf_counter()
+        for done, epoch in enumerate(self.epochs):
+            if done and time.perf_counter() - last >= self.mininterval:
+                self.report(done, total)
+                last = time.perf_counter()
+            yield epoch
+        self.report(total, total)
+
+
+@contextlib.contextmanager
+def _epoch_bar():
+    """``umap.layouts`` uses ``_EpochBar`` for its progress bar meanwhile (callers hold ``_UMAP_LOCK``)."""
+    from umap import layouts
+
+    bar, layouts.tqdm = layouts.tqdm, _EpochBar
+    try:
+        yield
+    finally:
+        layouts.tqdm = bar
 
 
 # One UMAP at a time in a process: numba compiles UMAP's code (some of it as umap and pynndescent are first
@@ -208,10 +226,10 @@ def _umap_layout(x: np.ndarray, dims: int, seed: int, progress: Progress) -> np.
     reducer = umap.UMAP(
         n_components=dims, n_neighbors=n_neighbors, metric="cosine", n_epochs=UMAP_EPOCHS, random_state=seed,
         precomputed_knn=knn, force_approximation_algorithm=True, init="spectral" if len(x) > dims + 1 else "random",
-        tqdm_kwds={"disable": False, "file": _EpochReports(progress, 0.3, 0.98), "bar_format": "{n}/{total}",
-                   "mininterval": 0.25},
+        tqdm_kwds={"report": lambda done, total: progress(0.3 + 0.68 * done / total,
+                                                          f"UMAP layout: epoch {done} of {total}")},
     )  # fmt: skip
-    with warnings.catch_warnings():  # about seeds disabling parallelism and transform() needing an index
+    with _epoch_bar(), warnings.catch_warnings():  # about seeds disabling parallelism and transform() needing an index
         warnings.simplefilter("ignore", UserWarning)
         return reducer.fit_transform(x).astype(np.float32)
 
