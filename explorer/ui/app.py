@@ -71,6 +71,14 @@ CSS = """
    status tracker shows then). It stays displayed, at no height, so the page can still tell a tab has figures. */
 .explorer-figure:has(> .empty):not(:has(> [data-testid=status-tracker]:not(.hide))) {
   min-height: 0 !important; height: 0; padding: 0 !important; border-width: 0 !important; overflow: hidden; }
+/* Retrieval's ranks on a phone: the rank columns' fixed widths left the passages a few letters a line (a passage
+   stood ~100 lines tall). There the document and passage columns get room of their own and the table scrolls
+   sideways in its box (gradio sets each header's and cell's width inline, from percentages of a 325 px table). */
+@media (max-width: 640px) {
+  .explorer-ranks :is(th[data-heading="3"], [role=gridcell][data-col="3"]) {
+    width: 120px !important; min-width: 120px !important; max-width: 120px !important; flex: 0 0 120px !important; }
+  .explorer-ranks :is(th[data-heading="4"], [role=gridcell][data-col="4"]) {
+    width: 280px !important; min-width: 280px !important; max-width: 280px !important; flex: 0 0 280px !important; } }
 /* Attention kinds the model lacks are hidden (explorer/ui/tabs/attention.py: kind_classes). */
 .explorer-kinds:not(.explorer-has-self) label:has(> input[value="self"]),
 .explorer-kinds:not(.explorer-has-encoder_self) label:has(> input[value="encoder_self"]),

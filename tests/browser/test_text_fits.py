@@ -1,5 +1,6 @@
 """Text that must fit its box: token strips wrap on a phone, the two attribution strips never overlap, and a
-result table shows every column header without sideways scrolling at 1280 px. Screenshots are saved."""
+result table shows every column header without sideways scrolling at 1280 px, and on a phone the retrieval
+passages keep readable columns. Screenshots are saved."""
 
 from __future__ import annotations
 
@@ -162,3 +163,25 @@ def test_the_lora_comparison_tables_show_every_column_at_1280(open_page, artifac
     show_the_last_table(page)
     page.screenshot(path=artifacts / "lora-tables-desktop.png")
     assert_headers_fit(page, "LoRA, before vs after")
+
+
+def test_the_retrieval_passages_stay_readable_on_a_phone(open_page, artifacts):
+    """At 390 px the rank columns kept their fixed widths and squeezed the passages to a letter or two per line
+    (a 300-character passage stood some 100 lines tall). On a phone the table now scrolls sideways inside its box
+    and a passage's lines hold words; its headers still take at most two lines."""
+    page = open_page(viewport=PHONE)
+    open_tab(page, "Retrieval")
+    page.locator(PANEL).first.get_by_role("button", name="Search", exact=True).click()
+    wait_for_rows(page, 5)
+    show_the_last_table(page)
+    page.screenshot(path=artifacts / "retrieval-table-phone.png")
+    (table,) = [t for t in page.evaluate(HEADERS) if t["headers"][0]["text"] == "fused rank"]
+    cells = page.evaluate(
+        "() => [...document.querySelectorAll('.explorer-ranks .virtual-row')].filter((r) => r.offsetParent)[0]"
+        ".querySelectorAll('[role=gridcell]').values().map((c) => c.getBoundingClientRect().width).toArray()"
+    )
+    for where, widths in (("header", [h["right"] - h["left"] for h in table["headers"]]), ("first row", cells)):
+        assert widths[4] >= 200, f"the passage column's {where} is {widths[4]:.0f} px wide: {widths}"
+        assert widths[3] >= 90, f"the document column's {where} is {widths[3]:.0f} px wide: {widths}"
+    squeezed = [(h["text"], h["lines"]) for h in table["headers"] if h["lines"] > 2]
+    assert not squeezed, f"headers squeezed onto more than two lines: {squeezed}"

@@ -36,7 +36,7 @@ INDEXES = IndexCache()  # built indexes of every session, by model, documents, c
 TABLE_COLUMNS = ["fused rank", "embedding rank", "BM25 rank", "document", "passage"]
 # The ranks keep room for their headers; the passages wrap in what is left (sized by their text, a passage
 # took the whole width at 1280 px and squeezed the rank headers to a letter or two per line).
-TABLE_WIDTHS = ["96px", "116px", "96px", "20%", "52%"]
+TABLE_WIDTHS = ["96px", "116px", "96px", "20%", "52%"]  # on a phone, explorer/ui/app.py's CSS widens the last two
 SET_CHOICES = [("the invented town's facts", "facts"), ("public-domain passages", "public domain"),
                ("both", "both"), ("only my text", "none")]  # fmt: skip
 
@@ -192,7 +192,8 @@ def build(ctx: AppContext, shared) -> None:
             run_search = gr.Button("Search", variant="primary", scale=1)
             stop = gr.Button("Stop", variant="stop", scale=1)
         note = gr.Markdown()
-        table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, column_widths=TABLE_WIDTHS)
+        table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, column_widths=TABLE_WIDTHS,
+                             elem_classes="explorer-ranks")  # fmt: skip
         bars = gr.Plot(label="Fused ranking")
         with gr.Row():
             ranks, passage_plot = gr.Plot(label="Rank comparison"), gr.Plot(label="Passage map")
