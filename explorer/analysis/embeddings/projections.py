@@ -135,9 +135,10 @@ class _EpochBar:
         self.epochs, self.report, self.mininterval = epochs, report, mininterval
 
     def __iter__(self):
+        """Reports epoch 0 as the loop begins (as tqdm did), then at most every ``mininterval``, then the last."""
         total, last = len(self.epochs), time.perf_counter()
         for done, epoch in enumerate(self.epochs):
-            if done and time.perf_counter() - last >= self.mininterval:
+            if not done or time.perf_counter() - last >= self.mininterval:
                 self.report(done, total)
                 last = time.perf_counter()
             yield epoch
