@@ -71,9 +71,9 @@ CSS = """
    status tracker shows then). It stays displayed, at no height, so the page can still tell a tab has figures. */
 .explorer-figure:has(> .empty):not(:has(> [data-testid=status-tracker]:not(.hide))) {
   min-height: 0 !important; height: 0; padding: 0 !important; border-width: 0 !important; overflow: hidden; }
-/* Retrieval's ranks on a phone: the rank columns' fixed widths left the passages a few letters a line (a passage
-   stood ~100 lines tall). There the document and passage columns get room of their own and the table scrolls
-   sideways in its box (gradio sets each header's and cell's width inline, from percentages of a 325 px table). */
+/* Retrieval's ranks on a phone: the rank columns' fixed widths (308 px of a 325 px box) left the document 65 px
+   and the passage 168 px, in rows ~170 px tall. There those two columns get room of their own and the table
+   scrolls sideways in its box (gradio sets each header's and cell's width inline, from percentages of 325 px). */
 @media (max-width: 640px) {
   .explorer-ranks :is(th[data-heading="3"], [role=gridcell][data-col="3"]) {
     width: 120px !important; min-width: 120px !important; max-width: 120px !important; flex: 0 0 120px !important; }

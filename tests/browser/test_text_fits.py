@@ -166,9 +166,9 @@ def test_the_lora_comparison_tables_show_every_column_at_1280(open_page, artifac
 
 
 def test_the_retrieval_passages_stay_readable_on_a_phone(open_page, artifacts):
-    """At 390 px the rank columns kept their fixed widths and squeezed the passages to a letter or two per line
-    (a 300-character passage stood some 100 lines tall). On a phone the table now scrolls sideways inside its box
-    and a passage's lines hold words; its headers still take at most two lines."""
+    """At 390 px the rank columns kept their fixed widths (308 px of a 325 px box) and squeezed the document to
+    65 px and the passage to 168 px, in rows ~170 px tall. On a phone the table now scrolls sideways inside its box
+    and both columns keep readable widths (headers and cells); its headers still take at most two lines."""
     page = open_page(viewport=PHONE)
     open_tab(page, "Retrieval")
     page.locator(PANEL).first.get_by_role("button", name="Search", exact=True).click()
