@@ -2,6 +2,8 @@
 documents, deduplication and the held-out split (tiny random-weight models, real tokenizers); the decoder's
 copy start on the bundled tiny-gpt2, whose trained positions it needs."""
 
+import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,6 +17,7 @@ from explorer.core import objectives, tokenizer_training
 from explorer.core.settings import BUNDLED_MODELS
 from explorer.training import corpus, recipes, warm_start
 from explorer.training.corpus import MODERN_SAMPLE
+from tests import tiny_models
 from tests.tiny_models import TEXT
 
 
@@ -93,6 +96,43 @@ def test_training_with_the_loop_penalty_reports_the_objectives_own_loss_and_the_
     assert "looped" in lines[-1]
 
 
+def test_marked_loss_is_the_span_ends_share_of_the_mean_loss():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]]]))
+    labels = torch.tensor([[0, 1, 2, -100]])  # the last position is padding
+    marks = torch.tensor([2, 7])
+    assert objectives.marked_loss(logits, labels, marks).item() == pytest.approx(-math.log(0.6) / 3)
+    assert objectives.marked_loss(logits, labels, torch.tensor([0, 1, 2])).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[0, :3], labels[0, :3]).item()
+    )
+
+
+def tiny_t5_batch():
+    """A tiny random T5, its tokenizer and one span-corruption batch of TEXT."""
+    model, tok = tiny_models.build("t5")
+    recipes.set_dropout(model, 0.0)
+    stream = objectives.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
+    return model, tok, objectives.span_corruption_batch(stream, 4, 32, np.random.default_rng(0), tok)
+
+
+def test_end_weight_reports_the_plain_loss_and_teaches_where_answers_end():
+    model, tok, batch = tiny_t5_batch()
+    ends = objectives.span_ends(tok)
+    assert set(ends.tolist()) >= {tok.eos_token_id, tok.convert_tokens_to_ids("<extra_id_0>")}
+    still = recipes.Recipe("encoder_decoder", "unigram", lr=0.0, warmup=0, dropout=0.0, end_weight=4.0)
+    plain = recipes.train(model, lambda rng: batch, 1, dataclasses.replace(still, end_weight=0.0), lambda m: None)
+    weighted = recipes.train(model, lambda rng: batch, 1, still, lambda m: None, span_ends=ends)
+    assert weighted == pytest.approx(plain)  # the log shows the objective's own loss, weighted or not
+
+    def end_loss_after(end_weight: float) -> float:
+        trained = copy.deepcopy(model)
+        recipe = dataclasses.replace(still, lr=3e-3, end_weight=end_weight, optimizer="adamw")
+        recipes.train(trained, lambda rng: batch, 5, recipe, lambda m: None, span_ends=ends)
+        with torch.no_grad():
+            return objectives.marked_loss(trained(**batch).logits, batch["labels"], ends).item()
+
+    assert end_loss_after(4.0) < end_loss_after(0.0)
+
+
 def test_documents_dedup_and_held_out_split_are_stable():
     paragraphs = [f"Paragraph {i} " + " ".join(["word"] * 50) for i in range(40)]
     docs = corpus._documents(paragraphs, size=600)
@@ -157,6 +197,16 @@ def test_an_added_source_is_named_in_the_cards_training_line_and_its_command(tmp
     assert "stage 2 read the corpus with WordNet 3.0 definitions added" in attention_start(stages)
     commands = decoder_card_commands(tmp_path, stages)
     assert "--add-source" not in commands[0] and "--resume --lr 0.0002 --add-source wordnet" in commands[1]
+
+
+def test_the_card_names_a_stages_end_weight_and_its_command_repeats_it(tmp_path):
+    from explorer.training.card import attention_start
+
+    stages = [{"steps": 900, "lr": 6e-4}, {"steps": 400, "lr": 2e-3, "end_weight": 2.0}]
+    clause = attention_start(stages)
+    assert "in stage 2 the target tokens that end an answer (sentinels and </s>) counted 3 times" in clause
+    commands = decoder_card_commands(tmp_path, stages)
+    assert "--end-weight" not in commands[0] and "--end-weight 2.0" in commands[1]
 
 
 def test_modern_sample_is_ordinary_modern_prose_and_never_in_the_old_corpus():

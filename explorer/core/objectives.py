@@ -256,6 +256,21 @@ def span_corrupt_windows(windows, rng, tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": src, "attention_mask": mask, "labels": labels}
 
 
+def span_ends(tokenizer) -> torch.Tensor:
+    """The ids that end a span in a span-corruption target: the sentinels and </s> (``<X0> a b <X1> c <X2> </s>``)."""
+    return torch.tensor(
+        tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)]) + [tokenizer.eos_token_id]
+    )
+
+
+def marked_loss(logits: torch.Tensor, labels: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy of the target tokens that are ``marks`` (``span_ends``), summed and divided by all the
+    target tokens: added to the mean loss with weight w, it counts those tokens 1 + w times."""
+    kept = labels != -100
+    ce = torch.nn.functional.cross_entropy(logits[kept].float(), labels[kept], reduction="none")
+    return (ce * torch.isin(labels[kept], marks.to(labels.device))).sum() / kept.sum()
+
+
 def objective_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's own loss, except for masked LM: there the vocabulary projection runs only at
     the masked positions, which makes a step of a small BERT about a third cheaper."""

@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.core.objectives import document_openings, random_windows, token_stream  # noqa: E402
+from explorer.core.objectives import document_openings, random_windows, span_ends, token_stream  # noqa: E402
 from explorer.core.tokenizer_training import tokens_per_word  # noqa: E402
 from explorer.training import card, recipes, warm_start  # noqa: E402
 from explorer.training.corpus import EXTRA_SOURCES, MODERN_SAMPLE, SOURCES, build_corpus  # noqa: E402
@@ -97,6 +97,10 @@ def main(argv=None) -> None:
         help="encoder-decoder: share of each batch that is a sentence-long window with one or two spans (default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--end-weight", type=float,
+        help="encoder-decoder: extra loss weight of the target's sentinels and </s>, where an answer ends (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--repeat-share", type=float,
         help="decoder: share of each batch whose windows end by repeating a stretch of their own text (default 0)",
     )  # fmt: skip
@@ -154,6 +158,10 @@ def main(argv=None) -> None:
         parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")
     if args.copy_start and args.family != "decoder":
         parser.error("--copy-start fits two heads of a decoder: use it with --family decoder")
+    if args.end_weight and args.family != "encoder_decoder":
+        parser.error(
+            "--end-weight weights where a span-corruption target's spans end: use it with --family encoder_decoder"
+        )
     if args.unlikelihood and args.family != "decoder":
         parser.error("--unlikelihood penalises a decoder's loops: use it with --family decoder")
     if (args.loop_starts or args.loop_anchor) and not args.unlikelihood:
@@ -180,6 +188,7 @@ def main(argv=None) -> None:
             "dropout",
             "batch",
             "short_share",
+            "end_weight",
             "repeat_share",
             "copy_share",
             "unlikelihood",
@@ -248,7 +257,7 @@ def main(argv=None) -> None:
 
     losses = recipes.train(
         model, next_batch, args.steps, recipe, log, seed=seed, checkpoint=checkpoint, seconds=budget,
-        next_prefixes=next_prefixes,
+        next_prefixes=next_prefixes, span_ends=span_ends(tokenizer) if recipe.end_weight else None,
     )  # fmt: skip
     steps_run = len(losses)
     wall = time.time() - start
@@ -275,6 +284,7 @@ def main(argv=None) -> None:
                 *([{"steps": steps_run, "lr": recipe.lr, "warmup": recipe.warmup, "dropout": recipe.dropout, **({"minutes": args.minutes} if args.minutes else {}),
                     **({"short_share": recipe.short_share} if recipe.short_share else {}),
                     **({"add_source": args.add_source} if args.add_source else {}),
+                    **({"end_weight": recipe.end_weight} if recipe.end_weight else {}),
                     **({"repeat_share": recipe.repeat_share} if recipe.repeat_share else {}),
                     **({"copy_share": recipe.copy_share} if recipe.copy_share else {}),
                     **({"copy_start": copy_start} if copy_start else {}),

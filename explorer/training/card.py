@@ -251,6 +251,11 @@ def attention_start(stages: list[dict]) -> str:
         if stage.get("add_source"):
             names = " and ".join(EXTRA_SOURCES[name].name for name in stage["add_source"])
             parts.append(f"stage {number} read the corpus with {names} added")
+        if stage.get("end_weight"):
+            parts.append(
+                f"in stage {number} the target tokens that end an answer (sentinels and </s>) counted "
+                f"{1 + stage['end_weight']:g} times in the loss"
+            )
         if stage.get("copy_share"):
             parts.append(f"{stage['copy_share']:.0%} of stage {number}'s windows a short stretch said over and over")
         if stage.get("unlikelihood"):
@@ -309,6 +314,7 @@ def write_card(
         + (f" --dropout {st['dropout']}" if "dropout" in st else "")
         + (f" --short-share {st['short_share']}" if st.get("short_share") else "")
         + "".join(f" --add-source {name}" for name in st.get("add_source", []))
+        + (f" --end-weight {st['end_weight']}" if st.get("end_weight") else "")
         + (f" --repeat-share {st['repeat_share']}" if st.get("repeat_share") else "")
         + (f" --copy-share {st['copy_share']}" if st.get("copy_share") else "")
         + (" --copy-start" if st.get("copy_start") else "")

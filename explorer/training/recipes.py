@@ -53,6 +53,7 @@ class Recipe:
     loop_starts: float = 0.0  # decoder: share of the loop penalty's openings that are a document's first tokens
     loop_anchor: float = 0.0  # decoder: weight of a KL to the start model without the loops (loop_unlikelihood)
     short_share: float = 0.0  # encoder-decoder: share of each batch that is a short window, one or two spans
+    end_weight: float = 0.0  # encoder-decoder: extra loss weight of the target tokens that end a span (span_ends)
     sinusoidal_positions: bool = False  # encoder: start position embeddings from the sinusoidal table
     optimizer: str = "adamw"  # or "adafactor": steps relative to each weight's scale (T5's own optimizer)
     local_bias: tuple[float, ...] = ()  # encoder-decoder: per-head slopes, a local start for the position bias
@@ -382,13 +383,16 @@ def train(
     checkpoint=None,
     seconds: float | None = None,
     next_prefixes=None,
+    span_ends: torch.Tensor | None = None,
 ) -> list[float]:
     """Plain AdamW (or Adafactor) loop on the model's device; returns the loss of every step. ``checkpoint(step)`` is
     called every 250 steps. With ``seconds`` the run also stops when that much time has passed, its
     learning rate decaying over that time, so a run on a busy machine still ends fully decayed.
     With ``recipe.unlikelihood`` every second step also continues ``next_prefixes(rng)`` (B, P) greedily and
     penalises the continuations' loops (``objectives.loop_unlikelihood``); with ``recipe.loop_anchor`` they are
-    also pulled towards a frozen copy of the model as it was when the run began, its looped tokens taken out."""
+    also pulled towards a frozen copy of the model as it was when the run began, its looped tokens taken out.
+    With ``recipe.end_weight`` an encoder-decoder's target tokens in ``span_ends`` (its sentinels and </s>) count
+    1 + end_weight times: the tokens that tell it a blank's answer is over and, at the last, to stop."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -410,8 +414,13 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, recipe, time_progress)
         batch = {k: v.to(device) for k, v in next_batch(rng).items()}
-        loss = objectives.objective_loss(model, batch)
-        total = loss
+        if recipe.end_weight:
+            out = model(**batch)
+            loss = out.loss
+            total = loss + recipe.end_weight * objectives.marked_loss(out.logits, batch["labels"], span_ends)
+        else:
+            loss = objectives.objective_loss(model, batch)
+            total = loss
         if recipe.unlikelihood and step % 2:
             penalty = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device), reference=reference)
             total = loss + recipe.unlikelihood * penalty.unlikelihood + recipe.loop_anchor * penalty.anchor
