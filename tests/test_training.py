@@ -161,7 +161,13 @@ def write_wordnet(folder: Path) -> None:
             "the capital and largest city of France; and international center of culture and commerce  ",
             "02129604 05 n 02 tiger 0 Panthera_tigris 0 000 | large feline of forests in most of Asia  ",
             "02127808 05 n 01 Panthera 0 000 | type genus of the Felidae: tigers; leopards; jaguars; lions  ",
+            "01541922 05 n 02 Emberiza 0 genus_Emberiza 0 000 | Old World buntings  ",  # a taxon by its words
+            "06282651 10 n 01 word_order 0 000 | the order of words in a text  ",  # not a taxon: not an animal or plant
             "10001000 18 n 01 lout 0 000 | (offensive) a person regarded as clumsy  ",
+            "10002000 18 n 01 someone 0 001 ;u 06718862 n 0000 | a person of some group  ",  # filed as an ethnic slur
+            "00101000 04 n 02 foul-up 0 fuckup 0 000 | an embarrassing mistake  ",  # an obscene word
+            # twelve words (a count of 0c, hexadecimal) and a marker after a word
+            "04000000 06 n 0c w1 0 w2 0 w3 0 w4 0 w5 0 w6 0 w7 0 w8 0 w9 0 w10 0 w11 0 w12(p) 0 000 | twelve names  ",
         ],
         "verb": [
             "01835496 38 v 01 travel 0 000 | change location; move, travel, or proceed, also metaphorically; "
@@ -180,12 +186,14 @@ def test_wordnet_definitions_are_words_then_definition_without_taxa_or_insults(t
     docs = corpus.wordnet_definitions(tmp_path / "wordnet")
     assert docs == [
         "\n".join([
-            'able: having the necessary means or skill; "able to swim".',  # adjectives, adverbs, nouns, verbs
+            'able: having the necessary means or skill; "able to swim"',  # adjectives, adverbs, nouns, verbs
             "barely, just barely: by a small margin!",
-            "tiger, Panthera tigris: large feline of forests in most of Asia.",  # topic file 05 (animals) before 15
+            "tiger, Panthera tigris: large feline of forests in most of Asia.",  # topic files 05 (animals), 06, 10, 15
+            "w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12: twelve names.",
+            "word order: the order of words in a text.",
             "Paris, City of Light, French capital, capital of France: the capital and largest city of France; "
             "and international center of culture and commerce.",
-            'travel: change location; move, travel, or proceed, also metaphorically; "How fast does your new car go?".',
+            'travel: change location; move, travel, or proceed, also metaphorically; "How fast does your new car go?"',
         ])
     ]  # fmt: skip
 

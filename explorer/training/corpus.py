@@ -205,37 +205,64 @@ def jargon_file() -> list[str]:
     return _documents(paragraphs, size=2000)
 
 
-# Taxonomic entries ("type genus of the Felidae", "family of ..."): 2,262 of WordNet's 117,659 synsets
+# Entries left out of WordNet's definitions:
+# - taxa: nouns about animals and plants (topic files 05 and 20) whose words name a genus, family, order, ... ("Emberiza,
+#   genus Emberiza: Old World buntings") or whose definition starts as one does ("type genus of the Felidae");
+# - insults and obscenities: entries WordNet files under the usage domains disparagement, ethnic slur or obscenity (a
+#   ";u" pointer to one of these synsets), definitions that call themselves offensive or derogatory, and entries with
+#   an obscene word (WordNet lists many outside those domains: "scram, buzz off, f*** off, get: leave immediately").
+TAXON_TOPICS = ("05", "20")
+TAXON_WORD = re.compile(r"(genus|family|order|class|phylum|division|tribe|kingdom|sub\w+|super\w+|infra\w+)_[A-Z]")
 TAXON = re.compile(r"(an? |the )?(type |large |small )?(genus|family|order|class|subclass|suborder|superfamily|subfamily"
                    r"|phylum|division|subgenus|tribe)\b", re.I)  # fmt: skip
+INSULT_DOMAINS = {"06717170", "06718862", "07124340"}  # disparagement, ethnic slur, obscenity
+INSULT_NOTE = re.compile(
+    r"\((ethnic slur|offensive|obscene|vulgar|derogatory|disparaging)"
+    r"|\b(offensive|derogatory|disparaging|insulting|contemptuous|vulgar|obscene) (term|name|word|slang)",
+    re.I,
+)
+
+OBSCENE = re.compile(
+    r"\b(fuck\w*|\w*shit\w*|cunt\w*|cocksuck\w*|motherfuck\w*|wank\w*|piss\w*|\w*asshole\w*|arsehole\w*|dickhead\w*"
+    r"|twat\w*|bollock\w*|jerk off|jack off|tits?|blowjob\w*|dildo\w*)\b",
+    re.I,
+)
 
 
-# WordNet marks its insults and slurs in their definitions: those entries (240) are left out.
-SLUR_NOTE = re.compile(r"\b(offensive|slur|obscene|vulgar|derogatory|disparaging|contemptuous)", re.I)
+def _wordnet_entry(pos: str, line: str) -> tuple[str, str] | None:
+    """(topic file, "words: definition.") for one line of a WordNet data file, or None for a line left out. A line is
+    "offset topic pos word-count(hex) word sense-id ... pointer-count (symbol offset pos source/target)... | definition"."""
+    if line.startswith("  ") or " | " not in line:  # the licence at the top of each file
+        return None
+    fields, gloss = line.split(" | ", 1)
+    parts = fields.split()
+    topic, n_words = parts[1], int(parts[3], 16)
+    raw_words = parts[4 : 4 + 2 * n_words : 2]
+    pointers = parts[5 + 2 * n_words :]
+    domains = {pointers[i + 1] for i in range(0, len(pointers) - 3, 4) if pointers[i] == ";u"}
+    gloss = gloss.strip()
+    taxon = pos == "noun" and topic in TAXON_TOPICS and (TAXON.match(gloss) or any(map(TAXON_WORD.match, raw_words)))
+    if not gloss or taxon or domains & INSULT_DOMAINS or INSULT_NOTE.search(gloss) or OBSCENE.search(line):
+        return None
+    words = [re.sub(r"\((a|p|ip)\)$", "", w).replace("_", " ") for w in raw_words]
+    end = "" if gloss[-1] in '.!?"' else "."  # examples end the definition in quotes: "he took a pee"
+    return topic, f"{', '.join(words)}: {gloss}{end}"
 
 
 def wordnet_definitions(folder: Path = WORDNET) -> list[str]:
     """One line per synset, its words then its definition and examples ("Paris, City of Light, French capital,
     capital of France: the capital and largest city of France; and international center of culture and commerce."),
-    taxonomic entries and insults left out. Lines are grouped by part of speech (adjectives, adverbs, nouns, verbs) and
-    WordNet's topic files within it (noun.animal, noun.location, ...), and cut into documents of about 1500 characters."""
+    taxa and insults left out (``_wordnet_entry``). Lines are grouped by part of speech (adjectives, adverbs, nouns,
+    verbs) and WordNet's topic files within it (noun.animal, noun.location, ...), and cut into documents of about
+    1500 characters."""
     if not (folder / "data.noun").exists():
         raise SystemExit("WordNet's definitions need Debian's wordnet-base: run `make corpus`")
     entries = []
     for pos in ("noun", "verb", "adj", "adv"):
         for line in (folder / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("  ") or " | " not in line:  # the licence at the top of each file
-                continue
-            fields, gloss = line.split(" | ", 1)
-            parts = fields.split()
-            words = [
-                re.sub(r"\((a|p|ip)\)$", "", w).replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]
-            ]
-            gloss = gloss.strip()
-            if not gloss or TAXON.match(gloss) or SLUR_NOTE.search(gloss):
-                continue
-            entries.append((parts[1], pos, f"{', '.join(words)}: {gloss}{'' if gloss[-1] in '.!?' else '.'}"))
-    entries.sort(key=lambda e: (e[1], e[0]))  # stable: each topic file's entries keep their order
+            if entry := _wordnet_entry(pos, line):
+                entries.append((pos, *entry))
+    entries.sort(key=lambda e: e[:2])  # stable: each topic file's entries keep their order
     return _documents([text for *_, text in entries], size=1500)
 
 
@@ -297,8 +324,9 @@ def build_corpus(sources: list[Source] | None = None) -> Corpus:
             if doc is None or _fingerprint(doc) in seen:
                 continue
             seen.add(_fingerprint(doc))
-            if _held_out(doc):
-                held_out.append(doc)
+            if _held_out(doc):  # never trained on; an added source's held-out text is not measured either,
+                if source not in EXTRA_SOURCES.values():  # so stages with and without it compare
+                    held_out.append(doc)
                 if source.name in OLD_SOURCES:
                     old.append(doc)
             elif _kept(doc, source.keep_percent):
