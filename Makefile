@@ -74,8 +74,8 @@ format: install
 	$(PY) -m ruff check --fix .
 
 # Debian packages the training corpus is read from (Austen, the World English Bible, Bierce, the
-# Jargon File, and WordNet for the stages that add it). Only `make corpus` and `make train` need
-# them; `make test` never does.
+# Jargon File, and WordNet for stages run with --add-source wordnet). Only `make corpus` and `make
+# train` need them; `make test` never does.
 CORPUS_DEBS := r-cran-janeaustenr sword-text-web dict-devil jargon-text wordnet-base
 corpus: install
 	@missing="$$(for p in $(CORPUS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \

@@ -198,6 +198,15 @@ def test_wordnet_definitions_are_words_then_definition_without_taxa_or_insults(t
     ]  # fmt: skip
 
 
+def test_an_added_sources_held_out_text_stays_out_of_the_held_out_figures(monkeypatch):
+    docs = [f"Entry {i}: " + "word " * 30 for i in range(200)]
+    extra = corpus.Source("extra", "here", "public domain", lambda: docs)
+    monkeypatch.setitem(corpus.EXTRA_SOURCES, "extra", extra)
+    built = corpus.build_corpus([extra])
+    assert sum(map(corpus._held_out, docs)) >= 2  # 3% of 200: some are held out
+    assert built.held_out == [] and len(built.train) == 200 - sum(map(corpus._held_out, docs))
+
+
 def test_an_added_source_is_named_in_the_cards_training_line_and_its_command(tmp_path):
     from explorer.training.card import attention_start
 
@@ -212,7 +221,9 @@ def test_the_card_names_a_stages_end_weight_and_its_command_repeats_it(tmp_path)
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 400, "lr": 2e-3, "end_weight": 2.0}]
     clause = attention_start(stages)
-    assert "in stage 2 the target tokens that end an answer (sentinels and </s>) counted 3 times" in clause
+    assert (
+        "in stage 2 the target's marks that end an answer or the output (sentinels and </s>) counted 3 times" in clause
+    )
     commands = decoder_card_commands(tmp_path, stages)
     assert "--end-weight" not in commands[0] and "--end-weight 2.0" in commands[1]
 
@@ -604,6 +615,7 @@ def test_greedy_loops_scores_the_models_continuations_and_text_itself():
         (["--family", "encoder", "--copy-start"], "--family decoder"),
         (["--family", "decoder", "--resume", "--copy-start"], "give it --steps"),
         (["--family", "encoder", "--unlikelihood", "1"], "--family decoder"),
+        (["--family", "decoder", "--end-weight", "1"], "--family encoder_decoder"),
         (["--family", "decoder", "--loop-starts", "0.5"], "with --unlikelihood"),
         (["--family", "decoder", "--unlikelihood", "1", "--loop-starts", "2"], "from 0 to 1"),
     ],

@@ -257,7 +257,8 @@ def span_corrupt_windows(windows, rng, tokenizer) -> dict[str, torch.Tensor]:
 
 
 def span_ends(tokenizer) -> torch.Tensor:
-    """The ids that end a span in a span-corruption target: the sentinels and </s> (``<X0> a b <X1> c <X2> </s>``)."""
+    """A span-corruption target's marks: its sentinels and </s> (``<X0> a b <X1> c <X2> </s>``). Each mark after the
+    first ends the answer before it; </s> ends the output."""
     return torch.tensor(
         tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)]) + [tokenizer.eos_token_id]
     )
@@ -268,7 +269,7 @@ def marked_loss(logits: torch.Tensor, labels: torch.Tensor, marks: torch.Tensor)
     target tokens: added to the mean loss with weight w, it counts those tokens 1 + w times."""
     kept = labels != -100
     ce = torch.nn.functional.cross_entropy(logits[kept].float(), labels[kept], reduction="none")
-    return (ce * torch.isin(labels[kept], marks.to(labels.device))).sum() / kept.sum()
+    return (ce * torch.isin(labels[kept], marks)).sum() / kept.sum()
 
 
 def objective_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -200,7 +200,7 @@ def main(argv=None) -> None:
         if getattr(args, k) is not None
     }
     recipe = dataclasses.replace(recipe, **overrides)
-    corpus = build_corpus(SOURCES + [EXTRA_SOURCES[name] for name in args.add_source])
+    corpus = build_corpus(SOURCES + [EXTRA_SOURCES[name] for name in dict.fromkeys(args.add_source)])
     log(f"corpus: {corpus.describe()}")
     previous, initialised = {}, None
     if args.resume:
@@ -311,7 +311,9 @@ def main(argv=None) -> None:
     sample_list = card.samples(args.family, model, tokenizer)
     for s in sample_list:
         log(f"sample: {s['prompt']!r} -> {s['output']!r}")
-    card.write_card(args.out, args.family, metrics, model, tokenizer, corpus.describe(), sample_list, corpus.licences)
+    # The licences of every source the model read, in this stage or an earlier one (WordNet's asks to be kept).
+    licences = {**previous.get("sources", {}), **corpus.licences}
+    card.write_card(args.out, args.family, metrics, model, tokenizer, corpus.describe(), sample_list, licences)
     log(f"done in {time.time() - start:.0f} s")
 
 

@@ -253,7 +253,7 @@ def attention_start(stages: list[dict]) -> str:
             parts.append(f"stage {number} read the corpus with {names} added")
         if stage.get("end_weight"):
             parts.append(
-                f"in stage {number} the target tokens that end an answer (sentinels and </s>) counted "
+                f"in stage {number} the target's marks that end an answer or the output (sentinels and </s>) counted "
                 f"{1 + stage['end_weight']:g} times in the loss"
             )
         if stage.get("copy_share"):

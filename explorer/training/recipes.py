@@ -392,7 +392,7 @@ def train(
     penalises the continuations' loops (``objectives.loop_unlikelihood``); with ``recipe.loop_anchor`` they are
     also pulled towards a frozen copy of the model as it was when the run began, its looped tokens taken out.
     With ``recipe.end_weight`` an encoder-decoder's target tokens in ``span_ends`` (its sentinels and </s>) count
-    1 + end_weight times: the tokens that tell it a blank's answer is over and, at the last, to stop."""
+    1 + end_weight times: the marks that tell it a blank's answer is over and, at the last, to stop."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -404,6 +404,8 @@ def train(
     else:
         opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98))
     reference = copy.deepcopy(model).eval().requires_grad_(False) if recipe.loop_anchor else None
+    if recipe.end_weight:
+        span_ends = span_ends.to(device)
     model.train()
     losses, looped, start = [], [], time.time()
     for step in range(steps):
@@ -423,7 +425,7 @@ def train(
             total = loss
         if recipe.unlikelihood and step % 2:
             penalty = objectives.loop_unlikelihood(model, next_prefixes(rng).to(device), reference=reference)
-            total = loss + recipe.unlikelihood * penalty.unlikelihood + recipe.loop_anchor * penalty.anchor
+            total = total + recipe.unlikelihood * penalty.unlikelihood + recipe.loop_anchor * penalty.anchor
             looped.append(penalty.looped)
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -521,7 +523,7 @@ def span_infill_loss(
     nll = base_nll = blank_nll = 0.0
     n = 0
     window_gaps = []  # (nats under unigram, target tokens) per corrupted window: for the figure's standard error
-    marks = set(tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)])) | {tokenizer.eos_token_id}
+    marks = set(objectives.span_ends(tokenizer).tolist())
     parts = {part: np.zeros(3) for part in GAP_PARTS}  # nats under unigram, nats under blanked, tokens
     for _ in range(passes):
         for start in range(0, max(1, len(stream) - seq_len), seq_len):
