@@ -133,6 +133,25 @@ def test_end_weight_reports_the_plain_loss_and_teaches_where_answers_end():
     assert end_loss_after(4.0) < end_loss_after(0.0)
 
 
+@torch.no_grad()
+def test_tokens_never_seen_in_training_get_the_mean_row_and_cannot_win_greedy_decoding():
+    tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
+    model = tiny_gpt2(tok, positions=128)
+    stream = objectives.token_stream(tok, [TEXT], tok.eos_token_id)
+    unseen = sorted(set(range(len(tok))) - set(stream.tolist()))
+    weight = model.get_input_embeddings().weight
+    ids = torch.from_numpy(stream[:12])[None]
+    state = model.transformer(ids).last_hidden_state[0, -1]
+    weight[unseen[0]] = state * 100 / state.norm() ** 2  # an unseen row grown along a state: its logit there is 100
+    assert model(ids).logits[0, -1].argmax().item() == unseen[0]
+    assert recipes.settle_unseen_tokens(model, stream) == len(unseen) > 0
+    seen = sorted(set(stream.tolist()))
+    assert torch.allclose(weight[unseen], weight[seen].mean(0).expand(len(unseen), -1))
+    assert torch.equal(model.lm_head.weight[unseen[0]], weight[unseen[0]])  # tied: the output row too
+    logits = model(ids).logits[0]
+    assert (logits[:, unseen].max(-1).values < logits.max(-1).values).all()
+
+
 def test_documents_dedup_and_held_out_split_are_stable():
     paragraphs = [f"Paragraph {i} " + " ".join(["word"] * 50) for i in range(40)]
     docs = corpus._documents(paragraphs, size=600)

@@ -262,6 +262,10 @@ def main(argv=None) -> None:
     steps_run = len(losses)
     wall = time.time() - start
     model.cpu()  # evaluated, sampled and saved on the CPU whatever it was trained on
+    settled = {}
+    if args.family == "decoder":  # its output rows are its input rows (tied): unseen ones could win greedy decoding
+        settled = {"unseen_tokens_set_to_mean": recipes.settle_unseen_tokens(model, stream)}
+        log(f"tokens never in the training text, set to the mean embedding: {settled['unseen_tokens_set_to_mean']}")
     # Bundled weights must stay under 25 MB: past that they are stored as float16, and evaluated as
     # stored (rounded to float16, computed in float32) so the card describes the shipped model.
     half = sum(p.numel() for p in model.parameters()) * 4 > MAX_WEIGHT_BYTES
@@ -303,6 +307,7 @@ def main(argv=None) -> None:
     if tokenizer_from and metrics["shape"] == "draft":  # its target's tokenizer, and the target's figures
         metrics["draft_for"] = Path(tokenizer_from).name
     metrics["weights_dtype"] = "float16" if half else "float32"
+    metrics.update(settled)
     metrics["modern_passes"] = recipes.MODERN_PASSES
     metrics["tokens_per_word_modern"] = tokens_per_word(tokenizer, MODERN_SAMPLE.read_text(encoding="utf-8"))
     (model.half() if half else model).save_pretrained(args.out)  # safetensors by default
