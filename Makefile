@@ -99,8 +99,10 @@ train: corpus build/first/tiny-gpt2 build/first/tiny-bert
 	$(PY) -m explorer.training --family decoder --resume --steps 2400 --lr 3e-4 --copy-share 0.375 --copy-start --threads 1 --out models/tiny-gpt2
 	$(PY) -m explorer.training --family decoder --resume --steps 1648 --lr 2e-4 --copy-share 0.2 --unlikelihood 2 --threads 1 --out models/tiny-gpt2
 	$(PY) -m explorer.training --family decoder --resume --steps 1276 --lr 1e-4 --copy-share 0.2 --unlikelihood 2 --loop-starts 0.5 --loop-anchor 0.25 --threads 1 --out models/tiny-gpt2
+	$(PY) -m explorer.training --family decoder --resume --steps 1500 --lr 2e-4 --copy-share 0.2 --unlikelihood 2 --loop-starts 0.5 --loop-anchor 0.25 --add-source wordnet --threads 1 --out models/tiny-gpt2
 	$(PY) -m explorer.training --family encoder --steps 1688 --lr 5e-4 --warmup 100 --init-from build/first/tiny-bert --out models/tiny-bert
 	$(PY) -m explorer.training --family encoder --resume --steps 6500 --lr 4e-4 --threads 1 --out models/tiny-bert
+	$(PY) -m explorer.training --family encoder --resume --steps 5000 --lr 3e-4 --add-source wordnet --threads 1 --out models/tiny-bert
 	$(PY) -m explorer.training --family encoder_decoder --steps 7123 --dropout 0 --short-share 0.25 --local-bias 1,0.5,0.25,0 --match-prior 8 --batch 16 --threads 1 --tokenizer-from models/tiny-t5 --out models/tiny-t5
 	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
 	$(PY) bench/embeddings.py --ship

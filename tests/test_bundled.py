@@ -20,19 +20,20 @@ from explorer.training.corpus import modern_sample, old_held_out
 
 MAX_BYTES = 25 * 2**20
 # Absolute floors: the cards' figures with a margin, each beyond what the first bundled models measured.
-DECODER_MODERN_BPB = 2.05  # card 1.937 (1.940 after stage 4, 1.933 before it, 1.909 before the copy stage); first 2.358
-DECODER_OLD_BPB = 2.15  # the first 12 old held-out documents: 2.055 (before the copy stage 2.022; a hard slice)
-# A stretch of the modern sample read again: 5.65 -> 1.91 nats (2.08 after stage 4; before the copy start 5.53 -> 5.43, no induction head).
+DECODER_MODERN_BPB = 2.05  # card 1.904 (1.937 after stage 5, 1.940 after 4, 1.909 before the copy stage); first 2.358
+DECODER_OLD_BPB = 2.15  # the first 12 old held-out documents: 2.064 (2.055 after stage 5; before the copy stage 2.022)
+# A stretch of the modern sample read again: 5.53 -> 1.80 nats (1.91 after stage 5; before the copy start 5.53 -> 5.43, no induction head).
 DECODER_COPY_GAIN = 2.5
-DECODER_LOOPED = 0.2  # greedy tokens in a loop: card 0.14 (0.09 after stage 4, 0.81 after the copy stage, 0.60 before)
+DECODER_LOOPED = 0.2  # greedy tokens in a loop: card 0.11 (0.14 after stage 5, 0.09 after 4, 0.81 after the copy stage)
 # The Retrieval presets answered from the passages: 1 of 5 (2 after the copy stage, 0 before it). Each 60-word chunk
 # holds several "Marrowby is ..." sentences ("Marrowby is a small fishing town", "The mayor of Marrowby is Harriet
 # Quillon"), so a copier that matches the last two tokens picks between them: one answer either way is fragile.
 DECODER_RETRIEVAL_ANSWERS = 1
 DRAFT_MODERN_BPB = 2.2  # tiny-gpt2-draft's card 2.027 (tiny-gpt2 1.937); under the first bundled decoder's 2.358
-# tiny-bert's card: 45.1% / 25.0% (38.8% / 20.3% after stage 1); the first bundled encoder 30.2% / 13.7%
-ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.40, 0.21
-ENCODER_OLD_TOP5 = 0.42  # on the first 12 old held-out documents: 47.1% (40.7% after stage 1)
+# tiny-bert's card: 49.4% / 27.2% (45.1% / 25.0% after stage 2, 38.8% / 20.3% after stage 1); the first bundled
+# encoder 30.2% / 13.7%
+ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.44, 0.23
+ENCODER_OLD_TOP5 = 0.43  # on the first 12 old held-out documents: 48.1% (47.1% after stage 2, 40.7% after stage 1)
 # tiny-t5 as trained from T5's own start (17,183 steps): 1.51 under unigram, 0.40 lost with the input blanked, of
 # which its first words 0.10; from the local and matching starts (7,123 steps): 1.68, 1.69, 0.66.
 T5_MODERN_GAP = 1.55  # card 1.68 ± 0.01 nats under unigram; T5's own start 1.51, AdamW T5 0.96, the first 0.78
