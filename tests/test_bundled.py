@@ -29,7 +29,7 @@ DECODER_LOOPED = 0.2  # greedy tokens in a loop: card 0.11 (0.14 after stage 5, 
 # holds several "Marrowby is ..." sentences ("Marrowby is a small fishing town", "The mayor of Marrowby is Harriet
 # Quillon"), so a copier that matches the last two tokens picks between them: one answer either way is fragile.
 DECODER_RETRIEVAL_ANSWERS = 1
-DRAFT_MODERN_BPB = 2.2  # tiny-gpt2-draft's card 2.027 (tiny-gpt2 1.937); under the first bundled decoder's 2.358
+DRAFT_MODERN_BPB = 2.2  # tiny-gpt2-draft's card 2.027 (tiny-gpt2 then 1.937); under the first bundled decoder's 2.358
 # tiny-bert's card: 49.4% / 27.2% (45.1% / 25.0% after stage 2, 38.8% / 20.3% after stage 1); the first bundled
 # encoder 30.2% / 13.7%
 ENCODER_MODERN_TOP5, ENCODER_MODERN_TOP1 = 0.44, 0.23
@@ -192,7 +192,8 @@ def test_decoder_reads_a_stretch_again_from_its_own_context(bundled, modern):
 def test_decoder_s_greedy_text_stays_out_of_loops(bundled, modern):
     """Greedy continuations of the modern sample's openings: the decoder after the copy stage put 81% of its
     tokens in a loop ("the door of the door of"), before it 60%; the loop penalty's stage brought it to 9%, and
-    stage 5, whose penalty also continued documents' first tokens, to 14% (its presets loop less: 0.09 against 0.25)."""
+    stage 5, whose penalty also continued documents' first tokens, to 14% (its presets loop less: 0.09 against 0.25);
+    stage 6 (the same penalty, WordNet's definitions added to the text) to 11%."""
     lm = bundled["tiny-gpt2"]
     measured = recipes.greedy_loops(lm.model, lm.tokenizer, modern)
     assert measured["looped"] == pytest.approx(card("tiny-gpt2")["loops"]["looped"], abs=0.01)
