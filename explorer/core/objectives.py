@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from transformers import BertForMaskedLM, RobertaPreLayerNormForMaskedLM
 
+from explorer.core.tokenizer_training import T5_EXTRA_IDS
+
 
 def token_stream(tokenizer, docs: list[str], separator_id: int) -> np.ndarray:
     """All documents tokenized (no special tokens) and joined by ``separator_id``: shape (N,)."""
@@ -240,7 +242,7 @@ def span_corruption_batch(stream, batch, length, rng, tokenizer, short_share: fl
 
 def span_corrupt_windows(windows, rng, tokenizer) -> dict[str, torch.Tensor]:
     """Each window (rows of token ids, any lengths) span-corrupted and ended by </s>, padded into one batch."""
-    sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)]
+    sentinels = sentinel_ids(tokenizer)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pairs = [span_corrupt(w, sentinels, rng) for w in windows]
     batch = len(pairs)
@@ -256,12 +258,15 @@ def span_corrupt_windows(windows, rng, tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": src, "attention_mask": mask, "labels": labels}
 
 
+def sentinel_ids(tokenizer) -> list[int]:
+    """The ids of ``<extra_id_0>`` ... ``<extra_id_99>``, in that order."""
+    return tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(T5_EXTRA_IDS)])
+
+
 def span_ends(tokenizer) -> torch.Tensor:
     """A span-corruption target's marks: its sentinels and </s> (``<X0> a b <X1> c <X2> </s>``). Each mark after the
     first ends the answer before it; </s> ends the output."""
-    return torch.tensor(
-        tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)]) + [tokenizer.eos_token_id]
-    )
+    return torch.tensor(sentinel_ids(tokenizer) + [tokenizer.eos_token_id])
 
 
 def marked_loss(logits: torch.Tensor, labels: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
