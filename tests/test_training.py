@@ -217,6 +217,14 @@ def test_wordnet_definitions_are_words_then_definition_without_taxa_or_insults(t
     ]  # fmt: skip
 
 
+def test_wordnet_places_are_the_location_nouns_only(tmp_path):
+    write_wordnet(tmp_path / "wordnet")
+    assert corpus.wordnet_definitions(tmp_path / "wordnet", nouns_of=("15",)) == [
+        "Paris, City of Light, French capital, capital of France: the capital and largest city of France; "
+        "and international center of culture and commerce."
+    ]
+
+
 def test_an_added_sources_held_out_text_stays_out_of_the_held_out_figures(monkeypatch):
     docs = [f"Entry {i}: " + "word " * 30 for i in range(200)]
     extra = corpus.Source("extra", "here", "public domain", lambda: docs)

