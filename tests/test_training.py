@@ -634,6 +634,16 @@ def test_greedy_loops_scores_the_models_continuations_and_text_itself():
     assert looping["looped"] > 0.5 and looping["prefixes"] == 4 and looping["text"] < looping["looped"]
 
 
+def test_a_time_budget_without_steps_runs_until_the_time_is_spent():
+    """--minutes 75 alone once stopped at the default 2,000 steps, its learning rate decayed over those."""
+    from explorer.training.__main__ import DEFAULT_STEPS, stage_steps
+
+    assert stage_steps(None, None) == DEFAULT_STEPS and stage_steps(0, None) == 0 and stage_steps(500, 75) == 500
+    steps, recipe = stage_steps(None, 75), recipes.recipe_for("encoder_decoder")
+    assert recipes.lr_at(5000, steps, recipe, time_progress=0.0) == pytest.approx(recipe.lr)  # time governs, not steps
+    assert recipes.lr_at(5000, steps, recipe, time_progress=0.5) == pytest.approx(recipe.lr * 0.55)  # half-way down
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -78,10 +79,24 @@ LOOP_OPENING = (32, 32)
 LOOP_DOCUMENT_START = (4, 12)
 
 
+DEFAULT_STEPS = 2000
+
+
+def stage_steps(steps: int | None, minutes: float | None) -> int:
+    """The steps a stage may run: as asked; else, with a time budget, as many as fit in it (the learning rate then
+    decays over the time); else the default. A budget once stopped silently at the default 2,000 steps."""
+    if steps is not None:
+        return steps
+    return sys.maxsize if minutes else DEFAULT_STEPS
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Train one of the bundled models from scratch.")
     parser.add_argument("--family", choices=list(recipes.RECIPES), required=True)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument(
+        "--steps", type=int,
+        help=f"training steps (default {DEFAULT_STEPS}; with --minutes and no --steps, as many as the time allows)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
@@ -154,6 +169,7 @@ def main(argv=None) -> None:
         help="reuse this trained model's tokenizer instead of training one (a draft shares its target's ids)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    args.steps = stage_steps(args.steps, args.minutes)
     if args.resume and (args.local_bias or args.match_prior):  # initial values: a trained model has its own
         parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")
     if args.copy_start and args.family != "decoder":

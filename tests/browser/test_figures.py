@@ -82,7 +82,8 @@ def check(page, model: str, size: str, view: str, artifacts, seen: dict) -> None
             seen[f"{view} figure {i + 1}"] = found
     first = scope.locator(".js-plotly-plot:visible").first
     first.scroll_into_view_if_needed()
-    page.screenshot(path=artifacts / f"{model}-{size}-{view}.png")
+    name = "-".join(part for part in (model, size, view) if part)  # the training views have no model
+    page.screenshot(path=artifacts / f"{name}.png")
 
 
 # A text whose answer an encoder reads at its mask, and the same text with two words swapped (same tokens).
