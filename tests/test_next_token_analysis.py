@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from explorer.analysis.decoding.distribution import next_token_stages
-from explorer.analysis.decoding.fill_mask import check_fills_in, fill_first_mask, fill_spans, text_to_mask
+from explorer.analysis.decoding.fill_mask import SENTINEL, check_fills_in, fill_first_mask, fill_spans, text_to_mask
 from explorer.analysis.decoding.generate import greedy, sample, stream_progress
 from explorer.analysis.decoding.logit_lens import top_token_grid
 from explorer.analysis.decoding.sampling import DecodingSettings
@@ -164,6 +164,17 @@ def test_fill_spans_and_who_may_fill_in(models):
     check_fills_in(lm)
     with pytest.raises(InputError, match="only writes left to right"):
         check_fills_in(models["gpt2"])
+
+
+def test_a_span_answer_ends_with_the_last_blank_asked_for(models):
+    """tiny-t5 went on past its one blank: "<extra_id_0> king of the<extra_id_1>two<extra_id_2> and ... <extra_id_6>"."""
+    lm = models["t5"]
+    one = fill_spans(lm, "When Mary and John went to the <extra_id_0>, John gave a drink to Mary.", 40)
+    assert set(SENTINEL.findall(one.raw)) <= {"0", "1"} and one.raw.startswith("<extra_id_0>") and one.spans[0]
+    two = fill_spans(lm, "The tiger <extra_id_0> out of a <extra_id_1> to get a drink.", 40)
+    assert set(SENTINEL.findall(two.raw)) <= {"0", "1", "2"} and set(two.spans) == {0, 1}
+    last = fill_spans(lm, "Let there be <extra_id_99>.", 10)  # no sentinel after the last: </s> alone ends it
+    assert last.raw
 
 
 def test_logit_and_prediction_bars():

@@ -139,3 +139,13 @@ def test_the_model_is_drawn_from_the_run_generator_only():
     torch.manual_seed(2)
     b = build_model(SMALL, tok)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_the_span_probe_stops_where_the_blank_it_asked_for_is_closed():
+    """With room for 40 tokens, tiny-t5 wrote spans for blanks the prompt does not have."""
+    from explorer.core.loading import load
+
+    lm = load("tiny-t5")
+    for prompt in probes.PROMPTS["span"]:
+        written = probes.fill_span(lm.model, lm.tokenizer, prompt, n_new=40)
+        assert written.startswith("<extra_id_0>") and "<extra_id_2>" not in written, written

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from explorer.analysis.decoding.beam_search import beam_search
+from explorer.analysis.decoding.generate import eos_ids
 from explorer.core.errors import InputError
 from explorer.core.loading import LoadedModel
 from explorer.core.tokens import token_label
@@ -76,12 +77,25 @@ class SpanFill:
     raw: str
 
 
+def sentinel_after(tokenizer, text: str) -> int | None:
+    """The id of the sentinel after the last one ``text`` asks for, or None: it closes the answer's last span
+    ("<X0> light <X1>"). What a model writes after it fills blanks the text does not have (tiny-t5 went on to
+    "<extra_id_6>")."""
+    numbers = [int(n) for n in SENTINEL.findall(text)]
+    if not numbers:
+        return None
+    after = tokenizer.convert_tokens_to_ids(f"<extra_id_{max(numbers) + 1}>")
+    return None if after is None or after == tokenizer.unk_token_id else int(after)
+
+
 def fill_spans(lm: LoadedModel, text: str, max_new_tokens: int, num_beams: int = 4) -> SpanFill:
-    """Let an encoder-decoder fill the spans ``text`` marks with sentinels (``<extra_id_0>``), by beam search."""
+    """Let an encoder-decoder fill the spans ``text`` marks with sentinels (``<extra_id_0>``), by beam search that
+    ends with the last span asked for (``sentinel_after``)."""
     if not SENTINEL.search(text):
         raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
     prompt = lm.tokenizer(text)["input_ids"]
-    best = beam_search(lm, prompt, num_beams, max_new_tokens).best
+    ends = eos_ids(lm) + [i for i in [sentinel_after(lm.tokenizer, text)] if i is not None]
+    best = beam_search(lm, prompt, num_beams, max_new_tokens, eos_token_id=ends).best
     raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
     spans, filled = infill_spans(text, raw)
     return SpanFill(spans, filled, raw)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from explorer.analysis.attention.heads import head_statistics
+from explorer.analysis.decoding.fill_mask import sentinel_after
 from explorer.core.memory import to_host
 
 REPEAT_LENGTH = 16
@@ -99,14 +100,16 @@ def fill_mask(model, tokenizer, prompt: str, top: int = 3) -> str:
 
 @torch.no_grad()
 def fill_span(model, tokenizer, prompt: str, n_new: int = 8) -> str:
-    """The encoder-decoder's greedy output for a prompt with a sentinel (its spans, sentinels shown)."""
+    """The encoder-decoder's greedy output for a prompt with a sentinel (its spans, sentinels shown), up to the end
+    of the last span asked for."""
     enc = tokenizer(prompt, return_tensors="pt").to(device_of(model))
     out = torch.tensor([[model.config.decoder_start_token_id]], device=enc["input_ids"].device)
+    ends = {tokenizer.eos_token_id, sentinel_after(tokenizer, prompt)}
     for _ in range(n_new):
         logits = model(**enc, decoder_input_ids=out).logits[0, -1]
         token = logits.argmax()
         out = torch.cat([out, token.view(1, 1)], dim=1)
-        if int(token) == tokenizer.eos_token_id:
+        if int(token) in ends:
             break
     return tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=False).replace("</s>", "").strip()
 
