@@ -225,6 +225,18 @@ def test_wordnet_places_are_the_location_nouns_only(tmp_path):
     ]
 
 
+def test_a_document_one_source_leaves_out_comes_in_from_a_source_that_keeps_it():
+    """The places source repeats WordNet's location documents; "wordnet" keeps half of them, and the other half (Paris,
+    capital of France, among them) were once dropped from "places" too, as duplicates of documents never trained on."""
+    docs = [f"Entry {i}: " + "word " * 30 for i in range(50)]
+    some = corpus.Source("some", "here", "public domain", lambda: docs, keep_percent=0)
+    every = corpus.Source("every", "here", "public domain", lambda: docs)
+    built = corpus.build_corpus([some, every])
+    trained = [d for d in docs if not corpus._held_out(d)]
+    assert built.train == trained and built.sources == {"some": 0, "every": sum(map(len, trained))}
+    assert corpus.build_corpus([every, every]).train == trained  # a document kept once is not trained twice
+
+
 def test_an_added_sources_held_out_text_stays_out_of_the_held_out_figures(monkeypatch):
     docs = [f"Entry {i}: " + "word " * 30 for i in range(200)]
     extra = corpus.Source("extra", "here", "public domain", lambda: docs)

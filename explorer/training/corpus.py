@@ -70,7 +70,7 @@ class Corpus:
 
     def describe(self) -> str:
         chars = sum(self.sources.values())
-        parts = ", ".join(f"{name} ({n / 1e6:.1f} M chars)" for name, n in self.sources.items())
+        parts = ", ".join(f"{name} ({n / 1e6:.2g} M chars)" for name, n in self.sources.items())
         return f"{len(self.train)} training documents, {chars / 1e6:.1f} M characters: {parts}"
 
 
@@ -327,6 +327,9 @@ def _clean(doc: str) -> str | None:
 
 
 def build_corpus(sources: list[Source] | None = None) -> Corpus:
+    """The sources' documents, deduplicated, split into training and held-out text. A document one source leaves
+    out (``keep_percent``) may still come in from another that keeps it: "places" repeats WordNet's location
+    documents, which "wordnet" keeps only half of (once, all but 29 of them were dropped as duplicates)."""
     train, held_out, old, chars, seen = [], [], [], {}, set()
     for source in sources or SOURCES:
         chars[source.name] = 0
@@ -334,7 +337,8 @@ def build_corpus(sources: list[Source] | None = None) -> Corpus:
             doc = _clean(doc)
             if doc is None or _fingerprint(doc) in seen:
                 continue
-            seen.add(_fingerprint(doc))
+            if _held_out(doc) or _kept(doc, source.keep_percent):
+                seen.add(_fingerprint(doc))
             if _held_out(doc):  # never trained on; an added source's held-out text is not measured either,
                 if source not in EXTRA_SOURCES.values():  # so stages with and without it compare
                     held_out.append(doc)
