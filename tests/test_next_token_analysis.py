@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from explorer.analysis.decoding.distribution import next_token_stages
-from explorer.analysis.decoding.fill_mask import SENTINEL, check_fills_in, fill_first_mask, fill_spans, text_to_mask
+from explorer.analysis.decoding.fill_mask import (
+    SENTINEL,
+    check_fills_in,
+    fill_first_mask,
+    fill_spans,
+    sentinel_after,
+    span_end_ids,
+    text_to_mask,
+)
 from explorer.analysis.decoding.generate import greedy, sample, stream_progress
 from explorer.analysis.decoding.logit_lens import top_token_grid
 from explorer.analysis.decoding.sampling import DecodingSettings
@@ -173,8 +181,11 @@ def test_a_span_answer_ends_with_the_last_blank_asked_for(models):
     assert set(SENTINEL.findall(one.raw)) <= {"0", "1"} and one.raw.startswith("<extra_id_0>") and one.spans[0]
     two = fill_spans(lm, "The tiger <extra_id_0> out of a <extra_id_1> to get a drink.", 40)
     assert set(SENTINEL.findall(two.raw)) <= {"0", "1", "2"} and set(two.spans) == {0, 1}
-    last = fill_spans(lm, "Let there be <extra_id_99>.", 10)  # no sentinel after the last: </s> alone ends it
-    assert last.raw
+    tokenizer = lm.tokenizer
+    assert sentinel_after(tokenizer, "Let there be <extra_id_99>.") is None  # the last one: </s> alone ends it
+    assert sentinel_after(tokenizer, "No blank.") is None
+    assert sentinel_after(tokenizer, "<extra_id_3> and <extra_id_0>") == tokenizer.convert_tokens_to_ids("<extra_id_4>")
+    assert span_end_ids(tokenizer, "Let there be <extra_id_99>.", [1]) == [1]
 
 
 def test_logit_and_prediction_bars():

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -651,6 +652,7 @@ def test_a_time_budget_without_steps_runs_until_the_time_is_spent():
     from explorer.training.__main__ import DEFAULT_STEPS, stage_steps
 
     assert stage_steps(None, None) == DEFAULT_STEPS and stage_steps(0, None) == 0 and stage_steps(500, 75) == 500
+    assert stage_steps(None, 75) == sys.maxsize
     steps, recipe = stage_steps(None, 75), recipes.recipe_for("encoder_decoder")
     assert recipes.lr_at(5000, steps, recipe, time_progress=0.0) == pytest.approx(recipe.lr)  # time governs, not steps
     assert recipes.lr_at(5000, steps, recipe, time_progress=0.5) == pytest.approx(recipe.lr * 0.55)  # half-way down
@@ -667,6 +669,8 @@ def test_a_time_budget_without_steps_runs_until_the_time_is_spent():
         (["--family", "decoder", "--end-weight", "1"], "--family encoder_decoder"),
         (["--family", "decoder", "--loop-starts", "0.5"], "with --unlikelihood"),
         (["--family", "decoder", "--unlikelihood", "1", "--loop-starts", "2"], "from 0 to 1"),
+        (["--family", "decoder", "--minutes", "-5"], "over 0"),
+        (["--family", "decoder", "--minutes", "nan"], "over 0"),
     ],
 )
 def test_a_start_the_run_cannot_use_is_refused_before_any_work(tmp_path, capsys, argv, message):

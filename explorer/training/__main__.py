@@ -169,6 +169,8 @@ def main(argv=None) -> None:
         help="reuse this trained model's tokenizer instead of training one (a draft shares its target's ids)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.minutes is not None and not args.minutes > 0:  # NaN too: a budget that never ends, or no budget
+        parser.error("--minutes is a time budget: give a number of minutes over 0")
     args.steps = stage_steps(args.steps, args.minutes)
     if args.resume and (args.local_bias or args.match_prior):  # initial values: a trained model has its own
         parser.error("--local-bias and --match-prior set a model's starting weights: use them without --resume")

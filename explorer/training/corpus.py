@@ -258,7 +258,7 @@ def wordnet_definitions(folder: Path = WORDNET, nouns_of: tuple[str, ...] | None
     if not (folder / "data.noun").exists():
         raise SystemExit("WordNet's definitions need Debian's wordnet-base: run `make corpus`")
     entries = []
-    for pos in ("noun",) if nouns_of else ("noun", "verb", "adj", "adv"):
+    for pos in ("noun", "verb", "adj", "adv") if nouns_of is None else ("noun",):
         for line in (folder / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
             if (entry := _wordnet_entry(pos, line)) and (nouns_of is None or entry[0] in nouns_of):
                 entries.append((pos, *entry))

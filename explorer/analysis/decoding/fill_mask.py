@@ -78,9 +78,8 @@ class SpanFill:
 
 
 def sentinel_after(tokenizer, text: str) -> int | None:
-    """The id of the sentinel after the last one ``text`` asks for, or None: it closes the answer's last span
-    ("<X0> light <X1>"). What a model writes after it fills blanks the text does not have (tiny-t5 went on to
-    "<extra_id_6>")."""
+    """The id of the sentinel after the last one ``text`` asks for, or None (no sentinel in the text, or none after
+    it in the vocabulary): it closes the answer's last span ("<X0> light <X1>")."""
     numbers = [int(n) for n in SENTINEL.findall(text)]
     if not numbers:
         return None
@@ -88,13 +87,20 @@ def sentinel_after(tokenizer, text: str) -> int | None:
     return None if after is None or after == tokenizer.unk_token_id else int(after)
 
 
+def span_end_ids(tokenizer, text: str, eos: list[int]) -> list[int]:
+    """Where T5's answer to ``text`` is complete: its end of sequence, or ``sentinel_after``. What a model writes
+    after that fills blanks the text does not have (tiny-t5 went on to "<extra_id_6>" for a one-blank text)."""
+    after = sentinel_after(tokenizer, text)
+    return [*eos, after] if after is not None else list(eos)
+
+
 def fill_spans(lm: LoadedModel, text: str, max_new_tokens: int, num_beams: int = 4) -> SpanFill:
     """Let an encoder-decoder fill the spans ``text`` marks with sentinels (``<extra_id_0>``), by beam search that
-    ends with the last span asked for (``sentinel_after``)."""
+    ends with the last span asked for (``span_end_ids``)."""
     if not SENTINEL.search(text):
         raise InputError("Mark the span to fill with a sentinel such as <extra_id_0> in the text.")
     prompt = lm.tokenizer(text)["input_ids"]
-    ends = eos_ids(lm) + [i for i in [sentinel_after(lm.tokenizer, text)] if i is not None]
+    ends = span_end_ids(lm.tokenizer, text, eos_ids(lm))
     best = beam_search(lm, prompt, num_beams, max_new_tokens, eos_token_id=ends).best
     raw = lm.tokenizer.decode(list(best.new_ids), skip_special_tokens=False)
     spans, filled = infill_spans(text, raw)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from explorer.analysis.attention.heads import head_statistics
-from explorer.analysis.decoding.fill_mask import sentinel_after
+from explorer.analysis.decoding.fill_mask import span_end_ids
 from explorer.core.memory import to_host
 
 REPEAT_LENGTH = 16
@@ -104,7 +104,7 @@ def fill_span(model, tokenizer, prompt: str, n_new: int = 8) -> str:
     of the last span asked for."""
     enc = tokenizer(prompt, return_tensors="pt").to(device_of(model))
     out = torch.tensor([[model.config.decoder_start_token_id]], device=enc["input_ids"].device)
-    ends = {tokenizer.eos_token_id, sentinel_after(tokenizer, prompt)}
+    ends = span_end_ids(tokenizer, prompt, [tokenizer.eos_token_id])
     for _ in range(n_new):
         logits = model(**enc, decoder_input_ids=out).logits[0, -1]
         token = logits.argmax()
