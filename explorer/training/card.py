@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from explorer.analysis.decoding.fill_mask import span_end_ids
 from explorer.training.corpus import EXTRA_SOURCES
 
 # The lesson presets (assets/lessons/presets.json) and a few plain modern sentences: the card lists
@@ -82,8 +83,8 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
             out.append({"prompt": prompt, "output": ", ".join(words)})
     else:
         # The span after <extra_id_0>: its likeliest first tokens, and beam search's whole span (ended where the
-        # model opens the next span, <extra_id_1>, as the input has only one).
-        first, second = tokenizer.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_1>"])
+        # model closes the one blank asked for, as the app's fill-in view ends it: span_end_ids).
+        first = tokenizer.convert_tokens_to_ids("<extra_id_0>")
         with torch.no_grad():
             for prompt in T5_PROMPTS:
                 enc = tokenizer(prompt, return_tensors="pt")
@@ -93,7 +94,7 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
                     f"{tokenizer.decode([i])!r} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())
                 ]
                 gen = model.generate(**enc, decoder_input_ids=start, max_new_tokens=8, num_beams=4,
-                                     eos_token_id=[tokenizer.eos_token_id, second])  # fmt: skip
+                                     eos_token_id=span_end_ids(tokenizer, prompt, [tokenizer.eos_token_id]))  # fmt: skip
                 span = tokenizer.decode(gen[0, 2:], skip_special_tokens=True).strip()
                 out.append({"prompt": prompt, "output": f"{span!r}; first word: {', '.join(words)}"})
     return out
