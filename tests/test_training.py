@@ -75,12 +75,14 @@ def test_time_budget_stops_training_and_decays_the_learning_rate():
     )
     assert 0 < len(losses) < 100_000
     assert any(line.startswith("time budget of 1 s spent after") for line in lines)
+    reported = [r["step"] for r in map(recipes.read_step_line, lines) if r]
+    assert reported[-1] == len(losses) - 1  # the last step run is in the log, as a run of set steps ends
     assert recipes.lr_at(10, 100_000, recipe, time_progress=1.0) == recipe.lr * 0.1
     assert recipes.lr_at(10, 100_000, recipe, time_progress=0.0) > 0.99 * recipe.lr
 
 
-def test_training_with_the_loop_penalty_reports_the_objectives_own_loss_and_the_looped_share():
-    """The penalty's steps once reported objective + penalty, so a stage with it looked worse than one without."""
+def loop_penalty_run() -> tuple[list[float], list[str]]:
+    """Four steps at learning rate 0 of a tiny decoder with the loop penalty: their losses and the training log."""
     tok = tokenizer_training.train_byte_level_bpe([TEXT], 300)
     model = tiny_gpt2(tok, positions=128)
     stream = objectives.token_stream(tok, [TEXT] * 4, tok.eos_token_id)
@@ -92,9 +94,27 @@ def test_training_with_the_loop_penalty_reports_the_objectives_own_loss_and_the_
     def prefixes(rng):
         return torch.from_numpy(objectives.random_windows(stream, 2, 8, rng))
 
-    losses = recipes.train(model, lambda rng: batch, 4, recipe, lines.append, next_prefixes=prefixes)
+    return recipes.train(model, lambda rng: batch, 4, recipe, lines.append, next_prefixes=prefixes), lines
+
+
+def test_training_with_the_loop_penalty_reports_the_objectives_own_loss_and_the_looped_share():
+    """The penalty's steps once reported objective + penalty, so a stage with it looked worse than one without."""
+    losses, lines = loop_penalty_run()
     assert losses == pytest.approx([losses[0]] * 4, abs=1e-6)  # lr 0: the same loss, penalty steps or not
     assert "looped" in lines[-1]
+
+
+def test_a_run_with_the_loop_penalty_stopped_at_a_checkpoint_is_resumed_from_its_log(tmp_path):
+    """--resume read a stopped run's time as the line's last field but one: "looped", for the penalty's lines."""
+    from explorer.training.__main__ import previous_run
+
+    _, lines = loop_penalty_run()
+    last = lines[-1].split()
+    (tmp_path / "train.log").write_text("\n".join([*lines, "checkpoint at step 3"]) + "\n")
+    previous = previous_run(tmp_path, recipes.recipe_for("decoder"))
+    assert previous["steps"] == 3 and previous["stopped_early"]
+    assert previous["wall_time_s"] == float(last[last.index("s") - 1])
+    assert previous["final_train_loss"] == float(last[last.index("loss") + 1])
 
 
 def test_marked_loss_is_the_span_ends_share_of_the_mean_loss():

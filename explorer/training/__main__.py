@@ -36,12 +36,12 @@ def previous_run(out: Path, recipe) -> dict:
         if previous:
             return previous
         raise SystemExit(f"{out} holds no finished run and no checkpoint to resume from")
-    progress = [line.split() for line in stopped if line.startswith("step ")]  # step N loss L lr R T s
-    peak_lr = max((float(p[5]) for p in progress), default=recipe.lr)
-    wall = float(progress[-1][-2]) if progress else 0.0
+    progress = [p for p in map(recipes.read_step_line, stopped) if p]
+    peak_lr = max((p["lr"] for p in progress), default=recipe.lr)
+    wall = progress[-1]["seconds"] if progress else 0.0
     stage = {"steps": steps[-1], "lr": peak_lr, "stopped_early": True}
     stages = previous.get("stages", [{"steps": previous["steps"], "lr": previous["lr"]}] if previous else [])
-    last_loss = float(progress[-1][3]) if progress else previous.get("final_train_loss", float("nan"))
+    last_loss = progress[-1]["loss"] if progress else previous.get("final_train_loss", float("nan"))
     return {**previous, "steps": previous.get("steps", 0) + steps[-1], "lr": peak_lr,
             "wall_time_s": previous.get("wall_time_s", 0.0) + wall, "stopped_early": True,
             "final_train_loss": last_loss, "stages": [*stages, stage]}  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -422,9 +423,16 @@ def train(
         span_ends = span_ends.to(device)
     model.train()
     losses, looped, start = [], [], time.time()
+
+    def report(step: int) -> None:
+        loops = np.mean(looped[-12:]) if looped else None  # share of greedy tokens in a loop
+        log(step_line(step, np.mean(losses[-25:]), opt.param_groups[0]["lr"], time.time() - start, loops))
+
     for step in range(steps):
         time_progress = (time.time() - start) / seconds if seconds else 0.0
         if time_progress >= 1.0:
+            if step and step % 25 != 1:  # the last step run was not reported
+                report(step - 1)
             log(f"time budget of {seconds:.0f} s spent after {step} steps")
             break
         for group in opt.param_groups:
@@ -446,16 +454,30 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())  # the objective's own loss, comparable with runs without the penalty
-        if step % 25 == 0 or step == steps - 1:  # "step N  loss L  lr R  T s" (read back by --resume)
-            recent = np.mean(losses[-25:])
-            loops = f"  looped {np.mean(looped[-12:]):.2f}" if looped else ""  # share of greedy tokens in a loop
-            log(
-                f"step {step:5d}  loss {recent:.3f}  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - start:7.0f} s{loops}"
-            )
+        if step % 25 == 0 or step == steps - 1:
+            report(step)
         if checkpoint and step and step % 250 == 0:
             checkpoint(step)
     model.eval()
     return losses
+
+
+def step_line(step: int, loss: float, lr: float, seconds: float, looped: float | None = None) -> str:
+    """The training log's progress line, "step N  loss L  lr R  T s[  looped S]" (read back by ``read_step_line``)."""
+    loops = f"  looped {looped:.2f}" if looped is not None else ""
+    return f"step {step:5d}  loss {loss:.3f}  lr {lr:.2e}  {seconds:7.0f} s{loops}"
+
+
+STEP_LINE = re.compile(r"step\s+(\d+)\s+loss (\S+)\s+lr (\S+)\s+(\d+) s")
+
+
+def read_step_line(line: str) -> dict | None:
+    """A progress line's step, loss, lr and seconds; None for any other line of the log."""
+    match = STEP_LINE.match(line)
+    if not match:
+        return None
+    step, loss, lr, seconds = match.groups()
+    return {"step": int(step), "loss": float(loss), "lr": float(lr), "seconds": float(seconds)}
 
 
 @torch.no_grad()
