@@ -272,6 +272,11 @@ def test_an_added_source_is_named_in_the_cards_training_line_and_its_command(tmp
 
     stages = [{"steps": 900, "lr": 6e-4}, {"steps": 1900, "lr": 2e-4, "add_source": ["wordnet"]}]
     assert "stage 2 read the corpus with WordNet 3.0 definitions added" in attention_start(stages)
+    both = ["wordnet", "places"]
+    later = [*stages, {"steps": 500, "lr": 4e-3, "add_source": both}, {"steps": 500, "lr": 1e-3, "add_source": both}]
+    clause = attention_start(later)  # a third and a fourth stage with the same two sources share one clause
+    assert clause.count("read the corpus") == 2
+    assert "stages 3–4 read the corpus with WordNet 3.0 definitions and WordNet 3.0 places added" in clause
     commands = decoder_card_commands(tmp_path, stages)
     assert "--add-source" not in commands[0] and "--resume --lr 0.0002 --add-source wordnet" in commands[1]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from explorer.analysis.decoding.fill_mask import span_end_ids
+from explorer.core.tokens import token_label
 from explorer.training.corpus import EXTRA_SOURCES
 
 # The lesson presets (assets/lessons/presets.json) and a few plain modern sentences: the card lists
@@ -90,8 +91,8 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
                 enc = tokenizer(prompt, return_tensors="pt")
                 start = torch.tensor([[model.config.decoder_start_token_id, first]])
                 top = model(**enc, decoder_input_ids=start).logits[0, -1].softmax(-1).topk(5)
-                words = [
-                    f"{tokenizer.decode([i])!r} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())
+                words = [  # as the fill-in view labels them: a lone "▁" is "␣", not an empty word
+                    f"{token_label(tokenizer, i)!r} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())
                 ]
                 gen = model.generate(**enc, decoder_input_ids=start, max_new_tokens=8, num_beams=4,
                                      eos_token_id=span_end_ids(tokenizer, prompt, [tokenizer.eos_token_id]))  # fmt: skip
@@ -240,6 +241,11 @@ def attention_start(stages: list[dict]) -> str:
         parts.append(f"the encoder's position bias started local (−slope × distance, slopes {slopes} by head)")
     if first.get("match_prior"):
         parts.append(f"one cross-attention head started matching equal tokens (logit +{first['match_prior']:g})")
+    added = {  # consecutive stages that added the same sources share a clause, placed at the first of them
+        a: f"{stage_names(a, b)} read the corpus with {' and '.join(EXTRA_SOURCES[n].name for n in names)} added"
+        for names, a, b in stage_runs([tuple(st.get("add_source") or ()) for st in stages])
+        if names
+    }
     for number, stage in enumerate(stages, 1):  # the decoder's copy start (``recipes.start_copy_heads``)
         if stage.get("copy_start"):
             fit = stage["copy_start"]
@@ -249,9 +255,8 @@ def attention_start(stages: list[dict]) -> str:
                 f" of its attention on the token before) and an induction head (layer {il} head {ih}: {fit['induction']:.2f}"
                 " on the token after the current one's last appearance; geometric means)"
             )
-        if stage.get("add_source"):
-            names = " and ".join(EXTRA_SOURCES[name].name for name in stage["add_source"])
-            parts.append(f"stage {number} read the corpus with {names} added")
+        if number in added:
+            parts.append(added[number])
         if stage.get("end_weight"):
             parts.append(
                 f"in stage {number} the target's marks that end an answer or the output (sentinels and </s>) counted "
@@ -278,16 +283,25 @@ def per_stage(metrics: dict, key: str, unit: str = "") -> str:
     values = [st.get(key, metrics.get(key, "?")) for st in metrics.get("stages") or []] or [metrics.get(key, "?")]
     if len(set(values)) == 1:
         return f"{values[0]}{unit}"
-    runs = []  # (value, first stage, last stage), stages counted from 1
+    return ", ".join(
+        f"{v}{unit if not k else ''} ({stage_names(a, b)})" for k, (v, a, b) in enumerate(stage_runs(values))
+    )
+
+
+def stage_runs(values: list) -> list[list]:
+    """Consecutive stages with equal values, as [value, first stage, last stage] (stages counted from 1)."""
+    runs = []
     for i, v in enumerate(values, 1):
         if runs and runs[-1][0] == v:
             runs[-1][2] = i
         else:
             runs.append([v, i, i])
-    named = [
-        f"{v}{unit if not k else ''} (stage{f's {a}–{b}' if b > a else f' {a}'})" for k, (v, a, b) in enumerate(runs)
-    ]
-    return ", ".join(named)
+    return runs
+
+
+def stage_names(first: int, last: int) -> str:
+    """ "stage 2" or "stages 2–3"."""
+    return f"stages {first}–{last}" if last > first else f"stage {first}"
 
 
 def write_card(
