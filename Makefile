@@ -105,6 +105,7 @@ train: corpus build/first/tiny-gpt2 build/first/tiny-bert
 	$(PY) -m explorer.training --family encoder --resume --steps 5000 --lr 3e-4 --add-source wordnet --threads 1 --out models/tiny-bert
 	$(PY) -m explorer.training --family encoder_decoder --steps 7123 --dropout 0 --short-share 0.25 --local-bias 1,0.5,0.25,0 --match-prior 8 --batch 16 --threads 1 --tokenizer-from models/tiny-t5 --out models/tiny-t5
 	$(PY) -m explorer.training --family encoder_decoder --resume --steps 4736 --lr 5e-3 --dropout 0 --short-share 0.25 --add-source wordnet --add-source places --batch 16 --threads 1 --out models/tiny-t5
+	$(PY) -m explorer.training --family encoder_decoder --resume --steps 7426 --lr 4e-3 --dropout 0 --short-share 0.25 --add-source wordnet --add-source places --batch 16 --threads 1 --out models/tiny-t5
 	$(PY) -m explorer.training.gpt2_bpe --out models/gpt2-bpe
 	$(PY) bench/embeddings.py --ship
 
