@@ -92,7 +92,8 @@ def samples(family: str, model, tokenizer, seed: int = 0) -> list[dict]:
                 start = torch.tensor([[model.config.decoder_start_token_id, first]])
                 top = model(**enc, decoder_input_ids=start).logits[0, -1].softmax(-1).topk(5)
                 words = [  # as the fill-in view labels them: a lone "▁" is "␣", not an empty word
-                    f"{token_label(tokenizer, i)!r} ({p:.2f})" for p, i in zip(top.values.tolist(), top.indices.tolist())
+                    f"{token_label(tokenizer, i)!r} ({p:.2f})"
+                    for p, i in zip(top.values.tolist(), top.indices.tolist())
                 ]
                 gen = model.generate(**enc, decoder_input_ids=start, max_new_tokens=8, num_beams=4,
                                      eos_token_id=span_end_ids(tokenizer, prompt, [tokenizer.eos_token_id]))  # fmt: skip
