@@ -12,6 +12,7 @@ if "EXPLORER_CACHE_DIR" not in os.environ:  # projections cached by tests never 
 import pytest  # noqa: E402
 
 from tests import tiny_models  # noqa: E402
+from tests.serving import close_app  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def app_url(ctx):
     try:
         yield demo.local_url
     finally:
-        demo.close()
+        close_app(demo)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from explorer.analysis.lora.files import MAX_FILE_BYTES
+from tests.serving import close_app
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def served(ctx):
     try:
         yield demo.local_url.rstrip("/")
     finally:
-        demo.close()
+        close_app(demo)
 
 
 def test_served_config_sends_no_telemetry_and_bounds_uploads(served):

@@ -14,6 +14,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from tests.serving import close_app
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 APP_TEXT = "The tiger jumped out of a tree because it was thirsty."
 DESKTOP = {"width": 1280, "height": 720}
@@ -58,7 +60,7 @@ def app_url():
     try:
         yield demo.local_url
     finally:
-        demo.close()
+        close_app(demo)
 
 
 @pytest.fixture(scope="session")
