@@ -335,16 +335,19 @@ def build_corpus(sources: list[Source] | None = None) -> Corpus:
         chars[source.name] = 0
         for doc in source.load():
             doc = _clean(doc)
-            if doc is None or _fingerprint(doc) in seen:
+            if doc is None:
                 continue
-            if _held_out(doc) or _kept(doc, source.keep_percent):
-                seen.add(_fingerprint(doc))
+            fingerprint = _fingerprint(doc)
+            if fingerprint in seen:
+                continue
             if _held_out(doc):  # never trained on; an added source's held-out text is not measured either,
+                seen.add(fingerprint)
                 if source not in EXTRA_SOURCES.values():  # so stages with and without it compare
                     held_out.append(doc)
                 if source.name in OLD_SOURCES:
                     old.append(doc)
             elif _kept(doc, source.keep_percent):
+                seen.add(fingerprint)
                 train.append(doc)
                 chars[source.name] += len(doc)
     licences = {s.name: f"{s.package}; {s.licence}" for s in sources or SOURCES}
